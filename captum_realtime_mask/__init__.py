@@ -1,0 +1,22 @@
+"""Real-time learned saliency masks (Dabkowski & Gal, NIPS 2017) for Captum."""
+
+__version__ = "0.1.0.dev0"
+
+from captum_realtime_mask.attribution import RealTimeMaskAttribution  # noqa: E402
+from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
+from captum_realtime_mask.masker import EncoderSpec, MaskerConfig, MaskingModel  # noqa: E402
+from captum_realtime_mask.objective import ObjectiveConfig  # noqa: E402
+from captum_realtime_mask.training import FitConfig  # noqa: E402
+
+__all__ = [
+    "CheckpointError",
+    "EncoderSpec",
+    "FitConfig",
+    "InputError",
+    "MaskerConfig",
+    "MaskingModel",
+    "ObjectiveConfig",
+    "RealTimeMaskAttribution",
+    "TrainingError",
+    "__version__",
+]

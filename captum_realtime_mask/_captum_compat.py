@@ -1,0 +1,229 @@
+"""The one place that imports Captum's private helpers, plus input and target normalisation."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from captum._utils.common import (
+    ExpansionTypes,
+    _expand_additional_forward_args,
+    _format_additional_forward_args,
+)
+
+from captum_realtime_mask.errors import InputError
+
+__all__ = [
+    "_expand_additional_forward_args",
+    "_format_additional_forward_args",
+    "_format_inputs",
+    "_format_target",
+    "_forward",
+    "_predicted_target",
+    "_repeat_additional_forward_args",
+    "_slice_additional_forward_args",
+]
+
+TargetLike = int | torch.Tensor | Sequence[int] | None
+
+
+def _format_inputs(inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, bool]:
+    """Unwrap Captum's input forms into one image batch.
+
+    Captum's wrappers (``sensitivity_max``, ``NoiseTunnel``) send a tensor or a tuple of
+    tensors; a mask method explains one image tensor, so a tuple must hold exactly one.
+
+    Args:
+        inputs: ``(N, C, H, W)`` tensor or a 1-tuple of one.
+
+    Returns:
+        ``(tensor, was_tuple)``: the batch, and whether to return attributions as a 1-tuple.
+
+    Raises:
+        InputError: For anything but a 4-D floating tensor or a 1-tuple holding one.
+
+    Example:
+        >>> x = torch.zeros(2, 3, 8, 8)
+        >>> _format_inputs((x,))[1], _format_inputs(x)[0] is x
+        (True, True)
+    """
+    was_tuple = isinstance(inputs, (tuple, list))
+    if was_tuple:
+        if len(inputs) != 1:
+            raise InputError(
+                f"inputs: expected a tensor or a 1-tuple holding one (N, C, H, W) image batch, "
+                f"got a {type(inputs).__name__} of {len(inputs)} items. Hint: mask methods "
+                "explain one image input; pass the images alone and put any other model "
+                "arguments in additional_forward_args."
+            )
+        inputs = inputs[0]
+    if not isinstance(inputs, torch.Tensor):
+        raise InputError(f"inputs: expected a torch.Tensor, got {type(inputs).__name__}.")
+    if inputs.dim() != 4:
+        raise InputError(
+            f"inputs: expected an image batch shaped (N, C, H, W), got shape "
+            f"{tuple(inputs.shape)}. Hint: add a batch dimension with inputs.unsqueeze(0)."
+        )
+    if not inputs.is_floating_point():
+        raise InputError(
+            f"inputs: expected a floating-point tensor, got dtype {inputs.dtype}. "
+            "Hint: convert and normalise images as the classifier expects, e.g. x.float() / 255."
+        )
+    if inputs.shape[0] == 0:
+        raise InputError("inputs: the batch is empty (N = 0).")
+    return inputs, was_tuple
+
+
+def _is_int(value: Any) -> bool:
+    """True for Python and NumPy integers, False for bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _format_target(
+    target: TargetLike,
+    n: int,
+    device: torch.device | str,
+    num_classes: int | None = None,
+) -> torch.Tensor:
+    """Turn every target form Captum sends into one class index per example.
+
+    Accepted: an int (same class for all); a 0-d or 1-element integer tensor (same); a list
+    or tuple of ``n`` ints; a 1-D integer tensor of length ``n``. ``None`` is not accepted
+    here: resolve it with :func:`_predicted_target` first.
+
+    Args:
+        target: The target as the user or a Captum wrapper passed it.
+        n: Batch size.
+        device: Device of the returned tensor (the inputs' device).
+        num_classes: Number of classifier outputs, when known, to check the range.
+
+    Returns:
+        LongTensor shaped ``(n,)`` on ``device``.
+
+    Raises:
+        InputError: Wrong type, length or range, with the value that came.
+
+    Example:
+        >>> _format_target(3, 2, "cpu")
+        tensor([3, 3])
+        >>> _format_target(torch.tensor([1, 0]), 2, "cpu", num_classes=2)
+        tensor([1, 0])
+    """
+    if target is None:
+        raise InputError(
+            "target: None must be resolved to the predicted classes before formatting "
+            "(internal error: call _predicted_target first)."
+        )
+    if _is_int(target):
+        out = torch.full((n,), int(target), dtype=torch.long, device=device)
+    elif isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise InputError(
+                f"target: expected integer class indices, got a tensor of dtype {target.dtype}. "
+                "Hint: pass target.long()."
+            )
+        if target.numel() == 1:
+            out = target.reshape(()).to(device=device, dtype=torch.long).expand(n).clone()
+        elif target.dim() == 1 and target.shape[0] == n:
+            out = target.to(device=device, dtype=torch.long)
+        else:
+            raise InputError(
+                f"target: expected a scalar or a 1-D tensor of length {n} (one class per "
+                f"image), got shape {tuple(target.shape)}. Hint: use target.flatten() for an "
+                "(N, 1) tensor."
+            )
+    elif isinstance(target, (list, tuple)):
+        if len(target) != n or not all(_is_int(t) for t in target):
+            kinds = sorted({type(t).__name__ for t in target})
+            raise InputError(
+                f"target: a {type(target).__name__} must hold one int class index per image "
+                f"({n}), got {len(target)} items of type {kinds}. Hint: a mask explains one "
+                "class per image; Captum's multi-dimensional tuple targets are not supported."
+            )
+        out = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
+    else:
+        raise InputError(
+            f"target: expected an int, an integer tensor, a list of ints or None, got "
+            f"{type(target).__name__}."
+        )
+    if out.numel() and int(out.min()) < 0:
+        raise InputError(f"target: class indices must be >= 0, got {out.tolist()}.")
+    if num_classes is not None and out.numel() and int(out.max()) >= num_classes:
+        raise InputError(
+            f"target: class indices must be < {num_classes} (the classifier's number of "
+            f"outputs), got {out.tolist()}."
+        )
+    return out
+
+
+def _forward(
+    forward_func: Callable[..., Any],
+    inputs: torch.Tensor,
+    additional_forward_args: Any = None,
+) -> torch.Tensor:
+    """Call the classifier the way Captum does: ``forward_func(inputs, *additional_args)``.
+
+    Args:
+        forward_func: The classifier.
+        inputs: Image batch.
+        additional_forward_args: None, one extra argument, or a tuple of them.
+
+    Returns:
+        The logits ``(N, K)``.
+
+    Raises:
+        InputError: When the output is not a 2-D tensor with one row per image.
+    """
+    extra = _format_additional_forward_args(additional_forward_args)
+    out = forward_func(inputs, *extra) if extra is not None else forward_func(inputs)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != inputs.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(
+            f"forward_func: expected logits shaped (N, K) = ({inputs.shape[0]}, K), got "
+            f"{shape}. Hint: wrap the model so that it returns one row of class logits per "
+            "image (e.g. lambda x: model(x).logits)."
+        )
+    return out
+
+
+def _repeat_additional_forward_args(additional_forward_args: Any, times: int) -> Any:
+    """Repeat the batched tensors among the extra arguments to match inputs repeated ``times``.
+
+    Non-tensor and 0-d arguments are left as they are (Captum's own rule).
+    """
+    extra = _format_additional_forward_args(additional_forward_args)
+    return _expand_additional_forward_args(extra, times, ExpansionTypes.repeat)
+
+
+@torch.no_grad()
+def _predicted_target(
+    forward_func: Callable[..., Any],
+    inputs: torch.Tensor,
+    additional_forward_args: Any = None,
+) -> torch.Tensor:
+    """The classifier's top class per image (what ``target=None`` means): one forward call.
+
+    Returns:
+        LongTensor ``(N,)`` on the inputs' device.
+    """
+    logits = _forward(forward_func, inputs, additional_forward_args)
+    return logits.argmax(dim=1).to(device=inputs.device, dtype=torch.long)
+
+
+def _slice_additional_forward_args(
+    additional_forward_args: Any, start: int, end: int, n: int
+) -> Any:
+    """Cut the per-example tensors among the extra arguments to examples ``start:end``.
+
+    A tensor counts as per-example when its first dimension equals the batch size ``n``;
+    anything else (scalars, shared tensors, non-tensors) is passed through unchanged.
+    """
+    extra = _format_additional_forward_args(additional_forward_args)
+    if extra is None:
+        return None
+    return tuple(
+        a[start:end] if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == n else a
+        for a in extra
+    )

@@ -1,0 +1,425 @@
+"""RealTimeMaskAttribution: the Captum attribution class that trains and runs the masker."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from captum.attr import PerturbationAttribution
+from captum.log import log_usage
+from torch import nn
+
+from captum_realtime_mask import __version__
+from captum_realtime_mask._captum_compat import (
+    _format_inputs,
+    _format_target,
+    _predicted_target,
+)
+from captum_realtime_mask._model_state import find_module, frozen_model
+from captum_realtime_mask.checkpoint import read_checkpoint, write_checkpoint
+from captum_realtime_mask.errors import CheckpointError, InputError
+from captum_realtime_mask.masker.encoders import EncoderSpec
+from captum_realtime_mask.masker.model import MaskerConfig, MaskingModel, Preset
+from captum_realtime_mask.objective import ObjectiveConfig
+from captum_realtime_mask.training import FitConfig, fit_masker
+
+__all__ = ["RealTimeMaskAttribution"]
+
+EncoderArg = str | EncoderSpec | nn.Module
+
+
+def _infer_num_classes(model: nn.Module | None) -> int | None:
+    """Classes of a timm / torchvision classifier: ``num_classes`` or the last Linear's width."""
+    if model is None:
+        return None
+    for m in reversed(list(model.modules())):
+        n = getattr(m, "num_classes", None)
+        if isinstance(n, int) and n > 0:
+            return n
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def _encoder_spec(
+    encoder: EncoderArg, pretrained: bool | None
+) -> tuple[EncoderSpec, nn.Module | None]:
+    """Turn the ``encoder`` argument into a spec (and the user's module, if one was given)."""
+    if isinstance(encoder, EncoderSpec):
+        return encoder, None
+    if isinstance(encoder, nn.Module):
+        return EncoderSpec(kind="module", frozen=bool(pretrained)), encoder
+    if not isinstance(encoder, str):
+        raise InputError(
+            "encoder: expected 'classifier', 'small_cnn', a timm model name (e.g. 'resnet50'), "
+            f"'torchvision:<name>', an EncoderSpec or an nn.Module; got {type(encoder).__name__}."
+        )
+    if encoder in ("classifier", "small_cnn"):
+        return EncoderSpec(kind=encoder), None
+    if encoder.startswith("torchvision:"):
+        name = encoder.split(":", 1)[1]
+        return EncoderSpec(kind="torchvision", name=name, pretrained=pretrained is not False), None
+    name = encoder.split(":", 1)[1] if encoder.startswith("timm:") else encoder
+    return EncoderSpec(kind="timm", name=name, pretrained=pretrained is not False), None
+
+
+class RealTimeMaskAttribution(PerturbationAttribution):
+    r"""Learned real-time saliency masks (Dabkowski & Gal, NIPS 2017) as a Captum method.
+
+    A U-Net *masker* is trained once (:meth:`fit`) to produce, for any image and any class,
+    the smallest smooth mask whose kept region alone lets the classifier recognise the class
+    and whose removal destroys it (the objective in :mod:`captum_realtime_mask.objective`).
+    Afterwards :meth:`attribute` explains a batch in one forward pass of the masker; the
+    classifier is not called when ``target`` is given.
+
+    Args:
+        forward_func: The classifier (logits ``(N, K)``); any differentiable timm or
+            torchvision model, or a callable. It is never updated, and its modes,
+            ``requires_grad`` flags and hooks are restored after every call.
+        num_classes: Number of classes. None reads ``num_classes`` or the last Linear layer.
+        encoder: ``"classifier"`` (default: the classifier's own frozen backbone, sharing its
+            weights; the offline stand-in for the paper's ImageNet ResNet-50), a timm name such
+            as ``"resnet50"`` (the paper's choice; ImageNet weights downloaded and frozen
+            unless ``pretrained=False``, which trains it from scratch as in section 5.2),
+            ``"torchvision:resnet50"``, ``"small_cnn"`` (the paper's CIFAR encoder), an
+            :class:`~captum_realtime_mask.masker.EncoderSpec`, or an ``nn.Module`` returning a
+            list of NCHW maps.
+        pretrained: For named encoders: load ImageNet weights (needs a network). None means
+            True.
+        preset: ``"light"`` (default; widths from the encoder, 1 bottleneck, bilinear
+            upsampling) or ``"paper"`` (768 channels halving, 3 bottlenecks, transposed convs).
+        masker_config: A full :class:`~captum_realtime_mask.masker.MaskerConfig` instead of
+            ``preset`` (its ``num_classes`` and ``encoder`` are used as given).
+        objective: Loss weights and evidence removal; default :class:`ObjectiveConfig`.
+        seed: Seed of the masker's initial weights (the global RNG is left untouched).
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("test_resnet", pretrained=False, num_classes=3)
+        >>> attr = RealTimeMaskAttribution(model)
+        >>> images = torch.rand(4, 3, 64, 64)
+        >>> labels = torch.tensor([0, 1, 2, 0])
+        >>> _ = attr.fit([(images, labels)], epochs=1, progress=False)
+        >>> attr.attribute(images, target=2).shape
+        torch.Size([4, 3, 64, 64])
+        >>> attr.mask(images, target=labels).shape
+        torch.Size([4, 1, 64, 64])
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., torch.Tensor],
+        num_classes: int | None = None,
+        encoder: EncoderArg = "classifier",
+        pretrained: bool | None = None,
+        preset: Preset = "light",
+        masker_config: MaskerConfig | None = None,
+        objective: ObjectiveConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not callable(forward_func):
+            raise InputError(
+                "forward_func: expected the classifier (a callable), got "
+                f"{type(forward_func).__name__}."
+            )
+        super().__init__(forward_func)
+        self.model = find_module(forward_func)
+        if masker_config is None:
+            num_classes = num_classes or _infer_num_classes(self.model)
+            if not num_classes or num_classes < 1:
+                raise InputError(
+                    "num_classes: could not read the number of classes from the classifier; "
+                    "pass num_classes=K."
+                )
+            spec, module = _encoder_spec(encoder, pretrained)
+            masker_config = MaskerConfig.preset(preset, num_classes, spec)
+        else:
+            module = encoder if isinstance(encoder, nn.Module) else None
+        if masker_config.encoder.kind == "classifier" and self.model is None:
+            raise InputError(
+                "encoder: 'classifier' reuses the classifier's backbone, so forward_func must be "
+                "an nn.Module (or its bound forward); got a plain callable. Hint: pass "
+                "encoder='small_cnn' or a timm model name."
+            )
+        self.objective = objective or ObjectiveConfig()
+        self.seed = seed
+        self.history: list[dict[str, float]] = []
+        self._encoder_module = module
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                self.masker = MaskingModel(masker_config, self.model, module)
+            except (RuntimeError, OSError) as exc:
+                if masker_config.encoder.pretrained:
+                    raise InputError(
+                        f"encoder: could not load pretrained weights for "
+                        f"{masker_config.encoder.name!r} ({exc}). Hint: without a network "
+                        "pass pretrained=False (the encoder is then trained from scratch), or "
+                        "use encoder='classifier'."
+                    ) from exc
+                raise
+        self.masker.eval()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the masker's embedding covers."""
+        return self.masker.config.num_classes
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        """False: a mask is not multiplied by the inputs."""
+        return False
+
+    def has_convergence_delta(self) -> bool:
+        """False: no convergence delta."""
+        return False
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        loader: Iterable,
+        epochs: int | None = None,
+        max_steps: int | None = None,
+        lr: float = 1e-3,
+        device: str | torch.device | None = None,
+        val_loader: Iterable | None = None,
+        resume_from: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> RealTimeMaskAttribution:
+        """Train the masker on ``loader``; the classifier stays frozen and untouched.
+
+        Args:
+            loader: Any iterable of ``(images, labels[, ...])`` batches, e.g. a DataLoader.
+                Images in the classifier's input space; labels are class indices.
+            epochs: Passes over the loader (default 1 when ``max_steps`` is None too).
+            max_steps: Stop after this many optimiser steps.
+            lr: Adam learning rate.
+            device: Where to train; None picks CUDA when present, else the classifier's
+                device. The classifier is moved there for the fit and moved back after.
+            val_loader: Optional loader; its mean loss terms enter each epoch's history.
+            resume_from: A checkpoint directory (or a ``checkpoint_dir``) of an earlier run.
+            **options: Any field of :class:`~captum_realtime_mask.training.FitConfig`
+                (``amp``, ``seed``, ``progress``, ``grad_clip``, ``lr_schedule``,
+                ``checkpoint_dir``, ``checkpoint_every``, ``keep_last``, ...).
+
+        Returns:
+            self, with :attr:`history` extended by one dict of mean loss terms per epoch.
+        """
+        if self.model is None:
+            raise InputError(
+                "forward_func: fit() needs the classifier as an nn.Module (or its bound "
+                "forward) to freeze it during training."
+            )
+        unknown = set(options) - set(FitConfig.__dataclass_fields__)
+        if unknown:
+            raise InputError(
+                f"fit(): unknown options {sorted(unknown)}; accepted: "
+                f"{sorted(FitConfig.__dataclass_fields__)}."
+            )
+        options.setdefault("seed", self.seed)
+        config = FitConfig(epochs=epochs, max_steps=max_steps, lr=lr, **options)
+        dev = self._training_device(device)
+        history = fit_masker(
+            self.masker,
+            self.model,
+            loader,
+            self.objective,
+            config,
+            dev,
+            val_loader=val_loader,
+            resume_from=resume_from,
+            save_extra=self._config_dict,
+        )
+        self.history = list(history) if resume_from is not None else self.history + history
+        return self
+
+    def _training_device(self, device: str | torch.device | None) -> torch.device:
+        if device is not None:
+            return torch.device(device)
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    # ------------------------------------------------------------------ inference
+    def _prepare(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        target: Any,
+        additional_forward_args: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        x, was_tuple = _format_inputs(inputs)
+        c_in = self.masker.config.encoder.in_chans
+        if x.shape[1] != c_in:
+            raise InputError(
+                f"inputs: the encoder takes {c_in} channels, got {x.shape[1]} "
+                f"(shape {tuple(x.shape)})."
+            )
+        stride = self.masker.max_stride
+        if x.shape[-2] % stride or x.shape[-1] % stride:
+            raise InputError(
+                f"inputs: height and width must be divisible by the encoder's stride {stride}; "
+                f"got {tuple(x.shape[-2:])}. Hint: resize or pad to a multiple of {stride}."
+            )
+        if not torch.isfinite(x).all():
+            raise InputError("inputs: contain NaN or Inf values.")
+        if self.model is not None and self.masker.config.encoder.kind == "classifier":
+            param = next(self.model.parameters(), None)
+            if param is not None and param.device != x.device:
+                raise InputError(
+                    f"inputs: are on {x.device} but the classifier is on {param.device}. Hint: "
+                    f"move one of them, e.g. inputs.to('{param.device}')."
+                )
+        if target is None:
+            with frozen_model(self.forward_func):
+                target = _predicted_target(self.forward_func, x, additional_forward_args)
+        return x, _format_target(target, len(x), x.device, self.num_classes), was_tuple
+
+    def _masks(self, x: torch.Tensor, target: torch.Tensor, confidence: float) -> torch.Tensor:
+        self.masker.to(x.device)
+        self.masker.eval()
+        low_precision = x.dtype in (torch.float16, torch.bfloat16)
+        if low_precision and x.device.type == "cuda":
+            with torch.autocast("cuda", dtype=x.dtype):
+                mask = self.masker(x, target, confidence).mask
+        else:
+            mask = self.masker(x.float(), target, confidence).mask
+        return mask.to(x.dtype)
+
+    @torch.no_grad()
+    def mask(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+        confidence: float = 0.0,
+    ) -> torch.Tensor:
+        """The raw single-channel masks ``(N, 1, H, W)`` in ``[0, 1]`` (one masker pass).
+
+        Same arguments as :meth:`attribute` (without refinement).
+        """
+        x, tgt, _ = self._prepare(inputs, target, additional_forward_args)
+        return self._masks(x, tgt, confidence)
+
+    @log_usage(part_of_slo=True)
+    @torch.no_grad()
+    def attribute(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+        confidence: float = 0.0,
+        refine_steps: int = 0,
+        refine_options: dict[str, Any] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Saliency masks for a batch, shaped like the inputs.
+
+        Args:
+            inputs: Images ``(N, C, H, W)`` (or a 1-tuple of them, as Captum's wrappers
+                send), in the classifier's input space; H and W divisible by the encoder's
+                largest stride (:attr:`masker.max_stride`).
+            target: The class to explain per image: int, list/tuple of ints, 0-d or 1-D
+                tensor. None explains the classifier's predicted class, which costs one
+                classifier call; with a target the classifier is not called.
+            additional_forward_args: Extra classifier arguments (used only when ``target``
+                is None or when refining).
+            confidence: Offset added to the feature filter's gate logits: > 0 keeps more of
+                the image, < 0 makes masks stricter.
+            refine_steps: When > 0, start per-image mask optimisation from the learned masks
+                and run this many steps (see :mod:`captum_realtime_mask.iterative`).
+            refine_options: Extra keyword arguments for the refinement.
+
+        Returns:
+            Masks in ``[0, 1]`` broadcast over the channels (a contiguous tensor shaped like
+            ``inputs``, same device and dtype), or a 1-tuple of it when ``inputs`` was a tuple.
+            For the single-channel mask use :meth:`mask`.
+        """
+        x, tgt, was_tuple = self._prepare(inputs, target, additional_forward_args)
+        mask = self._masks(x, tgt, confidence)
+        if refine_steps:
+            from captum_realtime_mask.iterative import optimise_masks
+
+            options = dict(refine_options or {})
+            options.setdefault("objective", self.objective)
+            mask = optimise_masks(
+                self.forward_func,
+                x,
+                tgt,
+                init_mask=mask,
+                n_iter=int(refine_steps),
+                additional_forward_args=additional_forward_args,
+                **options,
+            ).to(x.dtype)
+        out = mask.expand_as(x).contiguous()
+        return (out,) if was_tuple else out
+
+    # ------------------------------------------------------------------ persistence
+    def _config_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "RealTimeMaskAttribution",
+            "package_version": __version__,
+            "masker": self.masker.config.to_dict(),
+            "objective": self.objective.to_dict(),
+            "seed": self.seed,
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Save the masker: ``masker.safetensors`` and ``config.json`` (atomic).
+
+        The classifier's weights are not saved; pass the classifier to :meth:`load`.
+        """
+        write_checkpoint(
+            directory,
+            {**self._config_dict(), "history": self.history},
+            {"masker": self.masker.state_dict()},
+        )
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        forward_func: Callable[..., torch.Tensor],
+        encoder: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+    ) -> RealTimeMaskAttribution:
+        """Rebuild a saved masker (no training data needed; nothing is unpickled).
+
+        Args:
+            directory: What :meth:`save` wrote (or a training checkpoint folder).
+            forward_func: The classifier the masker was trained for.
+            encoder: The custom encoder module, for maskers saved with one.
+            device: Where to put the masker.
+
+        Raises:
+            CheckpointError: Missing, truncated, tampered or incompatible files.
+        """
+        meta, tensors = read_checkpoint(directory, device=device)
+        if meta.get("kind") != "RealTimeMaskAttribution" or "masker" not in tensors:
+            raise CheckpointError(f"{directory}: not a RealTimeMaskAttribution checkpoint.")
+        masker_config = MaskerConfig.from_dict(meta["masker"])
+        obj = ObjectiveConfig.from_dict(meta["objective"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if masker_config.encoder.pretrained:
+                # Weights come from the checkpoint: do not download them again.
+                masker_config.encoder.pretrained = False
+                masker_config.encoder.frozen = True
+            attr = cls(
+                forward_func,
+                masker_config=masker_config,
+                encoder=encoder,
+                objective=obj,
+                seed=meta.get("seed", 0),
+            )
+        try:
+            attr.masker.load_state_dict(tensors["masker"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{directory}: the weights do not fit the masker described by its config "
+                f"({exc}). Hint: load it with the classifier it was trained for."
+            ) from exc
+        attr.masker.to(device)
+        attr.history = meta.get("history", [])
+        return attr

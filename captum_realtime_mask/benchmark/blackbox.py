@@ -1,0 +1,654 @@
+"""Black-box classifiers for the benchmark: timm models trained from scratch, cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captum_realtime_mask.datasets.cluttered import (
+    CLUTTERED_MEAN,
+    CLUTTERED_STD,
+    ClutteredConfig,
+    ClutteredFashionMNIST,
+    default_cache_dir,
+)
+from captum_realtime_mask.errors import CheckpointError, InputError
+
+__all__ = [
+    "BLACKBOX_PRESETS",
+    "BlackBox",
+    "BlackBoxConfig",
+    "Normalize",
+    "blackbox_cache_paths",
+    "box_aware_crops",
+    "evaluate_accuracy",
+    "load_blackbox",
+    "save_blackbox",
+    "train_blackbox",
+]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+
+
+class Normalize(nn.Module):
+    """Subtract a per-channel mean and divide by a per-channel standard deviation.
+
+    The constants are non-persistent buffers: they follow ``.to(device)`` but stay out of the
+    state dict (they are part of the configuration saved beside the weights).
+
+    Args:
+        mean: One value per channel.
+        std: One value per channel, all positive.
+
+    Example:
+        >>> norm = Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+        >>> norm(torch.full((1, 3, 2, 2), 0.75))[0, :, 0, 0]
+        tensor([1., 1., 1.])
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        if len(mean) != len(std) or min(std) <= 0:
+            raise InputError(
+                f"Normalize: mean and std need one value per channel and std > 0; got "
+                f"mean={mean}, std={std}."
+            )
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` shaped ``(N, C, H, W)``."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        """The constants, for ``repr``."""
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+@dataclass(frozen=True)
+class BlackBoxConfig:
+    """How to build and train one black-box classifier.
+
+    Attributes:
+        arch: A timm model name; always created with ``pretrained=False``.
+        model_kwargs: Extra keyword arguments for ``timm.create_model`` (widths, depths).
+        epochs: Passes over the training split; each pass draws fresh composites.
+        batch_size: Images per step.
+        optimizer: ``"sgd"`` (Nesterov momentum 0.9) or ``"adamw"``.
+        lr: Peak learning rate of the one-cycle schedule.
+        weight_decay: Weight decay (not applied to biases and normalisation weights).
+        warmup: Fraction of the steps spent warming the learning rate up.
+        label_smoothing: Label smoothing of the cross-entropy.
+        crop_prob: Probability that a training image is replaced by a random crop that holds
+            most of the item, resized to the full size (see :func:`box_aware_crops`).
+        min_cover: Least fraction of the item's box, along each axis, that such a crop keeps.
+        flip_prob: Probability of a left-right flip.
+        fresh_epochs: Draw new composites every epoch (``True``) or reuse epoch 0's.
+        seed: Seed of the initialisation, the shuffling and the augmentation.
+        channels_last: Train in channels-last memory format (faster on CPU).
+        mean: Input normalisation mean, applied inside the returned model.
+        std: Input normalisation standard deviation, as ``mean``.
+    """
+
+    arch: str = "resnet18"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    warmup: float = 0.15
+    label_smoothing: float = 0.1
+    crop_prob: float = 0.5
+    min_cover: float = 0.8
+    flip_prob: float = 0.5
+    fresh_epochs: bool = True
+    seed: int = 0
+    channels_last: bool = True
+    mean: tuple[float, ...] = CLUTTERED_MEAN
+    std: tuple[float, ...] = CLUTTERED_STD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_kwargs", _jsonable(dict(self.model_kwargs)))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.optimizer not in ("sgd", "adamw"):
+            raise InputError(
+                f"BlackBoxConfig.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}."
+            )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError(
+                f"BlackBoxConfig.epochs and batch_size must be >= 1, got {self.epochs} and "
+                f"{self.batch_size}."
+            )
+        for name in ("crop_prob", "min_cover", "flip_prob", "warmup"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(
+                    f"BlackBoxConfig.{name} must be in [0, 1], got {getattr(self, name)}."
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary; :meth:`from_dict` inverts it."""
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlackBoxConfig:
+        """Rebuild a configuration from :meth:`to_dict`'s output (unknown keys are refused)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"BlackBoxConfig.from_dict: unknown keys {unknown}.")
+        return cls(**data)
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples to lists, recursively, so a configuration survives a JSON round trip unchanged."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+#: The benchmark's two black boxes, of different families, tuned to train quickly on CPU.
+#: ``"resnet"``: timm's ResNet-18 at half width (2.8 M parameters); ``"mobilenet"``: timm's
+#: MobileNetV4-Conv-Small (2.5 M parameters).
+BLACKBOX_PRESETS: dict[str, BlackBoxConfig] = {
+    "resnet": BlackBoxConfig(
+        arch="resnet18",
+        model_kwargs={"channels": [32, 64, 128, 256], "stem_width": 32},
+        epochs=10,
+        optimizer="sgd",
+        lr=0.1,
+        weight_decay=5e-4,
+    ),
+    "mobilenet": BlackBoxConfig(
+        arch="mobilenetv4_conv_small",
+        epochs=10,
+        optimizer="adamw",
+        lr=4e-3,
+        weight_decay=0.05,
+    ),
+}
+
+
+class BlackBox(nn.Sequential):
+    """A classifier of ``[0, 1]`` RGB images: :class:`Normalize` followed by a timm model.
+
+    Every attribution method therefore sees the same input space (unnormalised images in
+    ``[0, 1]``); ``model[1]`` (also :attr:`classifier`) is the bare timm network, which
+    expects normalised input, for code that wants its feature maps.
+
+    Args:
+        classifier: The timm network.
+        mean: Normalisation mean, one value per channel.
+        std: Normalisation standard deviation, one value per channel.
+        info: The training record (architecture, configurations, accuracies, timings).
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(Normalize(mean, std), classifier)
+        self.info: dict[str, Any] = dict(info or {})
+
+    @property
+    def normalize(self) -> Normalize:
+        """The normalisation layer."""
+        return self[0]  # type: ignore[return-value]
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The timm network (expects normalised input)."""
+        return self[1]
+
+
+def _create(config: BlackBoxConfig, num_classes: int = 10) -> BlackBox:
+    import timm
+
+    classifier = timm.create_model(
+        config.arch, pretrained=False, num_classes=num_classes, **config.model_kwargs
+    )
+    return BlackBox(classifier, config.mean, config.std)
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation
+
+
+def box_aware_crops(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    min_cover: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random crops that keep most of each item, resized back to the full size.
+
+    Along each axis independently, the crop's length is uniform between ``min_cover`` times
+    the box's length and the whole side, and its position is uniform among those that keep
+    at least ``min_cover`` of the box. The two axes are independent, so the item is also
+    stretched, like the tightest-box crops the saliency metric resizes to the classifier's
+    input size regardless of their aspect ratio.
+
+    Args:
+        images: ``(N, C, H, W)`` float images.
+        boxes: ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` with inclusive maxima, in pixels.
+        min_cover: Least fraction of the box kept along each axis, in ``(0, 1]``.
+        generator: Random generator.
+
+    Returns:
+        The crops, shaped like ``images``.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    lo = boxes[:, :2].to(torch.float32)
+    hi = boxes[:, 2:].to(torch.float32) + 1  # exclusive pixel edges
+    full = torch.tensor([w, h], dtype=torch.float32)
+    length = (hi - lo).clamp(min=1.0)
+    u = torch.rand(n, 2, 2, generator=generator)
+    shortest = (min_cover * length).clamp(max=full)
+    side = shortest + u[:, 0] * (full - shortest)
+    kept = torch.minimum(min_cover * length, side)
+    start_lo = (lo + kept - side).clamp(min=0.0)
+    start_hi = torch.minimum(hi - kept, full - side).clamp(min=0.0)
+    start = start_lo + u[:, 1] * (start_hi - start_lo).clamp(min=0.0)
+    # Affine map from output grid [-1, 1] to the crop, in normalised input coordinates.
+    scale = side / full
+    shift = (2 * start + side) / full - 1
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = scale[:, 0], scale[:, 1]
+    theta[:, 0, 2], theta[:, 1, 2] = shift[:, 0], shift[:, 1]
+    grid = F.affine_grid(theta.to(device, images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _augment(
+    images: torch.Tensor, boxes: torch.Tensor, config: BlackBoxConfig, generator: torch.Generator
+) -> torch.Tensor:
+    n = len(images)
+    if config.crop_prob > 0:
+        chosen = torch.rand(n, generator=generator) < config.crop_prob
+        if chosen.any():
+            images = images.clone()
+            images[chosen] = box_aware_crops(
+                images[chosen], boxes[chosen], config.min_cover, generator
+            )
+    if config.flip_prob > 0:
+        flip = (torch.rand(n, generator=generator) < config.flip_prob).view(n, 1, 1, 1)
+        images = torch.where(flip, images.flip(-1), images)
+    return images
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, evaluation, caching
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module, dataset: ClutteredFashionMNIST, batch_size: int = 500
+) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset`` (the model's mode is restored afterwards).
+
+    Args:
+        model: A classifier of ``[0, 1]`` images.
+        dataset: The images and labels.
+        batch_size: Images per forward pass.
+
+    Returns:
+        The fraction of images classified correctly.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        correct = 0
+        for start in range(0, len(dataset), batch_size):
+            x = dataset.float_images(slice(start, start + batch_size)).to(device)
+            y = dataset.labels[start : start + batch_size].to(device)
+            correct += int((model(x).argmax(dim=1) == y).sum())
+        return correct / max(1, len(dataset))
+    finally:
+        model.train(was_training)
+
+
+def blackbox_cache_paths(
+    config: BlackBoxConfig,
+    dataset: ClutteredConfig,
+    cache_dir: str | os.PathLike[str] | None = None,
+    max_steps: int | None = None,
+) -> tuple[Path, Path]:
+    """Where a trained black box is cached: ``(weights.safetensors, record.json)``.
+
+    The file names hold the architecture and a hash of both configurations (and of
+    ``max_steps``), so any change of parameters trains and caches a new model.
+    """
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    blob = json.dumps(
+        {
+            "format": _FORMAT_VERSION,
+            "blackbox": config.to_dict(),
+            "dataset": dataset.to_dict(),
+            "max_steps": max_steps,
+        },
+        sort_keys=True,
+    )
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    stem = folder / "blackboxes" / f"{config.arch}-{key}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_blackbox(model: BlackBox, weights_path: str | os.PathLike[str]) -> Path:
+    """Save a black box: safetensors weights plus a JSON record beside them (atomic writes).
+
+    Args:
+        model: The model; ``model.info`` must hold ``"blackbox"`` (a
+            :meth:`BlackBoxConfig.to_dict`) and ``"num_classes"``.
+        weights_path: The ``.safetensors`` file; the record goes to the same name with
+            ``.json``.
+
+    Returns:
+        The record's path.
+    """
+    from safetensors.torch import save_file
+
+    weights_path = Path(weights_path)
+    record_path = weights_path.with_suffix(".json")
+    missing = {"blackbox", "num_classes"} - set(model.info)
+    if missing:
+        raise InputError(f"save_blackbox: model.info lacks {sorted(missing)}.")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(weights_path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    record = {"format_version": _FORMAT_VERSION, **model.info}
+    text = json.dumps(record, indent=2, sort_keys=True)
+    _atomic_write(record_path, lambda p: p.write_text(text + "\n"))
+    return record_path
+
+
+def load_blackbox(
+    weights_path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> BlackBox:
+    """Rebuild a black box saved by :func:`save_blackbox` or :func:`train_blackbox`.
+
+    Args:
+        weights_path: The ``.safetensors`` file (its ``.json`` record must lie beside it).
+        map_location: Device to load the weights onto.
+
+    Returns:
+        The model in eval mode, its record in ``model.info``.
+
+    Raises:
+        CheckpointError: A file is missing, unreadable, or does not fit the record.
+    """
+    from safetensors.torch import load_file
+
+    weights_path = Path(weights_path)
+    record_path = weights_path.with_suffix(".json")
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {record.get('format_version')!r}, expected {_FORMAT_VERSION}"
+            )
+        config = BlackBoxConfig.from_dict(record["blackbox"])
+        model = _create(config, num_classes=int(record["num_classes"]))
+        state = load_file(str(weights_path), device=str(map_location))
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"load_blackbox: cannot rebuild the black box from {weights_path} and "
+            f"{record_path}: {exc}. Delete both files to retrain."
+        ) from exc
+    model.info = {k: v for k, v in record.items() if k != "format_version"}
+    return model.to(map_location).eval()
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def train_blackbox(
+    arch: str | BlackBoxConfig = "resnet",
+    dataset: ClutteredConfig | None = None,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    max_steps: int | None = None,
+    force: bool = False,
+    num_threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> BlackBox:
+    """Train a black-box classifier from scratch on cluttered Fashion-MNIST, or load it.
+
+    The model is trained on the ``"train"`` split with fresh composites every epoch (see
+    :class:`BlackBoxConfig`), random crops that keep most of the item (resized to the full
+    size, aspect ratio free, so the saliency metric's crops are in distribution) and flips,
+    with a one-cycle learning-rate schedule. Its accuracy on the ``"val"`` split is logged
+    every epoch and its ``"test"`` accuracy recorded at the end. The weights are cached as
+    ``<cache_dir>/blackboxes/<arch>-<hash>.safetensors`` with a JSON record beside them
+    (architecture, both configurations, accuracies, training time and thread count); a later
+    call with the same parameters loads them instead of training.
+
+    Args:
+        arch: A key of :data:`BLACKBOX_PRESETS` (``"resnet"``, ``"mobilenet"``), a timm model
+            name (trained with the default :class:`BlackBoxConfig` settings), or a full
+            :class:`BlackBoxConfig`.
+        dataset: The dataset parameters; default :class:`ClutteredConfig`.
+        epochs: Overrides the configuration's number of epochs.
+        seed: Overrides the configuration's seed.
+        cache_dir: Cache folder (default :func:`default_cache_dir`); the dataset's validation
+            and test images are cached there too.
+        root: Folder of the Fashion-MNIST IDX files.
+        max_steps: Stop after this many optimiser steps (for smoke tests).
+        force: Retrain even when a cached model exists (and overwrite it).
+        num_threads: Set ``torch.set_num_threads`` for the run (restored afterwards).
+        log: Called with one line per epoch (default: the module's logger at INFO level).
+
+    Returns:
+        The trained :class:`BlackBox` (``Normalize`` then the timm network; it takes images in
+        ``[0, 1]``), on the CPU in eval mode, with its record in ``model.info``.
+
+    Example:
+        >>> model = train_blackbox("mobilenet")  # doctest: +SKIP
+        >>> model.info["test_accuracy"]  # doctest: +SKIP
+        0.85
+    """
+    config = _resolve_config(arch)
+    if epochs is not None:
+        config = replace(config, epochs=int(epochs))
+    if seed is not None:
+        config = replace(config, seed=int(seed))
+    dataset = dataset if dataset is not None else ClutteredConfig()
+    if max_steps is not None and max_steps < 1:
+        raise InputError(f"train_blackbox: max_steps must be >= 1 or None, got {max_steps}.")
+    weights_path, record_path = blackbox_cache_paths(config, dataset, cache_dir, max_steps)
+    if not force and weights_path.is_file() and record_path.is_file():
+        try:
+            return load_blackbox(weights_path)
+        except CheckpointError as exc:
+            logger.warning("%s; retraining.", exc)
+    emit = log if log is not None else logger.info
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        model, info = _train(config, dataset, cache_dir, root, max_steps, emit)
+    finally:
+        torch.set_num_threads(previous_threads)
+    model.info = info
+    save_blackbox(model, weights_path)
+    emit(f"saved {weights_path}")
+    return model.eval()
+
+
+def _resolve_config(arch: str | BlackBoxConfig) -> BlackBoxConfig:
+    if isinstance(arch, BlackBoxConfig):
+        return arch
+    if not isinstance(arch, str):
+        raise InputError(
+            f"train_blackbox: arch must be a preset name, a timm model name or a "
+            f"BlackBoxConfig, got {type(arch).__name__}."
+        )
+    if arch in BLACKBOX_PRESETS:
+        return BLACKBOX_PRESETS[arch]
+    import timm
+
+    if not timm.is_model(arch):
+        raise InputError(
+            f"train_blackbox: {arch!r} is neither a preset ({sorted(BLACKBOX_PRESETS)}) nor a "
+            "timm model name (see timm.list_models())."
+        )
+    return BlackBoxConfig(arch=arch)
+
+
+def _train(
+    config: BlackBoxConfig,
+    dataset: ClutteredConfig,
+    cache_dir: str | os.PathLike[str] | None,
+    root: str | os.PathLike[str] | None,
+    max_steps: int | None,
+    emit: Callable[[str], None],
+) -> tuple[BlackBox, dict[str, Any]]:
+    start_time = time.perf_counter()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    train = ClutteredFashionMNIST("train", dataset, root=root, cache=False)
+    val = ClutteredFashionMNIST("val", dataset, root=root, cache_dir=cache_dir)
+    test = ClutteredFashionMNIST("test", dataset, root=root, cache_dir=cache_dir)
+    if len(train) == 0:
+        raise InputError("train_blackbox: the training split is empty (dataset.n_train == 0).")
+    model = _create(config, num_classes=10)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    groups = _param_groups(model, config.weight_decay)
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            groups, lr=config.lr, momentum=0.9, nesterov=True
+        )
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.lr,
+        total_steps=total_steps,
+        pct_start=config.warmup,
+        anneal_strategy="cos",
+        div_factor=25.0,
+        final_div_factor=1e3,
+    )
+    history: list[dict[str, Any]] = []
+    step = 0
+    for epoch in range(config.epochs):
+        if step >= total_steps:
+            break
+        epoch_start = time.perf_counter()
+        if config.fresh_epochs:
+            train.set_epoch(epoch)
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        loss_sum, seen, correct = 0.0, 0, 0
+        for first in range(0, len(order), config.batch_size):
+            if step >= total_steps:
+                break
+            index = order[first : first + config.batch_size]
+            x = train.float_images(index)
+            y = train.labels[index]
+            x = _augment(x, train.boxes[index], config, generator)
+            x = x.contiguous(memory_format=memory_format)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                from captum_realtime_mask.errors import TrainingError
+
+                raise TrainingError(
+                    f"train_blackbox: the loss became {loss.item()} at step {step}; lower "
+                    f"BlackBoxConfig.lr (now {config.lr})."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            loss_sum += loss.detach().item() * len(y)
+            seen += len(y)
+            correct += int((logits.argmax(dim=1) == y).sum())
+        val_accuracy = evaluate_accuracy(model, val) if len(val) else None
+        entry = {
+            "epoch": epoch,
+            "steps": step,
+            "train_loss": loss_sum / max(1, seen),
+            "train_accuracy": correct / max(1, seen),
+            "val_accuracy": val_accuracy,
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        history.append(entry)
+        emit(
+            f"{config.arch} epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.3f}, "
+            f"train acc {entry['train_accuracy']:.3f}, val acc {val_accuracy}, "
+            f"{entry['seconds']:.0f} s"
+        )
+    train_seconds = time.perf_counter() - start_time
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    test_accuracy = evaluate_accuracy(model, test) if len(test) else None
+    emit(f"{config.arch}: test accuracy {test_accuracy} after {train_seconds:.0f} s")
+    info = {
+        "arch": config.arch,
+        "num_classes": 10,
+        "input": "RGB images in [0, 1], shape (N, 3, S, S); normalisation is inside the model",
+        "blackbox": config.to_dict(),
+        "dataset": dataset.to_dict(),
+        "max_steps": max_steps,
+        "steps": step,
+        "test_accuracy": test_accuracy,
+        "val_accuracy": history[-1]["val_accuracy"] if history else None,
+        "train_seconds": train_seconds,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "history": history,
+    }
+    return model, info

@@ -1,0 +1,158 @@
+"""Safe checkpoint files: atomic writes, safetensors weights, JSON config with a format version.
+
+A saved masker is a directory holding ``config.json`` and ``masker.safetensors``; a training
+checkpoint adds ``training.safetensors`` (optimiser, schedule and RNG tensors) and keeps the
+non-tensor training state in ``config.json``. Nothing is ever unpickled: tensors go through
+safetensors and everything else through JSON. ``config.json`` records the SHA-256 of every
+tensor file, so a truncated or edited file fails to load with :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from captum_realtime_mask.errors import CheckpointError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "atomic_write_bytes",
+    "read_checkpoint",
+    "write_checkpoint",
+]
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A reader sees either the old file or the whole new one, never a partial write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checkpoint(
+    directory: str | os.PathLike[str],
+    config: dict[str, Any],
+    tensors: dict[str, dict[str, torch.Tensor]],
+) -> Path:
+    """Write a checkpoint directory atomically.
+
+    The files are first written into a fresh sibling directory, which then replaces
+    ``directory`` by rename, so an interrupted save leaves the previous checkpoint intact.
+
+    Args:
+        directory: Target directory (created; replaced if it exists).
+        config: JSON-serialisable metadata; ``format_version`` and file hashes are added.
+        tensors: File stem -> flat dict of tensors, each saved as ``<stem>.safetensors``.
+
+    Returns:
+        The directory path.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        hashes = {}
+        for stem, named in tensors.items():
+            file = staging / f"{stem}.safetensors"
+            save_file({k: v.detach().contiguous().cpu() for k, v in named.items()}, str(file))
+            hashes[file.name] = _sha256(file)
+        meta = {"format_version": FORMAT_VERSION, **config, "files": hashes}
+        atomic_write_bytes(staging / CONFIG_NAME, json.dumps(meta, indent=2).encode())
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(staging, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_checkpoint(
+    directory: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """Read and verify a checkpoint directory written by :func:`write_checkpoint`.
+
+    Args:
+        directory: The checkpoint directory.
+        device: Where to put the tensors.
+
+    Returns:
+        ``(config, tensors)`` with ``tensors`` keyed by file stem.
+
+    Raises:
+        CheckpointError: The directory or a file is missing, a hash does not match, the
+            config is not valid JSON, or the format version is not supported.
+    """
+    directory = Path(directory)
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(
+            f"path: no {CONFIG_NAME} in {str(directory)!r}. Hint: pass the directory that "
+            "RealTimeMaskAttribution.save() or fit(checkpoint_dir=...) wrote."
+        )
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{cfg_path} is not valid JSON (truncated or edited?): {exc}"
+        ) from exc
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path}: format_version {version!r} is not supported by this release "
+            f"(expects {FORMAT_VERSION}). Hint: load it with the release that wrote it."
+        )
+    tensors = {}
+    for name, expected in config.get("files", {}).items():
+        file = directory / name
+        if not file.is_file():
+            raise CheckpointError(f"{file} is missing from the checkpoint.")
+        if _sha256(file) != expected:
+            raise CheckpointError(
+                f"{file} does not match the hash recorded in {CONFIG_NAME}: the file is "
+                "truncated or was modified after saving."
+            )
+        try:
+            tensors[file.name.removesuffix(".safetensors")] = load_file(
+                str(file), device=str(device)
+            )
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{file} cannot be read: {exc}") from exc
+    return config, tensors

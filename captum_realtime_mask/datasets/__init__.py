@@ -1,0 +1,49 @@
+"""Datasets for the benchmark: Fashion-MNIST on disk and its cluttered, boxed composites."""
+
+from captum_realtime_mask.datasets.cluttered import (
+    CACHE_ENV,
+    CLUTTERED_MEAN,
+    CLUTTERED_STD,
+    DEFAULT_BACKGROUNDS,
+    ClutteredConfig,
+    ClutteredFashionMNIST,
+    Split,
+    cluttered_dataloaders,
+    default_cache_dir,
+    load_backgrounds,
+    render_composites,
+)
+from captum_realtime_mask.datasets.fashion_mnist import (
+    DEBIAN_PACKAGE,
+    DEFAULT_DEBIAN_DIR,
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_ENV,
+    FASHION_MNIST_FILES,
+    FashionMNISTNotFoundError,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    read_idx,
+)
+
+__all__ = [
+    "CACHE_ENV",
+    "CLUTTERED_MEAN",
+    "CLUTTERED_STD",
+    "DEBIAN_PACKAGE",
+    "DEFAULT_BACKGROUNDS",
+    "DEFAULT_DEBIAN_DIR",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ENV",
+    "FASHION_MNIST_FILES",
+    "ClutteredConfig",
+    "ClutteredFashionMNIST",
+    "FashionMNISTNotFoundError",
+    "Split",
+    "cluttered_dataloaders",
+    "default_cache_dir",
+    "find_fashion_mnist",
+    "load_backgrounds",
+    "load_fashion_mnist",
+    "read_idx",
+    "render_composites",
+]

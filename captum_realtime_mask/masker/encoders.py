@@ -1,0 +1,470 @@
+"""Encoders: multi-scale feature maps from timm, torchvision, the classifier itself, or a small CNN.
+
+Every encoder is a :class:`FeatureEncoder`: ``forward(x)`` returns a list of NCHW maps ordered
+from fine to coarse, one per stride, and ``channels`` / ``reductions`` describe them. The
+decoder is sized from this metadata, never from hard-coded channel counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from captum_realtime_mask.errors import InputError
+
+__all__ = [
+    "EncoderSpec",
+    "FeatureEncoder",
+    "SmallCNN",
+    "build_encoder",
+]
+
+EncoderKind = Literal["classifier", "timm", "torchvision", "small_cnn", "module"]
+
+
+@dataclass
+class EncoderSpec:
+    """How to build the masker's encoder; saved in the masker's JSON config.
+
+    Attributes:
+        kind: ``"classifier"`` (the black box's own backbone, frozen; shares its weights),
+            ``"timm"`` (a timm model name through ``features_only``), ``"torchvision"`` (a
+            torchvision classification model name through its feature extractor),
+            ``"small_cnn"`` (the paper's CIFAR encoder, section 5.2) or ``"module"`` (a
+            user-supplied module returning a list of maps; pass it again when loading).
+        name: Model name for ``timm`` and ``torchvision``.
+        pretrained: Load ImageNet weights (needs a network; timm / torchvision download them).
+        frozen: Keep the encoder's weights fixed and its BatchNorm in eval mode. None means
+            frozen for ``classifier`` and pretrained encoders, trained otherwise.
+        in_chans: Input channels.
+        min_reduction: Smallest stride of the maps fed to the decoder (the paper's scale 2 is 4).
+        max_reduction: Largest stride used (the paper's scale 5 is 32).
+        width: Base width of ``small_cnn``.
+        return_nodes: Optional node names for torchvision's feature extractor (else probed).
+        probe_size: Side of the probe image used to read strides where there is no metadata.
+        kwargs: Extra keyword arguments for ``timm.create_model`` / torchvision's builder.
+    """
+
+    kind: EncoderKind = "classifier"
+    name: str | None = None
+    pretrained: bool = False
+    frozen: bool | None = None
+    in_chans: int = 3
+    min_reduction: int = 4
+    max_reduction: int = 32
+    width: int = 32
+    return_nodes: list[str] | None = None
+    probe_size: int = 224
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_frozen(self) -> bool:
+        """Whether the encoder's weights stay fixed during fit()."""
+        if self.frozen is not None:
+            return self.frozen
+        return self.kind == "classifier" or self.pretrained
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+
+class FeatureEncoder(nn.Module):
+    """Base of all encoders: maps ordered fine to coarse with their channels and strides.
+
+    Subclasses set ``channels`` and ``reductions`` (lists of ints, one per returned map).
+    A frozen encoder stays in eval mode whatever ``train()`` is asked, and runs without
+    building a graph.
+    """
+
+    channels: list[int]
+    reductions: list[int]
+
+    def __init__(self, frozen: bool) -> None:
+        super().__init__()
+        self.frozen = frozen
+
+    def train(self, mode: bool = True) -> FeatureEncoder:
+        """Set training mode; a frozen encoder always stays in eval mode."""
+        return super().train(False if self.frozen else mode)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the feature maps, fine to coarse, as NCHW tensors."""
+        if self.frozen:
+            with torch.no_grad():
+                return self.features(x)
+        return self.features(x)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Compute the maps (implemented by subclasses)."""
+        raise NotImplementedError
+
+    @property
+    def max_stride(self) -> int:
+        """The largest stride; inputs must be divisible by it."""
+        return max(self.reductions)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's own flag afterwards, even on error."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _select_scales(reductions: list[int], min_reduction: int, max_reduction: int) -> list[int]:
+    """Indices of the last map at each distinct stride within ``[min, max]`` (fine to coarse)."""
+    last: dict[int, int] = {}
+    for i, r in enumerate(reductions):
+        if min_reduction <= r <= max_reduction:
+            last[r] = i
+    if not last:
+        raise InputError(
+            f"encoder: no feature map has a stride between min_reduction={min_reduction} and "
+            f"max_reduction={max_reduction} (strides found: {reductions}). Hint: widen the range "
+            "in EncoderSpec."
+        )
+    return [last[r] for r in sorted(last)]
+
+
+def _to_nchw(maps: list[torch.Tensor], channels: list[int]) -> list[torch.Tensor]:
+    """Turn NHWC maps (e.g. Swin) into NCHW using the known channel counts."""
+    out = []
+    for m, c in zip(maps, channels):
+        if m.dim() == 4 and m.shape[1] != c and m.shape[-1] == c:
+            m = m.permute(0, 3, 1, 2)
+        out.append(m.contiguous())
+    return out
+
+
+class TimmFeatures(FeatureEncoder):
+    """A timm model created with ``features_only=True`` (its own copy of the weights)."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        import timm
+
+        super().__init__(spec.is_frozen)
+        probe = timm.create_model(
+            spec.name, pretrained=False, features_only=True, in_chans=spec.in_chans, **spec.kwargs
+        )
+        indices = _select_scales(
+            probe.feature_info.reduction(), spec.min_reduction, spec.max_reduction
+        )
+        del probe
+        self.net = timm.create_model(
+            spec.name,
+            pretrained=spec.pretrained,
+            features_only=True,
+            out_indices=tuple(indices),
+            in_chans=spec.in_chans,
+            **spec.kwargs,
+        )
+        self.channels = list(self.net.feature_info.channels())
+        self.reductions = list(self.net.feature_info.reduction())
+        if self.frozen:
+            self.net.requires_grad_(False)
+            self.net.eval()
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Maps from timm's feature wrapper, normalised to NCHW."""
+        return _to_nchw(list(self.net(x)), self.channels)
+
+
+class _Unregistered:
+    """Holds a module without registering it, so the masker never moves, saves or retrains it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+
+class ClassifierBackbone(FeatureEncoder):
+    """The black box's own backbone, frozen and sharing its weights (nothing is copied).
+
+    The classifier is held outside the module tree: ``masker.to()``, ``train()`` and
+    ``state_dict()`` never touch it. timm classifiers are read through
+    ``forward_intermediates``; others through a torchvision feature extractor.
+    """
+
+    def __init__(self, classifier: nn.Module, spec: EncoderSpec) -> None:
+        super().__init__(True)
+        self._classifier = _Unregistered(classifier)
+        self._extractor: _Unregistered | None = None
+        self._prefix, timm_model = _split_timm(classifier)
+        if timm_model is not None:
+            self._timm = _Unregistered(timm_model)
+            reductions = [int(f["reduction"]) for f in timm_model.feature_info]
+            channels = [int(f["num_chs"]) for f in timm_model.feature_info]
+            self.indices = _select_scales(reductions, spec.min_reduction, spec.max_reduction)
+            self.channels = [channels[i] for i in self.indices]
+            self.reductions = [reductions[i] for i in self.indices]
+            self._mode = "timm"
+        else:
+            extractor, channels, reductions = _torchvision_extractor(classifier, spec)
+            self._extractor = _Unregistered(extractor)
+            self.channels, self.reductions = channels, reductions
+            self._mode = "fx"
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The wrapped classifier."""
+        return self._classifier.module
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Maps of the classifier's backbone (always in eval mode, restored afterwards)."""
+        module = self.classifier if self._mode == "timm" else self._extractor.module
+        with eval_mode(module):
+            if self._mode == "timm":
+                for pre in self._prefix:
+                    x = pre(x)
+                maps = self._timm.module.forward_intermediates(
+                    x, indices=self.indices, intermediates_only=True
+                )
+            else:
+                maps = list(module(x).values())
+        return _to_nchw(list(maps), self.channels)
+
+
+def _is_timm(model: nn.Module) -> bool:
+    return hasattr(model, "forward_intermediates") and hasattr(model, "feature_info")
+
+
+def _split_timm(model: nn.Module) -> tuple[list[nn.Module], nn.Module | None]:
+    """Split a timm classifier, or ``nn.Sequential(preprocessing..., timm_model)``, in two.
+
+    Returns the preprocessing modules to run first and the timm model, or ``([], None)``.
+    """
+    if _is_timm(model):
+        return [], model
+    if isinstance(model, nn.Sequential) and len(model) > 0 and _is_timm(model[-1]):
+        return list(model)[:-1], model[-1]
+    return [], None
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _probe_strides(
+    module: nn.Module, in_chans: int, size: int, names: list[str] | None = None
+) -> tuple[list[str], list[int], list[int]]:
+    """Run one probe image and record, per module, the channels and stride of 4-D outputs.
+
+    Hooks are removed and the module's mode restored even if the probe fails.
+    """
+    records: dict[str, tuple[int, int, int]] = {}
+    order: list[str] = []
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-1] > 1:
+                stride = size // out.shape[-1]
+                if stride * out.shape[-1] == size:
+                    records[name] = (int(out.shape[1]), stride, len(order))
+                    order.append(name)
+
+        return hook
+
+    for name, sub in module.named_modules():
+        if name and (names is None or name in names):
+            handles.append(sub.register_forward_hook(make_hook(name)))
+    try:
+        with eval_mode(module), torch.no_grad():
+            module(torch.zeros(1, in_chans, size, size, device=_device_of(module)))
+    finally:
+        for h in handles:
+            h.remove()
+    return order, [records[n][0] for n in order], [records[n][1] for n in order]
+
+
+def _torchvision_extractor(
+    classifier: nn.Module, spec: EncoderSpec
+) -> tuple[nn.Module, list[int], list[int]]:
+    """A torchvision feature extractor over the classifier, with probed channels and strides."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    order, channels, reductions = _probe_strides(
+        classifier, spec.in_chans, spec.probe_size, spec.return_nodes
+    )
+    if spec.return_nodes is None:
+        # The last module (in completion order) at each stride is the output of that stage.
+        picked = _select_scales(reductions, spec.min_reduction, spec.max_reduction)
+        # Prefer the outermost module that finishes last at each stride.
+        nodes = [order[i] for i in picked]
+    else:
+        nodes = list(spec.return_nodes)
+        missing = [n for n in nodes if n not in order]
+        if missing:
+            raise InputError(
+                f"encoder.return_nodes: {missing} produced no 4-D feature map in a probe at "
+                f"{spec.probe_size}px. Hint: list node names with "
+                "torchvision.models.feature_extraction.get_graph_node_names(model)."
+            )
+        picked = [order.index(n) for n in nodes]
+    if not nodes:
+        raise InputError(
+            "model: found no convolutional feature maps to use as the masker's encoder. Hint: "
+            "pass encoder='resnet50' (timm) or an EncoderSpec with return_nodes."
+        )
+    try:
+        extractor = create_feature_extractor(classifier, return_nodes=nodes)
+    except Exception as exc:  # torch.fx cannot trace every model
+        raise InputError(
+            f"model: torchvision's feature extractor could not trace the classifier ({exc}). "
+            "Hint: use a timm model, encoder='small_cnn', or pass a module that returns a list "
+            "of feature maps."
+        ) from exc
+    extractor.eval()
+    return extractor, [channels[i] for i in picked], [reductions[i] for i in picked]
+
+
+class TorchvisionFeatures(FeatureEncoder):
+    """A torchvision classification model (its own weights) through its feature extractor."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        import torchvision
+
+        super().__init__(spec.is_frozen)
+        weights = "DEFAULT" if spec.pretrained else None
+        model = torchvision.models.get_model(spec.name, weights=weights, **spec.kwargs)
+        self.net, self.channels, self.reductions = _torchvision_extractor(model, spec)
+        if self.frozen:
+            self.net.requires_grad_(False)
+            self.net.eval()
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Maps from the traced extractor."""
+        return list(self.net(x).values())
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class SmallCNN(FeatureEncoder):
+    """The paper's CIFAR-10 encoder (section 5.2): 3 down-sampling blocks of 5 conv layers.
+
+    Block ``k`` halves the resolution with its first conv, so the maps have strides 2, 4, 8
+    and widths ``width``, ``2 * width``, ``4 * width``.
+
+    Example:
+        >>> enc = SmallCNN(width=8)
+        >>> [tuple(m.shape) for m in enc(torch.zeros(1, 3, 32, 32))]
+        [(1, 8, 16, 16), (1, 16, 8, 8), (1, 32, 4, 4)]
+    """
+
+    def __init__(self, in_chans: int = 3, width: int = 32, frozen: bool = False) -> None:
+        super().__init__(frozen)
+        self.channels = [width, 2 * width, 4 * width]
+        self.reductions = [2, 4, 8]
+        blocks = []
+        cin = in_chans
+        for cout in self.channels:
+            layers = [_conv_bn(cin, cout, 2)] + [_conv_bn(cout, cout) for _ in range(4)]
+            blocks.append(nn.Sequential(*layers))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Output of each block."""
+        maps = []
+        for block in self.blocks:
+            x = block(x)
+            maps.append(x)
+        return maps
+
+
+class ModuleFeatures(FeatureEncoder):
+    """A user module that returns a list (or dict) of NCHW maps; strides read by a probe."""
+
+    def __init__(self, module: nn.Module, spec: EncoderSpec) -> None:
+        super().__init__(spec.is_frozen)
+        self.net = module
+        probe = torch.zeros(
+            1, spec.in_chans, spec.probe_size, spec.probe_size, device=_device_of(module)
+        )
+        with eval_mode(module), torch.no_grad():
+            out = self._as_list(module(probe))
+        if not out or any(m.dim() != 4 for m in out):
+            raise InputError(
+                "encoder: a custom encoder module must return a list of 4-D (N, C, H, W) "
+                f"feature maps; got {[tuple(m.shape) for m in out]}."
+            )
+        reductions = [spec.probe_size // m.shape[-1] for m in out]
+        self.indices = _select_scales(reductions, spec.min_reduction, spec.max_reduction)
+        self.channels = [int(out[i].shape[1]) for i in self.indices]
+        self.reductions = [reductions[i] for i in self.indices]
+        if self.frozen:
+            self.net.requires_grad_(False)
+
+    @staticmethod
+    def _as_list(out: Any) -> list[torch.Tensor]:
+        if isinstance(out, dict):
+            return list(out.values())
+        if isinstance(out, torch.Tensor):
+            return [out]
+        return list(out)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The selected maps of the module's output."""
+        out = self._as_list(self.net(x))
+        return [out[i] for i in self.indices]
+
+
+def build_encoder(
+    spec: EncoderSpec, classifier: nn.Module | None = None, module: nn.Module | None = None
+) -> FeatureEncoder:
+    """Build the encoder an :class:`EncoderSpec` describes.
+
+    Args:
+        spec: What to build.
+        classifier: The black box; required for ``kind="classifier"``.
+        module: The user's encoder module; required for ``kind="module"``.
+
+    Returns:
+        A :class:`FeatureEncoder`.
+
+    Example:
+        >>> enc = build_encoder(EncoderSpec(kind="timm", name="test_resnet"))
+        >>> enc.reductions
+        [4, 8, 16, 32]
+    """
+    if spec.kind == "classifier":
+        if classifier is None:
+            raise InputError("encoder: kind 'classifier' needs the classifier model.")
+        return ClassifierBackbone(classifier, spec)
+    if spec.kind == "timm":
+        return TimmFeatures(spec)
+    if spec.kind == "torchvision":
+        return TorchvisionFeatures(spec)
+    if spec.kind == "small_cnn":
+        return SmallCNN(spec.in_chans, spec.width, frozen=bool(spec.frozen))
+    if spec.kind == "module":
+        if module is None:
+            raise InputError(
+                "encoder: kind 'module' needs the encoder module (pass encoder=<module> again "
+                "when loading)."
+            )
+        return ModuleFeatures(module, spec)
+    raise InputError(
+        f"encoder.kind: expected one of 'classifier', 'timm', 'torchvision', 'small_cnn', "
+        f"'module'; got {spec.kind!r}."
+    )

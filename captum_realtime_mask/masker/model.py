@@ -1,0 +1,160 @@
+"""The masking model: encoder, feature filter, upsamplers and head (paper section 4, figure 4)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captum_realtime_mask.errors import InputError
+from captum_realtime_mask.masker.blocks import FeatureFilter, MaskHead, UpsampleMode, Upsampler
+from captum_realtime_mask.masker.encoders import EncoderSpec, FeatureEncoder, build_encoder
+
+__all__ = ["MaskerConfig", "MaskerOutput", "MaskingModel"]
+
+Preset = Literal["paper", "light"]
+
+
+@dataclass
+class MaskerConfig:
+    """Architecture of the masking model; saved as JSON beside the weights.
+
+    Attributes:
+        num_classes: Number of classes of the black box (size of the class embedding).
+        encoder: How to build the encoder.
+        first_width: Channels of the first (coarsest) upsampler; halved at each later block.
+            None means ``min(768, channels of the deepest encoder map)``-like sizing: 768 for
+            the ``paper`` preset, a quarter of the deepest encoder width (at least 32) for
+            ``light``.
+        min_width: Lower bound when halving.
+        blocks_per_upsampler: Bottleneck blocks in each upsampler (3 in the paper, 1 in its
+            CIFAR variant).
+        upsample: ``"transposed"`` (paper), ``"bilinear"`` or ``"pixelshuffle"``.
+        mask_stride: Stride of the mask before the final bilinear resize (4 in the paper).
+            None means the encoder's smallest stride, or 4 if that is larger (ViTs).
+        eps: Epsilon in the mask ratio.
+    """
+
+    num_classes: int
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)
+    first_width: int | None = None
+    min_width: int = 16
+    blocks_per_upsampler: int = 1
+    upsample: UpsampleMode = "bilinear"
+    mask_stride: int | None = None
+    eps: float = 1e-6
+
+    @classmethod
+    def preset(cls, name: Preset, num_classes: int, encoder: EncoderSpec) -> MaskerConfig:
+        """``"paper"``: 768 channels halving, 3 bottlenecks, transposed convs, mask at stride 4.
+
+        ``"light"``: widths from the encoder, 1 bottleneck, bilinear upsampling (for small
+        inputs and CPUs).
+        """
+        if name == "paper":
+            return cls(num_classes, encoder, 768, 16, 3, "transposed", 4)
+        if name == "light":
+            return cls(num_classes, encoder, None, 16, 1, "bilinear", None)
+        raise InputError(f"preset: expected 'paper' or 'light', got {name!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaskerConfig:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["encoder"] = EncoderSpec.from_dict(data["encoder"])
+        return cls(**data)
+
+
+class MaskerOutput(NamedTuple):
+    """What one forward pass of the masker returns.
+
+    Attributes:
+        mask: ``(N, 1, H, W)`` at input resolution, values in ``[0, 1]``.
+        small_mask: ``(N, 1, H / s, W / s)`` at the masker's resolution (TV and area use it).
+        gate_logit: ``(N,)`` largest feature-filter logit of each image.
+    """
+
+    mask: torch.Tensor
+    small_mask: torch.Tensor
+    gate_logit: torch.Tensor
+
+
+class MaskingModel(nn.Module):
+    """U-Net masker: ``mask = M(image, class)`` in one forward pass.
+
+    Args:
+        config: The architecture.
+        classifier: The black box, needed when ``config.encoder.kind == "classifier"``.
+        encoder_module: The user's encoder module for ``kind == "module"``.
+
+    Example:
+        >>> spec = EncoderSpec(kind="small_cnn", width=8, min_reduction=2)
+        >>> masker = MaskingModel(MaskerConfig(num_classes=3, encoder=spec))
+        >>> out = masker(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+        >>> tuple(out.mask.shape), tuple(out.small_mask.shape)
+        ((2, 1, 32, 32), (2, 1, 16, 16))
+    """
+
+    def __init__(
+        self,
+        config: MaskerConfig,
+        classifier: nn.Module | None = None,
+        encoder_module: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder: FeatureEncoder = build_encoder(config.encoder, classifier, encoder_module)
+        channels, strides = self.encoder.channels, self.encoder.reductions
+        mask_stride = config.mask_stride or min(min(strides), 4)
+        if mask_stride > max(strides) or mask_stride & (mask_stride - 1):
+            raise InputError(
+                f"mask_stride: expected a power of two <= the encoder's largest stride "
+                f"{max(strides)}, got {mask_stride}."
+            )
+        self.mask_stride = mask_stride
+        self.filter = FeatureFilter(channels[-1], config.num_classes)
+        width = config.first_width or max(32, channels[-1] // 4)
+        skips = dict(zip(strides, channels))
+        ups, cin, stride = [], channels[-1], max(strides)
+        self.skip_index: list[int | None] = []
+        while stride > mask_stride:
+            stride //= 2
+            skip_ch = skips.get(stride, 0)
+            ups.append(Upsampler(cin, skip_ch, width, config.blocks_per_upsampler, config.upsample))
+            self.skip_index.append(strides.index(stride) if stride in skips else None)
+            cin, width = width, max(config.min_width, width // 2)
+        self.upsamplers = nn.ModuleList(ups)
+        self.head = MaskHead(cin, config.eps)
+
+    @property
+    def max_stride(self) -> int:
+        """Inputs' height and width must be divisible by this."""
+        return self.encoder.max_stride
+
+    def forward(
+        self, inputs: torch.Tensor, target: torch.Tensor, confidence: float = 0.0
+    ) -> MaskerOutput:
+        """Compute masks for images and class selectors.
+
+        Args:
+            inputs: Images ``(N, C, H, W)`` in the classifier's input space.
+            target: Class selectors, a LongTensor ``(N,)``.
+            confidence: Offset added to the feature filter's gate logits.
+
+        Returns:
+            The :class:`MaskerOutput`.
+        """
+        maps = self.encoder(inputs)
+        x, gate = self.filter(maps[-1], target, confidence)
+        for up, idx in zip(self.upsamplers, self.skip_index):
+            x = up(x, maps[idx] if idx is not None else None)
+        small = self.head(x)
+        mask = F.interpolate(small, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+        return MaskerOutput(mask.clamp(0, 1), small, gate.flatten(1).amax(1))

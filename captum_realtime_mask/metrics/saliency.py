@@ -1,0 +1,473 @@
+"""The saliency metric of Dabkowski & Gal (section 3.2, eq. 3), functional and accumulating.
+
+For each image the metric crops the tightest box around the attribution map (or a given box),
+resizes the crop bilinearly to the input size ignoring the aspect ratio, and asks the
+classifier for the probability ``p`` of the target class on it:
+
+    ``s = log(max(a, area_floor)) - log(p)``
+
+where ``a`` is the fraction of the image the box covers. Lower is better: a small box that keeps
+the classifier confident. Boxes follow :mod:`captum_realtime_mask.metrics.boxes` (inclusive
+pixel indices); ``log(p)`` comes from ``log_softmax`` of the classifier's output, so the score
+is finite even when ``p`` underflows.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from captum_realtime_mask.errors import InputError
+from captum_realtime_mask.metrics._checks import (
+    _attribution_batch,
+    _describe,
+    _image_batch,
+    _positive_int,
+    _real_in,
+)
+from captum_realtime_mask.metrics.boxes import (
+    Normalization,
+    _box_sets,
+    attributions_to_boxes,
+    box_area_fraction,
+)
+
+__all__ = ["SaliencyMetric", "SaliencyResult", "saliency_metric", "saliency_metric_details"]
+
+
+@dataclass(frozen=True)
+class SaliencyResult:
+    """Per-image and per-box results of :func:`saliency_metric_details`.
+
+    Every image has one box when scored from attributions, and ``K_i`` boxes when scored from
+    given boxes; the per-box fields list all ``M = sum(K_i)`` boxes in image order.
+
+    Attributes:
+        scores: ``(N,)`` saliency metric per image (the mean over its boxes' scores).
+        empty: ``(N,)`` bool, True where the map was empty and the fallback box was scored
+            (always False when boxes were given).
+        boxes: ``(M, 4)`` float32 boxes scored, inclusive pixel coordinates.
+        image_index: ``(M,)`` int64, the image each box belongs to.
+        areas: ``(M,)`` area fraction ``a`` of each box, before the floor.
+        probabilities: ``(M,)`` probability ``p`` of the target class on each resized crop.
+        box_scores: ``(M,)`` ``log(max(a, area_floor)) - log(p)`` of each box.
+    """
+
+    scores: Tensor
+    empty: Tensor
+    boxes: Tensor
+    image_index: Tensor
+    areas: Tensor
+    probabilities: Tensor
+    box_scores: Tensor
+
+
+def _format_target(target: Any, n: int, device: torch.device) -> Tensor:
+    """Return Captum-style ``target`` as an int64 tensor of length ``n``."""
+    hint = (
+        "Pass an int (the same class for every image), a list of N ints, or a tensor with one "
+        "or N class indices."
+    )
+    if isinstance(target, bool) or target is None:
+        raise InputError(
+            f"`target` must name the class to score for each image; got {_describe(target)}. {hint}"
+        )
+    if isinstance(target, numbers.Integral):
+        t = torch.full((n,), int(target), dtype=torch.long, device=device)
+    elif isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise InputError(
+                f"`target` must hold integer class indices; got {_describe(target)}. {hint}"
+            )
+        if target.numel() == 1:
+            t = target.reshape(1).to(device=device, dtype=torch.long).expand(n)
+        elif target.dim() == 1 and target.numel() == n:
+            t = target.to(device=device, dtype=torch.long)
+        else:
+            raise InputError(
+                f"`target` must hold 1 or N = {n} class indices; got {_describe(target)}. {hint}"
+            )
+    elif isinstance(target, (list, tuple)) and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in target
+    ):
+        if len(target) != n:
+            raise InputError(
+                f"`target` must list N = {n} class indices; got {_describe(target)}. {hint}"
+            )
+        t = torch.tensor([int(v) for v in target], dtype=torch.long, device=device)
+    else:
+        raise InputError(f"`target` has an unsupported type: {_describe(target)}. {hint}")
+    if (t < 0).any():
+        raise InputError(f"`target` must hold non-negative class indices; got {t.tolist()}.")
+    return t
+
+
+def _format_forward_args(additional_forward_args: Any) -> tuple[Any, ...]:
+    """Return Captum-style ``additional_forward_args`` as a tuple."""
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    return (additional_forward_args,)
+
+
+def _select_args(args: tuple[Any, ...], n: int, index: Tensor) -> tuple[Any, ...]:
+    """Pick the rows of per-example tensor arguments that belong to the crops in ``index``."""
+    return tuple(
+        arg[index.to(arg.device)]
+        if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == n
+        else arg
+        for arg in args
+    )
+
+
+def _crop_and_resize(x: Tensor, image_index: Tensor, boxes: Tensor) -> Tensor:
+    """Crop each box of its image and resize it bilinearly to the full input size."""
+    height, width = x.shape[-2:]
+    crops = []
+    for i, (x1, y1, x2, y2) in zip(image_index.tolist(), boxes.long().tolist()):
+        crop = x[i : i + 1, :, y1 : y2 + 1, x1 : x2 + 1]
+        if crop.shape[-2:] != (height, width):
+            crop = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
+        crops.append(crop)
+    return torch.cat(crops)
+
+
+def saliency_metric_details(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor | tuple[Tensor],
+    attributions: Tensor | tuple[Tensor] | None,
+    target: int | list[int] | Tensor,
+    threshold: float = 0.5,
+    area_floor: float = 0.05,
+    additional_forward_args: Any = None,
+    max_examples_per_batch: int | None = None,
+    normalize: Normalization = "none",
+    boxes: Any = None,
+    *,
+    empty_fallback: str = "max",
+    min_pixels: int = 1,
+    apply_softmax: bool = True,
+) -> SaliencyResult:
+    """:func:`saliency_metric` with every intermediate value, per image and per box.
+
+    Takes exactly the arguments of :func:`saliency_metric`.
+
+    Returns:
+        A :class:`SaliencyResult`.
+
+    Example:
+        >>> uniform = lambda x: torch.zeros(x.shape[0], 4)  # p = 1/4 for any crop
+        >>> x = torch.rand(1, 3, 4, 4)
+        >>> r = saliency_metric_details(uniform, x, None, 0, boxes=[[[0, 0, 1, 1], [0, 0, 3, 3]]])
+        >>> r.areas, r.probabilities
+        (tensor([0.2500, 1.0000]), tensor([0.2500, 0.2500]))
+        >>> r.scores  # mean of (log 0.25 - log 0.25) and (log 1 - log 0.25)
+        tensor([0.6931])
+    """
+    x = _image_batch(inputs)
+    n, _, height, width = x.shape
+    if not callable(forward_func):
+        raise InputError(
+            f"`forward_func` must be callable (a model or function); got {_describe(forward_func)}."
+        )
+    if (attributions is None) == (boxes is None):
+        raise InputError(
+            "Give exactly one of `attributions` (boxes are drawn around the map) and `boxes` "
+            f"(scored as given); got attributions={_describe(attributions)} "
+            f"and boxes={_describe(boxes)}."
+        )
+    area_floor = _real_in(area_floor, "area_floor", 0.0, 1.0)
+    if max_examples_per_batch is not None:
+        max_examples_per_batch = _positive_int(max_examples_per_batch, "max_examples_per_batch")
+    targets = _format_target(target, n, x.device)
+
+    if attributions is not None:
+        a = _attribution_batch(attributions)
+        if a.shape[0] != n or a.shape[2:] != x.shape[2:] or a.shape[1] not in (1, x.shape[1]):
+            raise InputError(
+                f"`attributions` must be shaped like `inputs` {tuple(x.shape)}, or (N, 1, H, W), "
+                f"or (N, H, W); got {_describe(a)}."
+            )
+        flat_boxes, empty = attributions_to_boxes(
+            a.to(x.device),
+            threshold,
+            normalize,
+            empty_fallback=empty_fallback,
+            min_pixels=min_pixels,
+        )
+        image_index = torch.arange(n, device=x.device)
+    else:
+        sets = _box_sets(boxes, n, "boxes", x.device, size=(height, width))
+        flat_boxes = torch.cat(sets)
+        image_index = torch.repeat_interleave(
+            torch.arange(n, device=x.device),
+            torch.tensor([s.shape[0] for s in sets], device=x.device),
+        )
+        empty = torch.zeros(n, dtype=torch.bool, device=x.device)
+
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    args = _format_forward_args(additional_forward_args)
+    total = flat_boxes.shape[0]
+    step = max_examples_per_batch or total
+    log_probs = []
+    with torch.no_grad():
+        for start in range(0, total, step):
+            index = image_index[start : start + step]
+            crops = _crop_and_resize(x, index, flat_boxes[start : start + step])
+            out = forward_func(crops, *_select_args(args, n, index))
+            if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != crops.shape[0]:
+                raise InputError(
+                    f"`forward_func` must return scores shaped (batch, classes); for a batch of "
+                    f"{crops.shape[0]} crops it returned {_describe(out)}."
+                )
+            tgt = targets[index].to(out.device)
+            if int(tgt.max()) >= out.shape[1]:
+                raise InputError(
+                    f"`target` holds class {int(tgt.max())} but `forward_func` returns only "
+                    f"{out.shape[1]} classes."
+                )
+            out = out.to(dtype)
+            if apply_softmax:
+                logp = torch.log_softmax(out, dim=1)
+            else:
+                logp = out.clamp_min(torch.finfo(dtype).tiny).log()
+            log_probs.append(logp.gather(1, tgt[:, None])[:, 0].to(x.device))
+    log_p = torch.cat(log_probs)
+    areas = box_area_fraction(flat_boxes.to(dtype), height, width)
+    box_scores = areas.clamp_min(area_floor).log() - log_p
+    sums = torch.zeros(n, dtype=dtype, device=x.device).index_add_(0, image_index, box_scores)
+    counts = torch.bincount(image_index, minlength=n).to(dtype)
+    return SaliencyResult(
+        scores=sums / counts,
+        empty=empty,
+        boxes=flat_boxes,
+        image_index=image_index,
+        areas=areas,
+        probabilities=log_p.exp(),
+        box_scores=box_scores,
+    )
+
+
+def saliency_metric(
+    forward_func: Callable[..., Tensor],
+    inputs: Tensor | tuple[Tensor],
+    attributions: Tensor | tuple[Tensor] | None,
+    target: int | list[int] | Tensor,
+    threshold: float = 0.5,
+    area_floor: float = 0.05,
+    additional_forward_args: Any = None,
+    max_examples_per_batch: int | None = None,
+    normalize: Normalization = "none",
+    boxes: Any = None,
+    *,
+    empty_fallback: str = "max",
+    min_pixels: int = 1,
+    apply_softmax: bool = True,
+) -> Tensor:
+    """The paper's saliency metric of each image: ``log(max(a, area_floor)) - log(p)``.
+
+    ``a`` is the area fraction of the tightest box around the pixels of the (normalised)
+    attribution map strictly above ``threshold``; ``p`` is the softmax probability of
+    ``target`` that ``forward_func`` gives to that box's crop of the input, resized bilinearly
+    to the input size ignoring the aspect ratio. Lower is better. The paper reports the mean
+    over a dataset (:class:`SaliencyMetric` accumulates it).
+
+    Given ``boxes`` instead of attributions (ground-truth boxes, or a baseline such as
+    :func:`~captum_realtime_mask.metrics.centre_box`), each box is scored and an image's score
+    is the mean over its boxes (the paper's "ground truth boxes" row).
+
+    Empty maps: when fewer than ``min_pixels`` pixels pass the threshold, the fallback box is
+    scored (the whole image by default, so ``a = 1`` and ``s = -log p`` on the full image), and
+    the image is flagged in :attr:`SaliencyResult.empty` (see :func:`saliency_metric_details`).
+    No input gives NaN: ``log p`` comes from ``log_softmax``.
+
+    Args:
+        forward_func: The classifier: called as ``forward_func(crops, *additional_forward_args)``
+            under ``torch.no_grad()`` and returning ``(batch, classes)`` logits (or
+            probabilities with ``apply_softmax=False``). Its train/eval mode is left as it
+            is: call ``model.eval()`` first.
+        inputs: Images ``(N, C, H, W)`` as the classifier takes them, or a 1-tuple holding them.
+        attributions: Maps shaped like ``inputs``, ``(N, 1, H, W)`` or ``(N, H, W)``, or None
+            when ``boxes`` is given.
+        target: The class to score: an int for all images, a list of N ints, or a tensor with
+            1 or N indices.
+        threshold: Map pixels strictly above it are inside the saliency region.
+        area_floor: ``a`` is raised to at least this (0.05 in the paper), in ``[0, 1]``.
+        additional_forward_args: Extra arguments for ``forward_func``, a value or a tuple.
+            Tensors whose first dimension is ``N`` are per-example: each crop gets its image's
+            rows. Other values are passed unchanged.
+        max_examples_per_batch: At most this many crops per call of ``forward_func`` (None:
+            all at once). Does not change the result.
+        normalize: How attributions become a map to threshold: ``"none"`` (masks in
+            ``[0, 1]``), ``"minmax"``, ``"abs_minmax"`` (gradient-like maps) or a callable;
+            see :func:`~captum_realtime_mask.metrics.normalize_attributions`.
+        boxes: Boxes to score instead of attributions, in inclusive pixel coordinates of the
+            input (formats in :mod:`captum_realtime_mask.metrics.boxes`).
+        empty_fallback: Box scored for an empty map: ``"max"`` (whole image) or ``"centre"``.
+        min_pixels: Fewer passing pixels than this make a map empty (the authors' evaluator
+            used 300 at 224 x 224 with a centre box).
+        apply_softmax: False when ``forward_func`` already returns probabilities (they are
+            clamped to the smallest positive float before the log).
+
+    Returns:
+        ``(N,)`` scores on the inputs' device, in the inputs' dtype promoted to at least
+        float32.
+
+    Raises:
+        InputError: An argument has the wrong shape, type or value.
+
+    Example:
+        >>> uniform = lambda x: torch.zeros(x.shape[0], 4)  # p = 1/4 for any crop
+        >>> x = torch.rand(2, 3, 4, 4)
+        >>> mask = torch.zeros(2, 1, 4, 4)
+        >>> mask[0, :, :2, :] = 1.0  # top half: a = 0.5; image 1 is empty: whole image
+        >>> saliency_metric(uniform, x, mask, target=0)
+        tensor([0.6931, 1.3863])
+    """
+    return saliency_metric_details(
+        forward_func,
+        inputs,
+        attributions,
+        target,
+        threshold,
+        area_floor,
+        additional_forward_args,
+        max_examples_per_batch,
+        normalize,
+        boxes,
+        empty_fallback=empty_fallback,
+        min_pixels=min_pixels,
+        apply_softmax=apply_softmax,
+    ).scores
+
+
+class SaliencyMetric:
+    """Accumulate :func:`saliency_metric` over a dataset: ``update`` per batch, then ``compute``.
+
+    Per-example scores and empty-map flags stay available as :attr:`scores` and :attr:`empty`,
+    on the device of the batches.
+
+    Args:
+        forward_func: The classifier (see :func:`saliency_metric`).
+        threshold: See :func:`saliency_metric`.
+        area_floor: See :func:`saliency_metric`.
+        max_examples_per_batch: See :func:`saliency_metric`.
+        normalize: See :func:`saliency_metric`.
+        empty_fallback: See :func:`saliency_metric`.
+        min_pixels: See :func:`saliency_metric`.
+        apply_softmax: See :func:`saliency_metric`.
+
+    Example:
+        >>> metric = SaliencyMetric(lambda x: torch.zeros(x.shape[0], 4))
+        >>> metric.update(torch.rand(2, 3, 4, 4), torch.ones(2, 1, 4, 4), target=1)
+        tensor([1.3863, 1.3863])
+        >>> metric.update(torch.rand(1, 3, 4, 4), None, target=1, boxes=[[0, 0, 1, 1]])
+        tensor([0.])
+        >>> metric.compute(), metric.num_examples
+        (tensor(0.9242), 3)
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Tensor],
+        threshold: float = 0.5,
+        area_floor: float = 0.05,
+        max_examples_per_batch: int | None = None,
+        normalize: Normalization = "none",
+        *,
+        empty_fallback: str = "max",
+        min_pixels: int = 1,
+        apply_softmax: bool = True,
+    ) -> None:
+        self.forward_func = forward_func
+        self.threshold = threshold
+        self.area_floor = area_floor
+        self.max_examples_per_batch = max_examples_per_batch
+        self.normalize = normalize
+        self.empty_fallback = empty_fallback
+        self.min_pixels = min_pixels
+        self.apply_softmax = apply_softmax
+        self._scores: list[Tensor] = []
+        self._empty: list[Tensor] = []
+
+    def update(
+        self,
+        inputs: Tensor | tuple[Tensor],
+        attributions: Tensor | tuple[Tensor] | None,
+        target: int | list[int] | Tensor,
+        additional_forward_args: Any = None,
+        boxes: Any = None,
+    ) -> Tensor:
+        """Score a batch and remember its per-example results.
+
+        Args:
+            inputs: See :func:`saliency_metric`.
+            attributions: See :func:`saliency_metric`.
+            target: See :func:`saliency_metric`.
+            additional_forward_args: See :func:`saliency_metric`.
+            boxes: See :func:`saliency_metric`.
+
+        Returns:
+            The batch's ``(N,)`` scores.
+        """
+        result = saliency_metric_details(
+            self.forward_func,
+            inputs,
+            attributions,
+            target,
+            self.threshold,
+            self.area_floor,
+            additional_forward_args,
+            self.max_examples_per_batch,
+            self.normalize,
+            boxes,
+            empty_fallback=self.empty_fallback,
+            min_pixels=self.min_pixels,
+            apply_softmax=self.apply_softmax,
+        )
+        self._scores.append(result.scores.detach())
+        self._empty.append(result.empty.detach())
+        return result.scores
+
+    @property
+    def num_examples(self) -> int:
+        """Number of examples seen since the last reset."""
+        return sum(s.shape[0] for s in self._scores)
+
+    def _cat(self, parts: list[Tensor], dtype: torch.dtype) -> Tensor:
+        if not parts:
+            return torch.zeros(0, dtype=dtype)
+        device = parts[0].device
+        return torch.cat([p.to(device) for p in parts])
+
+    @property
+    def scores(self) -> Tensor:
+        """``(num_examples,)`` per-example scores, in the order seen."""
+        return self._cat(self._scores, torch.float32)
+
+    @property
+    def empty(self) -> Tensor:
+        """``(num_examples,)`` bool flags: True where a map was empty (fallback box scored)."""
+        return self._cat(self._empty, torch.bool)
+
+    def compute(self) -> Tensor:
+        """Return the mean score over every example seen (the paper's table 3 number).
+
+        Raises:
+            RuntimeError: No example was seen since the last reset.
+        """
+        if not self._scores:
+            raise RuntimeError("SaliencyMetric.compute() needs at least one update() first.")
+        return self.scores.mean()
+
+    def reset(self) -> None:
+        """Forget every example seen."""
+        self._scores.clear()
+        self._empty.clear()

@@ -1,0 +1,514 @@
+"""The fit loop: fake selectors, evidence removal, one batched classifier call, checkpoints.
+
+:func:`fit_masker` trains a :class:`~captum_realtime_mask.masker.MaskingModel` against a frozen
+classifier. It is what :meth:`RealTimeMaskAttribution.fit` runs; use it directly only to drive
+training yourself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from captum_realtime_mask._model_state import frozen_model
+from captum_realtime_mask.checkpoint import read_checkpoint, write_checkpoint
+from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
+from captum_realtime_mask.masker.model import MaskingModel
+from captum_realtime_mask.objective import (
+    LossTerms,
+    ObjectiveConfig,
+    alternative_images,
+    objective_loss,
+    remove_evidence,
+)
+
+__all__ = ["FitConfig", "fit_masker", "unpack_batch"]
+
+TERMS = ("loss", "tv", "area", "preserve", "destroy", "gate")
+
+
+@dataclass
+class FitConfig:
+    """Options of :func:`fit_masker` (all have working defaults).
+
+    Attributes:
+        epochs: Passes over the loader. None with ``max_steps`` None means 1.
+        max_steps: Stop after this many optimiser steps (across epochs).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decays to 0 over the run; needs a loader
+            with a length or ``max_steps``).
+        grad_clip: Clip the gradient norm to this value (None: no clipping).
+        amp: Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling).
+            Ignored on CPU.
+        seed: Seed of the training randomness (fake selectors, alternative images).
+        progress: Show a tqdm progress bar with the loss terms (rank 0 only).
+        checkpoint_dir: Write training checkpoints here.
+        checkpoint_every: Steps between checkpoints (also one at the end of every epoch).
+        keep_last: Number of step checkpoints kept.
+        area_warmup: Fraction of the run (of ``max_steps``, or of the loader's length times
+            ``epochs``) over which the area weight ramps linearly from 0 to its value. Not in
+            the paper: without it the area term can win before the masker has found the
+            object, and the masker collapses to an empty mask. 0 turns it off.
+        nonfinite_patience: Consecutive non-finite losses tolerated (each skipped with a
+            warning) before training stops with :class:`TrainingError`.
+    """
+
+    epochs: int | None = None
+    max_steps: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    grad_clip: float | None = None
+    amp: bool = True
+    seed: int = 0
+    progress: bool = True
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = None
+    keep_last: int = 3
+    area_warmup: float = 0.2
+    nonfinite_patience: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "max_steps", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InputError(f"{name}: expected a positive int or None, got {value!r}.")
+        if not self.lr > 0:
+            raise InputError(f"lr: expected a positive learning rate, got {self.lr!r}.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InputError(
+                f"lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}."
+            )
+
+
+def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels from a batch ``(images, labels, ...)`` or a dict with those keys.
+
+    Raises:
+        InputError: The batch has no images and labels.
+    """
+    if isinstance(batch, dict):
+        for ik, lk in (("images", "labels"), ("image", "label"), ("inputs", "targets")):
+            if ik in batch and lk in batch:
+                return batch[ik], batch[lk]
+    elif isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise InputError(
+        "loader: each batch must be (images, labels[, ...]) or a dict with 'images' and "
+        f"'labels'; got {type(batch).__name__}."
+    )
+
+
+def _check_batch(x: Any, y: Any, num_classes: int, in_chans: int, stride: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InputError(f"loader: images must be a 4-D tensor (N, C, H, W); got {shape}.")
+    if x.shape[1] != in_chans:
+        raise InputError(
+            f"loader: images have {x.shape[1]} channels but the encoder takes {in_chans}."
+        )
+    if x.shape[-2] % stride or x.shape[-1] % stride:
+        raise InputError(
+            f"loader: image size {tuple(x.shape[-2:])} is not divisible by the encoder's "
+            f"stride {stride}. Hint: resize or pad the images to a multiple of {stride}."
+        )
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
+        raise InputError(
+            f"loader: labels must be a 1-D tensor of length {len(x)} (class indices); got "
+            f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}."
+        )
+    if y.dtype.is_floating_point or (len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes)):
+        raise InputError(
+            f"loader: labels must be integer classes in [0, {num_classes}); got dtype "
+            f"{y.dtype} with range [{y.min().item()}, {y.max().item()}]."
+        )
+
+
+@dataclass
+class _State:
+    """What a checkpoint must hold to resume exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_count: int = 0
+    nonfinite: int = 0
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimiser state dict into safetensors tensors and JSON metadata."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, pstate in sd["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"opt.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _latest_checkpoint(path: Path) -> Path:
+    """``path`` itself if it is a checkpoint, else its newest ``step-*`` subdirectory."""
+    if (path / "config.json").is_file():
+        return path
+    steps = sorted(p for p in path.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
+    if not steps:
+        raise CheckpointError(
+            f"resume_from: {str(path)!r} holds no checkpoint (no config.json and no step-* "
+            "folders). Hint: pass the checkpoint_dir of the interrupted run."
+        )
+    return steps[-1]
+
+
+def _distributed() -> tuple[bool, int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return True, torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return False, 0, 1
+
+
+def _shard_loader(loader: Iterable, seed: int) -> Iterable:
+    """Give a DataLoader a DistributedSampler unless it already has a distributed one."""
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+    if not isinstance(loader, DataLoader) or isinstance(loader.sampler, DistributedSampler):
+        return loader
+    if loader.batch_sampler is not None and not hasattr(loader.batch_sampler, "sampler"):
+        return loader  # a custom batch sampler: the user shards it
+    sampler = DistributedSampler(
+        loader.dataset, shuffle=isinstance(loader.sampler, RandomSampler), seed=seed
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        persistent_workers=loader.persistent_workers,
+    )
+
+
+def _lr_factor(schedule: str, step: int, total: int | None) -> float:
+    if schedule == "cosine" and total:
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    return 1.0
+
+
+def _step_terms(
+    masker: nn.Module,
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    objective: ObjectiveConfig,
+    generator: torch.Generator,
+) -> tuple[LossTerms, torch.Tensor]:
+    """Forward pass of one training step: returns the loss terms and the real-selector flags.
+
+    A share ``objective.fake_prob`` of the selectors is replaced by a random other class. Only
+    the real selectors' preserved and destroyed images go to the classifier, in one batched call.
+    """
+    n = len(x)
+    real = torch.rand(n, device=x.device, generator=generator) >= objective.fake_prob
+    if num_classes > 1:
+        shift = torch.randint(1, num_classes, (n,), device=x.device, generator=generator)
+        selector = torch.where(real, y, (y + shift) % num_classes)
+    else:
+        real = torch.ones_like(real)
+        selector = y
+    out = masker(x, selector)
+    mask = out.mask.to(x.dtype)
+    idx = real.nonzero().squeeze(1)
+    logits_p = logits_d = None
+    if len(idx):
+        xr, mr = x[idx], mask[idx]
+        preserved = remove_evidence(xr, mr, alternative_images(xr, objective, generator))
+        destroyed = remove_evidence(xr, 1 - mr, alternative_images(xr, objective, generator))
+        logits = classifier(torch.cat([preserved, destroyed])).float()
+        lp, ld = logits.chunk(2)
+        k = logits.shape[1]
+        logits_p = lp.new_zeros(n, k).index_copy(0, idx, lp)
+        logits_d = ld.new_zeros(n, k).index_copy(0, idx, ld)
+    terms = objective_loss(
+        out.small_mask, logits_p, logits_d, selector, real, objective, out.gate_logit
+    )
+    return terms, real
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def _batches(loader: Iterable, skip: int) -> Iterator[tuple[int, Any]]:
+    for i, batch in enumerate(loader):
+        if i >= skip:
+            yield i, batch
+
+
+def evaluate_terms(
+    masker: MaskingModel,
+    classifier: nn.Module,
+    loader: Iterable,
+    objective: ObjectiveConfig,
+    device: torch.device,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean loss terms over a loader, without training (a fixed seed makes runs comparable)."""
+    generator = torch.Generator(device).manual_seed(seed)
+    sums: dict[str, float] = {}
+    count = 0
+    was_training = masker.training
+    masker.eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                x, y = unpack_batch(batch)
+                x, y = x.to(device), y.to(device)
+                terms, real = _step_terms(
+                    masker, classifier, x, y, masker.config.num_classes, objective, generator
+                )
+                for k, v in terms.means(real).items():
+                    sums[k] = sums.get(k, 0.0) + v * len(x)
+                count += len(x)
+    finally:
+        masker.train(was_training)
+    if count == 0:
+        raise InputError("val_loader: the validation loader yielded no batches.")
+    return {f"val_{k}": v / count for k, v in sums.items()}
+
+
+def fit_masker(
+    masker: MaskingModel,
+    classifier: nn.Module,
+    loader: Iterable,
+    objective: ObjectiveConfig,
+    config: FitConfig,
+    device: torch.device,
+    val_loader: Iterable | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+    save_extra: Callable[[], dict[str, Any]] | None = None,
+) -> list[dict[str, float]]:
+    """Train ``masker`` in place; the classifier is frozen and restored exactly afterwards.
+
+    Args:
+        masker: The masking model (moved to ``device``).
+        classifier: The black box. Its parameters, buffers, modes, ``requires_grad`` flags
+            and device are the same after the call as before, even after an exception.
+        loader: Iterable of ``(images, labels[, ...])`` batches.
+        objective: Loss weights and evidence removal.
+        config: Loop options.
+        device: Where to train.
+        val_loader: Optional loader whose mean loss terms are added to each epoch's history.
+        resume_from: A checkpoint directory (or a ``checkpoint_dir``) to continue from.
+        save_extra: Returns extra JSON metadata stored in checkpoints (the masker config).
+
+    Returns:
+        The per-epoch history: one dict of mean loss terms per epoch.
+    """
+    distributed, rank, world = _distributed()
+    if distributed:
+        loader = _shard_loader(loader, config.seed)
+    epochs = config.epochs or (None if config.max_steps else 1)
+    try:
+        per_epoch = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        per_epoch = None
+    if per_epoch == 0:
+        raise InputError("loader: the training loader is empty (len 0). Hint: check the dataset.")
+    total = config.max_steps or (per_epoch * epochs if per_epoch and epochs else None)
+
+    param_device = next(classifier.parameters(), torch.empty(0)).device
+    num_classes = masker.config.num_classes
+    masker.to(device)
+    params = [p for p in masker.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    generator = torch.Generator(device).manual_seed(config.seed + rank)
+    state = _State()
+    epoch_rng: torch.Tensor | None = None
+
+    if resume_from is not None:
+        ckpt = _latest_checkpoint(Path(resume_from))
+        meta, tensors = read_checkpoint(ckpt, device="cpu")
+        if "training" not in meta:
+            raise CheckpointError(
+                f"resume_from: {ckpt} is a saved masker, not a training checkpoint."
+            )
+        masker.load_state_dict({k: v for k, v in tensors["masker"].items()}, strict=True)
+        masker.to(device)
+        _load_optimizer(opt, tensors["training"], meta["training"]["optimizer"])
+        generator.set_state(tensors["training"]["rng.generator"])
+        epoch_rng = tensors["training"]["rng.epoch_start"]
+        st = meta["training"]["state"]
+        state = _State(**st)
+
+    train_step_model: nn.Module = masker
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_step_model = DistributedDataParallel(
+            masker, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def save(tag: str, epoch_rng_state: torch.Tensor) -> None:
+        if config.checkpoint_dir is None or rank != 0:
+            return
+        opt_tensors, opt_meta = _optimizer_tensors(opt)
+        opt_tensors["rng.generator"] = generator.get_state()
+        opt_tensors["rng.epoch_start"] = epoch_rng_state
+        meta = {
+            **(save_extra() if save_extra else {}),
+            "training": {
+                "state": asdict(state),
+                "optimizer": opt_meta,
+                "fit_config": asdict(config),
+            },
+        }
+        root = Path(config.checkpoint_dir)
+        write_checkpoint(root / tag, meta, {"masker": masker.state_dict(), "training": opt_tensors})
+        olds = sorted(p for p in root.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
+        for old in olds[: max(0, len(olds) - config.keep_last)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    bar = tqdm(
+        total=total,
+        initial=state.step,
+        disable=not config.progress or rank != 0,
+        desc="fit masker",
+        dynamic_ncols=True,
+    )
+    try:
+        with frozen_model(classifier):
+            classifier.to(device)
+            masker.train()
+            epoch = state.epoch
+            while (epochs is None or epoch < epochs) and (total is None or state.step < total):
+                resuming = epoch_rng is not None
+                if not resuming:
+                    epoch_rng = torch.get_rng_state()
+                    state.batch_in_epoch, state.epoch_sums, state.epoch_count = 0, {}, 0
+                else:
+                    torch.set_rng_state(epoch_rng)
+                sampler = getattr(loader, "sampler", None)
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(epoch)
+                seen_batches = False
+                for i, batch in _batches(loader, state.batch_in_epoch if resuming else 0):
+                    seen_batches = True
+                    x, y = unpack_batch(batch)
+                    _check_batch(
+                        x, y, num_classes, masker.config.encoder.in_chans, masker.max_stride
+                    )
+                    x = x.to(device, non_blocking=True)
+                    y = y.to(device, non_blocking=True)
+                    for group in opt.param_groups:
+                        group["lr"] = config.lr * _lr_factor(config.lr_schedule, state.step, total)
+                    step_objective = objective
+                    if config.area_warmup > 0 and total:
+                        ramp = min(1.0, (state.step + 1) / (config.area_warmup * total))
+                        step_objective = replace(
+                            objective, area_weight=objective.area_weight * ramp
+                        )
+                    with _autocast(device, use_amp):
+                        terms, real = _step_terms(
+                            train_step_model,
+                            classifier,
+                            x,
+                            y,
+                            num_classes,
+                            step_objective,
+                            generator,
+                        )
+                    loss = terms.total
+                    opt.zero_grad(set_to_none=True)
+                    if not torch.isfinite(loss):
+                        state.nonfinite += 1
+                        warnings.warn(
+                            f"non-finite loss at step {state.step}; step skipped "
+                            f"({state.nonfinite}/{config.nonfinite_patience}).",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        if state.nonfinite >= config.nonfinite_patience:
+                            raise TrainingError(
+                                f"the loss was non-finite for {state.nonfinite} steps in a row. "
+                                "Hint: check the inputs for NaN/Inf, lower lr, or set grad_clip."
+                            )
+                        state.batch_in_epoch = i + 1
+                        continue
+                    state.nonfinite = 0
+                    scaler.scale(loss).backward()
+                    if config.grad_clip is not None:
+                        scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    scaler.step(opt)
+                    scaler.update()
+                    state.step += 1
+                    state.batch_in_epoch = i + 1
+                    means = terms.means(real)
+                    for k, v in means.items():
+                        state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
+                    state.epoch_count += 1
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
+                    if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                        save(f"step-{state.step:09d}", epoch_rng)
+                    if total is not None and state.step >= total:
+                        break
+                if not seen_batches and not resuming:
+                    raise InputError("loader: the training loader yielded no batches.")
+                epoch_rng = None
+                if state.epoch_count:
+                    record = {"epoch": epoch, "steps": state.step}
+                    record.update({k: v / state.epoch_count for k, v in state.epoch_sums.items()})
+                    if val_loader is not None:
+                        record.update(
+                            evaluate_terms(
+                                masker, classifier, val_loader, objective, device, config.seed
+                            )
+                        )
+                        masker.train()
+                    state.history.append(record)
+                epoch += 1
+                state.epoch = epoch
+                state.batch_in_epoch, state.epoch_sums, state.epoch_count = 0, {}, 0
+                save(f"step-{state.step:09d}", torch.get_rng_state())
+    finally:
+        bar.close()
+        classifier.to(param_device)
+        masker.eval()
+    return state.history

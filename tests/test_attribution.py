@@ -1,0 +1,383 @@
+"""RealTimeMaskAttribution: Captum API, shapes, targets, encoders, side effects, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+from captum.attr import NoiseTunnel
+from captum.attr import visualization as viz
+from captum.metrics import infidelity, sensitivity_max
+from torch import nn
+
+from captum_realtime_mask import (
+    CheckpointError,
+    EncoderSpec,
+    InputError,
+    RealTimeMaskAttribution,
+)
+from captum_realtime_mask._model_state import snapshot_model
+
+
+def _batch(n=4, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+@pytest.fixture
+def fitted(timm_resnet):
+    x, y = _batch()
+    attr = RealTimeMaskAttribution(timm_resnet)
+    attr.fit([(x, y), (x.flip(-1), y)], epochs=1, progress=False)
+    return attr, x, y
+
+
+def test_captum_flags(timm_resnet):
+    attr = RealTimeMaskAttribution(timm_resnet)
+    assert attr.multiplies_by_inputs is False
+    assert attr.has_convergence_delta() is False
+    assert attr.num_classes == 5
+    assert hasattr(attr.attribute, "__wrapped__")
+
+
+def test_shape_range_dtype_device(fitted):
+    attr, x, y = fitted
+    out = attr.attribute(x, target=y)
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+    assert out.is_contiguous()
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    # Broadcast over channels: every channel is the same single mask.
+    assert torch.equal(out[:, 0], out[:, 2])
+    raw = attr.mask(x, target=y)
+    assert raw.shape == (4, 1, 64, 64)
+    assert torch.equal(raw[:, 0], out[:, 1])
+    assert attr.attribute(x.double(), target=y).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "target",
+    [3, torch.tensor(3), torch.tensor([3]), [3, 3, 3, 3], (3, 3, 3, 3), torch.tensor([3, 3, 3, 3])],
+)
+def test_every_target_form_gives_the_same_masks(fitted, target):
+    attr, x, _ = fitted
+    expected = attr.mask(x, target=torch.full((4,), 3))
+    assert torch.equal(attr.mask(x, target=target), expected)
+
+
+def test_targets_select_classes(fitted):
+    attr, x, _ = fitted
+    a = attr.mask(x, target=0)
+    b = attr.mask(x, target=1)
+    assert not torch.equal(a, b)
+    mixed = attr.mask(x, target=[0, 1, 0, 1])
+    assert torch.equal(mixed[0], a[0]) and torch.equal(mixed[1], b[1])
+
+
+def test_target_none_explains_the_prediction_with_one_call(fitted):
+    attr, x, _ = fitted
+    calls = []
+    model = attr.forward_func
+
+    def counting(inp):
+        calls.append(len(inp))
+        return model(inp)
+
+    attr.forward_func = counting
+    try:
+        out = attr.mask(x)
+        assert calls == [4]
+        pred = model(x).argmax(1)
+        assert torch.equal(out, attr.mask(x, target=pred))
+        calls.clear()
+        attr.mask(x, target=pred)
+        assert calls == []  # a given target costs no classifier call
+    finally:
+        attr.forward_func = model
+
+
+def test_tuple_inputs_round_trip(fitted):
+    attr, x, y = fitted
+    out = attr.attribute((x,), target=y)
+    assert isinstance(out, tuple) and len(out) == 1
+    assert torch.equal(out[0], attr.attribute(x, target=y))
+
+
+def test_confidence_offset_grows_masks(fitted):
+    attr, x, y = fitted
+    low = attr.mask(x, target=y, confidence=-20.0).mean()
+    high = attr.mask(x, target=y, confidence=20.0).mean()
+    assert not torch.isclose(low, high)
+
+
+@pytest.mark.parametrize(
+    "target, match",
+    [
+        (7, "< 5"),
+        (-1, ">= 0"),
+        ([1, 2], "4"),
+        (torch.tensor([0.5] * 4), "integer"),
+        ("cat", "int"),
+    ],
+)
+def test_bad_targets_raise_named_errors(fitted, target, match):
+    attr, x, _ = fitted
+    with pytest.raises(InputError, match="target") as err:
+        attr.attribute(x, target=target)
+    assert match in str(err.value)
+
+
+def test_bad_inputs_raise_named_errors(fitted):
+    attr, x, y = fitted
+    with pytest.raises(InputError, match="inputs"):
+        attr.attribute(x[0], target=0)
+    with pytest.raises(InputError, match="divisible"):
+        attr.attribute(torch.rand(2, 3, 50, 50), target=0)
+    with pytest.raises(InputError, match="channels"):
+        attr.attribute(torch.rand(2, 1, 64, 64), target=0)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        attr.attribute(bad, target=y)
+
+
+def test_fit_leaves_the_classifier_untouched(timm_resnet):
+    timm_resnet.train()
+    timm_resnet.fc.weight.requires_grad_(False)  # a mixed state must survive too
+    before = snapshot_model(timm_resnet, tensors=True)
+    x, y = _batch()
+    attr = RealTimeMaskAttribution(timm_resnet)
+    attr.fit([(x, y)], epochs=2, progress=False)
+    attr.attribute(x, target=y)
+    attr.attribute(x)
+    assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
+
+
+def test_fit_restores_the_classifier_after_an_exception(timm_resnet):
+    timm_resnet.train()
+    before = snapshot_model(timm_resnet, tensors=True)
+    x, y = _batch()
+
+    def loader():
+        yield x, y
+        raise RuntimeError("disk on fire")
+
+    attr = RealTimeMaskAttribution(timm_resnet)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        attr.fit(loader(), epochs=1, progress=False)
+    assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
+
+
+def test_gradients_reach_the_masker_and_never_the_classifier(timm_resnet):
+    from captum_realtime_mask.objective import ObjectiveConfig
+    from captum_realtime_mask.training import _step_terms
+
+    x, y = _batch()
+    attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn")
+    attr.masker.train()
+    for p in timm_resnet.parameters():
+        p.requires_grad_(False)
+    terms, _ = _step_terms(
+        attr.masker,
+        timm_resnet,
+        x,
+        y,
+        5,
+        ObjectiveConfig(fake_prob=0.0),
+        torch.Generator().manual_seed(0),
+    )
+    terms.total.backward()
+    grads = [p.grad for p in attr.masker.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in timm_resnet.parameters())
+
+
+def test_fit_updates_only_the_masker_and_keeps_history(timm_resnet):
+    x, y = _batch()
+    attr = RealTimeMaskAttribution(timm_resnet)
+    before = {k: v.clone() for k, v in attr.masker.state_dict().items()}
+    attr.fit([(x, y)], epochs=2, progress=False, val_loader=[(x, y)])
+    after = attr.masker.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert len(attr.history) == 2
+    for key in ("loss", "tv", "area", "preserve", "destroy", "gate", "val_loss", "val_area"):
+        assert np.isfinite(attr.history[-1][key]), key
+
+
+def test_fit_is_seeded_and_reproducible(timm_resnet):
+    x, y = _batch()
+    masks = []
+    for _ in range(2):
+        attr = RealTimeMaskAttribution(timm_resnet, seed=3)
+        attr.fit([(x, y), (x, y)], epochs=1, progress=False)
+        masks.append(attr.mask(x, target=y))
+    assert torch.equal(masks[0], masks[1])
+
+
+def test_fit_rejects_bad_loaders(timm_resnet):
+    attr = RealTimeMaskAttribution(timm_resnet)
+    with pytest.raises(InputError, match="empty|no batches"):
+        attr.fit([], epochs=1, progress=False)
+    x, _ = _batch()
+    with pytest.raises(InputError, match="labels"):
+        attr.fit([(x, torch.tensor([0, 1, 9, 2]))], epochs=1, progress=False)
+    with pytest.raises(InputError, match="unknown options"):
+        attr.fit([(x, torch.zeros(4, dtype=torch.long))], epochs=1, lr_scheduel="cosine")
+
+
+def test_save_load_is_bit_identical(fitted, tmp_path):
+    attr, x, y = fitted
+    attr.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["format_version"] == 1 and config["masker"]["num_classes"] == 5
+    again = RealTimeMaskAttribution.load(tmp_path / "m", attr.forward_func)
+    assert torch.equal(again.attribute(x, target=y), attr.attribute(x, target=y))
+    assert again.history == attr.history
+
+
+def test_load_rejects_tampered_and_truncated_files(fitted, tmp_path):
+    attr, _, _ = fitted
+    attr.save(tmp_path / "m")
+    weights = tmp_path / "m" / "masker.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        RealTimeMaskAttribution.load(tmp_path / "m", attr.forward_func)
+    attr.save(tmp_path / "m")  # overwriting an existing directory works
+    cfg = tmp_path / "m" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"format_version": 1', '"format_version": 99'))
+    with pytest.raises(CheckpointError, match="format_version"):
+        RealTimeMaskAttribution.load(tmp_path / "m", attr.forward_func)
+    with pytest.raises(CheckpointError, match="config.json"):
+        RealTimeMaskAttribution.load(tmp_path / "missing", attr.forward_func)
+
+
+def test_encoders_timm_cnn_vit_torchvision_and_small_cnn():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    vit = timm.create_model("test_vit", pretrained=False, num_classes=4, img_size=64)
+    tv = torchvision.models.resnet18(num_classes=4)
+    cases = [
+        (timm.create_model("test_resnet", pretrained=False, num_classes=4), "classifier"),
+        (vit, "classifier"),
+        (tv, "classifier"),
+        (tv, "torchvision:resnet18"),
+        (vit, "test_convnext"),
+        (vit, "small_cnn"),
+    ]
+    for model, encoder in cases:
+        model.eval()
+        attr = RealTimeMaskAttribution(model, encoder=encoder, pretrained=False)
+        attr.fit([(x, torch.tensor([0, 3]))], max_steps=1, progress=False)
+        out = attr.attribute(x, target=1)
+        assert out.shape == x.shape, (encoder, type(model).__name__)
+        assert torch.isfinite(out).all()
+
+
+def test_classifier_encoder_shares_weights_and_is_not_saved(timm_resnet, tmp_path):
+    attr = RealTimeMaskAttribution(timm_resnet)
+    names = set(attr.masker.state_dict())
+    assert not any("fc.weight" in n or n.startswith("encoder.") for n in names)
+    assert all(p.requires_grad for p in attr.masker.parameters())
+
+
+def test_plain_callable_needs_an_encoder_of_its_own(timm_resnet):
+    with pytest.raises(InputError, match="nn.Module"):
+        RealTimeMaskAttribution(lambda x: timm_resnet(x), num_classes=5)
+    attr = RealTimeMaskAttribution(lambda x: timm_resnet(x), num_classes=5, encoder="small_cnn")
+    x, y = _batch()
+    assert attr.attribute(x, target=y).shape == x.shape
+
+
+def test_custom_encoder_module(timm_resnet, tmp_path):
+    class TwoScales(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, stride=4, padding=1)
+            self.b = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            a = self.a(x)
+            return [a, self.b(a)]
+
+    enc = TwoScales()
+    attr = RealTimeMaskAttribution(timm_resnet, encoder=enc)
+    assert attr.masker.encoder.reductions == [4, 8]
+    x, y = _batch()
+    attr.save(tmp_path / "c")
+    with pytest.raises(InputError, match="module"):
+        RealTimeMaskAttribution.load(tmp_path / "c", timm_resnet)
+    again = RealTimeMaskAttribution.load(tmp_path / "c", timm_resnet, encoder=enc)
+    assert torch.equal(again.mask(x, target=y), attr.mask(x, target=y))
+
+
+def test_pretrained_without_network_gives_a_clear_error(timm_resnet, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="pretrained=False"):
+        RealTimeMaskAttribution(timm_resnet, encoder="test_resnet")
+
+
+def test_paper_preset_architecture(timm_resnet):
+    attr = RealTimeMaskAttribution(timm_resnet, preset="paper")
+    ups = attr.masker.upsamplers
+    assert isinstance(ups[0].up, nn.ConvTranspose2d)
+    assert ups[0].up.out_channels == 768 and ups[1].up.out_channels == 384
+    assert len(ups[0].blocks) == 3
+    assert attr.masker.mask_stride == 4
+
+
+def test_captum_visualisation_and_metrics_accept_the_attributions(fitted):
+    attr, x, y = fitted
+    out = attr.attribute(x, target=y)
+    model = attr.forward_func
+    fig, _ = viz.visualize_image_attr(
+        out[0].permute(1, 2, 0).numpy(),
+        x[0].permute(1, 2, 0).numpy(),
+        method="blended_heat_map",
+        sign="positive",
+        use_pyplot=False,
+    )
+    assert fig is not None
+
+    def perturb(inputs):
+        noise = torch.randn_like(inputs) * 0.01
+        return noise, inputs - noise
+
+    inf = infidelity(model, perturb, x, out, target=y, n_perturb_samples=2)
+    assert inf.shape == (4,) and torch.isfinite(inf).all()
+    sens = sensitivity_max(attr.attribute, x, target=y, n_perturb_samples=2)
+    assert sens.shape == (4,) and torch.isfinite(sens).all()
+    nt = NoiseTunnel(attr).attribute(x, nt_samples=2, nt_type="smoothgrad", target=y)
+    assert nt.shape == x.shape
+
+
+def test_learning_on_coloured_squares(squares_task):
+    """A short fit localises the class square and leaves absent classes near-empty.
+
+    Fails when the objective or the masker is broken (e.g. a constant mask, a selector that is
+    ignored, a preserve or destroy term with the wrong sign).
+    """
+    from torchvision.ops import box_iou, masks_to_boxes
+
+    clf, (xtr, ytr), (xte, yte, bte) = squares_task
+    attr = RealTimeMaskAttribution(
+        clf,
+        num_classes=3,
+        encoder=EncoderSpec(kind="small_cnn", width=8, min_reduction=2),
+    )
+    loader = [(xtr[i : i + 32], ytr[i : i + 32]) for i in range(0, len(xtr), 32)]
+    attr.fit(loader, max_steps=250, lr=3e-3, progress=False)
+    masks = attr.mask(xte, target=yte)[:, 0]
+    binary = masks > 0.5
+    nonempty = binary.flatten(1).any(1)
+    ious = torch.zeros(len(xte))
+    ious[nonempty] = box_iou(masks_to_boxes(binary[nonempty].float()), bte[nonempty]).diag()
+    hit_rate = (ious > 0.5).float().mean().item()
+    absent = attr.mask(xte, target=(yte + 1) % 3).mean().item()
+    present = masks.mean().item()
+    assert hit_rate > 0.75, f"IoU > 0.5 for only {hit_rate:.0%} of the images"
+    assert absent < 0.2 * present, f"absent-class area {absent:.3f} vs true {present:.3f}"

@@ -1,0 +1,515 @@
+"""Tests of per-image mask optimisation, its Captum wrapper, and the helpers it relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import NoiseTunnel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torchvision.ops import masks_to_boxes
+
+from captum_realtime_mask._captum_compat import (
+    _format_inputs,
+    _format_target,
+    _slice_additional_forward_args,
+)
+from captum_realtime_mask._model_state import find_module, frozen_model, snapshot_model
+from captum_realtime_mask.errors import InputError
+from captum_realtime_mask.iterative import (
+    IterativeMaskAttribution,
+    default_mask_size,
+    optimise_masks,
+)
+from captum_realtime_mask.objective import ObjectiveConfig
+
+SIDE = 32
+SQUARE = 8
+# (row0, row1, col0, col1) of the bright square in each test image.
+BOXES = [(8, 16, 16, 24), (20, 28, 4, 12), (0, 8, 0, 8)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors gain nothing from intra-op threads and lose a lot on a loaded machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class BrightSquare(nn.Module):
+    """Class 1 iff some 8x8 window is much brighter than the image mean; class 0 otherwise.
+
+    The evidence for class 1 is exactly the bright square, wherever it is, so the right mask
+    is known. The read-out is an ``nn.Linear`` so that the model has parameters to protect.
+    """
+
+    def __init__(self, scale: float = 10.0, threshold: float = 0.4) -> None:
+        super().__init__()
+        self.readout = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.readout.weight.copy_(torch.tensor([[-scale], [scale]]))
+            self.readout.bias.copy_(torch.tensor([scale * threshold, -scale * threshold]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grey = x.mean(1, keepdim=True)
+        local = F.avg_pool2d(grey, SQUARE, stride=1).flatten(1).amax(1)
+        return self.readout((local - grey.flatten(1).mean(1))[:, None])
+
+
+class SmallNet(nn.Module):
+    """A CNN with batch norm and dropout, whose mode and statistics must survive untouched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5)
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class Recorder(nn.Module):
+    """Wraps a model; counts calls, records mode and gradient flags seen, may raise on a call."""
+
+    def __init__(self, model: nn.Module, fail_on: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.fail_on = fail_on
+        self.calls = 0
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.seen.append(
+            (
+                any(m.training for m in self.model.modules()),
+                any(p.requires_grad for p in self.model.parameters()),
+            )
+        )
+        if self.fail_on is not None and self.calls == self.fail_on:
+            raise RuntimeError("boom on purpose")
+        return self.model(x)
+
+
+def square_images(n: int = 3, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, SIDE, SIDE, generator=gen) * 0.2
+    for i in range(n):
+        r0, r1, c0, c1 = BOXES[i % len(BOXES)]
+        x[i, :, r0:r1, c0:c1] = 1.0
+    return x
+
+
+def seeded(seed: int = 5) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def user_model() -> nn.Module:
+    """A SmallNet in a deliberately mixed state: train mode, one frozen layer, one eval module,
+    a user hook, a non-empty BN history."""
+    torch.manual_seed(1)
+    net = SmallNet().train()
+    net.features[0].weight.requires_grad_(False)
+    net.head.eval()
+    net.features[1].running_mean.fill_(0.3)
+    net.features[0].register_forward_hook(lambda *args: None)
+    return net
+
+
+# --------------------------------------------------------------------------- known answer
+
+
+@pytest.fixture(scope="module")
+def square_run():
+    x = square_images(3)
+    masks, history = optimise_masks(
+        BrightSquare(), x, 1, n_iter=200, mask_size=8, generator=seeded(), return_history=True
+    )
+    return x, masks, history
+
+
+def test_mask_covers_the_evidence_square(square_run):
+    _, masks, _ = square_run
+    for i, (r0, r1, c0, c1) in enumerate(BOXES):
+        m = masks[i, 0]
+        inside = torch.zeros(SIDE, SIDE, dtype=torch.bool)
+        inside[r0:r1, c0:c1] = True
+        near = torch.zeros(SIDE, SIDE, dtype=torch.bool)
+        near[max(r0 - 6, 0) : r1 + 6, max(c0 - 6, 0) : c1 + 6] = True
+        assert m[inside].mean() > 0.7, f"image {i}: the evidence is not kept"
+        assert m[~near].mean() < 0.1, f"image {i}: mask mass far from the evidence"
+        # The box around mask > 0.5 (the paper's localisation rule) covers the square and
+        # stays within 6 px of it (a 32 px image; bilinear upsampling of a stride-4 grid).
+        x0, y0, x1, y1 = masks_to_boxes((m > 0.5)[None])[0].tolist()
+        last_row, last_col = r1 - 1, c1 - 1
+        assert x0 <= c0 and y0 <= r0 and x1 >= last_col and y1 >= last_row, (i, x0, y0, x1, y1)
+        assert max(c0 - x0, r0 - y0, x1 - last_col, y1 - last_row) <= 6, (i, x0, y0, x1, y1)
+
+
+def test_objective_decreases(square_run):
+    _, _, history = square_run
+    assert set(history) == {"loss", "tv", "area", "preserve", "destroy"}
+    assert all(v.shape == (200,) and v.dtype == torch.float32 for v in history.values())
+    loss = history["loss"]
+    assert torch.isfinite(loss).all()
+    assert loss[-20:].mean() < 0.75 * loss[:20].mean()
+    assert history["destroy"][-20:].mean() < history["destroy"][:20].mean()
+    assert history["area"][-20:].mean() < history["area"][:20].mean()
+
+
+def test_batched_equals_per_image(square_run):
+    x, masks, _ = square_run
+    singles = torch.cat(
+        [
+            optimise_masks(
+                BrightSquare(), x[i : i + 1], 1, n_iter=200, mask_size=8, generator=seeded()
+            )
+            for i in range(len(x))
+        ]
+    )
+    torch.testing.assert_close(singles, masks, atol=1e-5, rtol=0)
+
+
+def test_batch_order_does_not_matter():
+    x = square_images(3)
+    perm = torch.tensor([2, 0, 1])
+    a = optimise_masks(BrightSquare(), x, 1, n_iter=15, mask_size=8, generator=seeded())
+    b = optimise_masks(BrightSquare(), x[perm], 1, n_iter=15, mask_size=8, generator=seeded())
+    torch.testing.assert_close(b, a[perm], atol=1e-5, rtol=0)
+    c = optimise_masks(
+        BrightSquare(), x, 1, n_iter=15, mask_size=8, generator=seeded(), internal_batch_size=2
+    )
+    torch.testing.assert_close(c, a, atol=1e-5, rtol=0)
+
+
+def test_seeded_reproducibility():
+    x = square_images(2)
+    run = lambda gen: optimise_masks(BrightSquare(), x, 1, n_iter=20, mask_size=8, generator=gen)  # noqa: E731
+    torch.testing.assert_close(run(seeded(3)), run(seeded(3)), atol=0, rtol=0)
+    assert not torch.equal(run(seeded(3)), run(seeded(4)))
+    # Without a generator, torch's global seed decides.
+    torch.manual_seed(11)
+    first = run(None)
+    torch.manual_seed(11)
+    torch.testing.assert_close(run(None), first, atol=0, rtol=0)
+
+
+# ----------------------------------------------------------------- classifier untouched
+
+
+def test_classifier_untouched_after_success():
+    net = user_model()
+    x = torch.rand(2, 3, 16, 16)
+    before = snapshot_model(net, tensors=True)
+    recorder = Recorder(net)
+    optimise_masks(recorder, x, [0, 2], n_iter=4, generator=seeded())
+    assert before.differences(snapshot_model(net, tensors=True)) == []
+    assert all(p.grad is None for p in net.parameters())
+    # While optimising, the classifier was in eval mode with frozen parameters.
+    assert recorder.seen == [(False, False)] * 4
+
+
+def test_classifier_untouched_after_exception_mid_optimisation():
+    net = user_model()
+    before = snapshot_model(net, tensors=True)
+    recorder = Recorder(net, fail_on=3)
+    with pytest.raises(RuntimeError, match="boom on purpose"):
+        IterativeMaskAttribution(recorder).attribute(torch.rand(2, 3, 16, 16), 1, n_iter=10)
+    assert recorder.calls == 3
+    assert before.differences(snapshot_model(net, tensors=True)) == []
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_classifier_untouched_after_bad_target_detected_in_loop():
+    net = user_model()
+    before = snapshot_model(net, tensors=True)
+    with pytest.raises(InputError, match="< 3"):
+        optimise_masks(net, torch.rand(2, 3, 16, 16), 7, n_iter=3)
+    assert before.differences(snapshot_model(net, tensors=True)) == []
+
+
+def test_bound_method_forward_is_frozen_too():
+    net = user_model()
+    before = snapshot_model(net, tensors=True)
+    optimise_masks(net.forward, torch.rand(1, 3, 16, 16), 0, n_iter=2)
+    assert before.differences(snapshot_model(net, tensors=True)) == []
+
+
+# ------------------------------------------------------------------ _model_state helpers
+
+
+def test_frozen_model_restores_mixed_state_even_on_error():
+    net = user_model()
+    modes = {n: m.training for n, m in net.named_modules()}
+    flags = {n: p.requires_grad for n, p in net.named_parameters()}
+    with pytest.raises(KeyError), frozen_model(net) as frozen:
+        assert frozen is net
+        assert not any(m.training for m in net.modules())
+        assert not any(p.requires_grad for p in net.parameters())
+        net.train()  # code inside the block may flip modes: still restored
+        raise KeyError("inside")
+    assert {n: m.training for n, m in net.named_modules()} == modes
+    assert {n: p.requires_grad for n, p in net.named_parameters()} == flags
+    assert modes["head"] is False and modes[""] is True  # the mix was really mixed
+
+
+def test_frozen_model_passes_other_callables_through():
+    assert find_module(lambda x: x) is None
+    with frozen_model(lambda x: x) as frozen:
+        assert frozen is None
+
+
+def test_snapshot_detects_changes():
+    net = user_model()
+    before = snapshot_model(net, tensors=True)
+    handle = net.head.register_forward_pre_hook(lambda *args: None)
+    net.features[1].running_var.add_(1.0)
+    net.head[2].bias.requires_grad_(False)
+    diffs = before.differences(snapshot_model(net, tensors=True))
+    handle.remove()
+    assert any("head:_forward_pre_hooks" in d for d in diffs)
+    assert any("features.1.running_var" in d for d in diffs)
+    assert any("requires_grad[head.2.bias]" in d for d in diffs)
+
+
+# ------------------------------------------------------------------- Captum integration
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        1,
+        np.int64(1),
+        torch.tensor(1),
+        torch.tensor([1]),
+        [1, 1],
+        (1, 1),
+        torch.tensor([1, 1]),
+        None,
+    ],
+    ids=["int", "np-int", "0d", "1-elem", "list", "tuple", "1d", "none"],
+)
+def test_every_target_form(target):
+    x = square_images(2)
+    expected = optimise_masks(BrightSquare(), x, torch.tensor([1, 1]), n_iter=3, generator=seeded())
+    recorder = Recorder(BrightSquare())
+    out = IterativeMaskAttribution(recorder).attribute(x, target, n_iter=3, generator=seeded())
+    torch.testing.assert_close(out, expected.expand_as(x), atol=1e-6, rtol=0)
+    assert recorder.calls == 3 + (target is None)  # None costs one extra forward call
+
+
+def test_per_image_targets_are_honoured():
+    x = square_images(2)
+    mixed = optimise_masks(BrightSquare(), x, [1, 0], n_iter=5, generator=seeded())
+    ones = optimise_masks(BrightSquare(), x, 1, n_iter=5, generator=seeded())
+    zeros = optimise_masks(BrightSquare(), x, 0, n_iter=5, generator=seeded())
+    torch.testing.assert_close(mixed[0], ones[0])
+    torch.testing.assert_close(mixed[1], zeros[1])
+    assert not torch.allclose(ones[1], zeros[1])
+
+
+@pytest.mark.parametrize(
+    ("target", "match"),
+    [
+        ([1], "one int class index per image"),
+        ([1, 0.5], "one int class index per image"),
+        (torch.tensor([1.0, 0.0]), "integer class indices"),
+        (torch.tensor([[1], [0]]), "flatten"),
+        (torch.tensor([1, 0, 1]), "length 2"),
+        (-1, ">= 0"),
+        ("cat", "expected an int"),
+        (True, "expected an int"),
+    ],
+)
+def test_bad_targets_raise_input_error(target, match):
+    with pytest.raises(InputError, match=match):
+        _format_target(target, 2, "cpu")
+
+
+def test_target_range_checked_when_classes_known():
+    assert _format_target([0, 2], 2, "cpu", num_classes=3).tolist() == [0, 2]
+    with pytest.raises(InputError, match="< 3"):
+        _format_target([0, 3], 2, "cpu", num_classes=3)
+    with pytest.raises(InputError, match="None must be resolved"):
+        _format_target(None, 2, "cpu")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 999), min_size=1, max_size=6))
+def test_format_target_list_and_tensor_agree(classes):
+    from_list = _format_target(classes, len(classes), "cpu")
+    from_tensor = _format_target(torch.tensor(classes), len(classes), "cpu")
+    assert from_list.dtype == torch.long and from_list.shape == (len(classes),)
+    assert torch.equal(from_list, from_tensor)
+    assert from_list.tolist() == classes
+
+
+def test_format_inputs():
+    x = torch.zeros(1, 3, 4, 4)
+    assert _format_inputs(x) == (x, False)
+    assert _format_inputs((x,)) == (x, True)
+    for bad, match in [
+        ((x, x), "1-tuple"),
+        (torch.zeros(3, 4, 4), "unsqueeze"),
+        (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "floating-point"),
+        ([1.0], "torch.Tensor"),
+    ]:
+        with pytest.raises(InputError, match=match):
+            _format_inputs(bad)
+
+
+def test_attribution_shape_range_device_and_tuple_input():
+    x = square_images(2)
+    attr = IterativeMaskAttribution(BrightSquare())
+    out = attr.attribute(x, 1, n_iter=3, generator=seeded())
+    assert out.shape == x.shape and out.is_contiguous()
+    assert out.dtype == x.dtype and out.device == x.device
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.equal(out[:, 0], out[:, 2])  # one mask, broadcast over channels
+    tup = attr.attribute((x,), 1, n_iter=3, generator=seeded())
+    assert isinstance(tup, tuple) and len(tup) == 1
+    torch.testing.assert_close(tup[0], out, atol=0, rtol=0)
+    assert attr.last_history is not None and attr.last_history["loss"].shape == (3,)
+    assert attr.multiplies_by_inputs is False
+    assert attr.has_convergence_delta() is False
+
+
+def test_works_inside_no_grad_and_leaves_inputs_alone():
+    x = square_images(1)
+    x_copy = x.clone()
+    with torch.no_grad():
+        out = IterativeMaskAttribution(BrightSquare()).attribute(x, 1, n_iter=2)
+    assert out.shape == x.shape and not out.requires_grad
+    assert torch.equal(x, x_copy) and not x.requires_grad
+
+
+def test_noise_tunnel_wraps_it():
+    x = square_images(2)
+    attr = IterativeMaskAttribution(BrightSquare())
+    assert hasattr(attr.attribute, "__wrapped__")
+    torch.manual_seed(0)
+    nt = NoiseTunnel(attr)
+    for target in (1, [1, 0], torch.tensor([1, 1])):
+        out = nt.attribute(x, nt_samples=2, stdevs=0.05, target=target, n_iter=2)
+        assert out.shape == x.shape
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_inputs_give_cuda_masks():
+    x = square_images(2).cuda()
+    model = BrightSquare().cuda()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    out = IterativeMaskAttribution(model).attribute(x, 1, n_iter=5, generator=gen)
+    assert out.device == x.device and out.shape == x.shape
+    single = optimise_masks(
+        model, x[1:], 1, n_iter=5, generator=torch.Generator(device="cuda").manual_seed(0)
+    )
+    torch.testing.assert_close(out[1:, :1], single, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------------- options and errors
+
+
+def test_init_mask_refinement_path():
+    x = square_images(2)
+    init = torch.zeros(2, 1, SIDE, SIDE)
+    init[0, :, 8:16, 16:24] = 1.0
+    init[1, :, 20:28, 4:12] = 1.0
+    # n_iter=0 returns the initial mask, clamped to [0.01, 0.99], on the optimised grid.
+    same = optimise_masks(BrightSquare(), x, 1, init_mask=init, n_iter=0, mask_size=SIDE)
+    torch.testing.assert_close(same, init.clamp(0.01, 0.99), atol=1e-6, rtol=0)
+    # A channel-broadcast mask (what attribute() returns) is accepted as well.
+    same3 = optimise_masks(
+        BrightSquare(), x, 1, init_mask=init.expand_as(x), n_iter=0, mask_size=SIDE
+    )
+    torch.testing.assert_close(same3, same)
+    # Refining a good mask for a few steps keeps it where it was; from 0.5 it is not there yet.
+    refined = optimise_masks(BrightSquare(), x, 1, init_mask=init, n_iter=10, mask_size=8)
+    fresh = optimise_masks(BrightSquare(), x, 1, n_iter=10, mask_size=8)
+    err_refined = (refined - init).abs().mean()
+    assert err_refined < 0.15
+    assert err_refined < (fresh - init).abs().mean()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"init_mask": torch.zeros(3, 1, SIDE, SIDE)}, "init_mask"),
+        ({"init_mask": torch.full((2, 1, SIDE, SIDE), 1.5)}, "within"),
+        ({"init_mask": torch.zeros(2, SIDE, SIDE)}, "init_mask"),
+        ({"n_iter": -1}, "n_iter"),
+        ({"lr": 0.0}, "lr"),
+        ({"mask_size": (4, 0)}, "mask_size"),
+        ({"mask_size": "big"}, "mask_size"),
+        ({"internal_batch_size": 0}, "internal_batch_size"),
+        ({"objective": {"tv_weight": 1.0}}, "ObjectiveConfig"),
+    ],
+)
+def test_bad_options_raise_input_error(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        optimise_masks(BrightSquare(), square_images(2), 1, **kwargs)
+
+
+def test_bad_forward_output_raises_input_error():
+    with pytest.raises(InputError, match="logits shaped"):
+        optimise_masks(lambda x: x.mean((1, 2, 3)), square_images(2), 0, n_iter=1)
+
+
+def test_default_mask_size_and_objective_are_used():
+    assert default_mask_size(224, 224) == (28, 28)
+    assert default_mask_size(SIDE, SIDE) == (8, 8)
+    x = square_images(1)
+    a = optimise_masks(BrightSquare(), x, 1, n_iter=3, generator=seeded())
+    b = optimise_masks(
+        BrightSquare(), x, 1, n_iter=3, mask_size=8, objective=ObjectiveConfig(), generator=seeded()
+    )
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    c = optimise_masks(
+        BrightSquare(),
+        x,
+        1,
+        n_iter=3,
+        objective=ObjectiveConfig(area_weight=30.0),
+        generator=seeded(),
+    )
+    assert float(c.mean()) < float(a.mean())
+
+
+class ScaledSquare(BrightSquare):
+    def forward(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * gain[:, None]
+
+
+def test_additional_forward_args_per_example():
+    x = square_images(3)
+    gain = torch.tensor([1.0, 0.5, 2.0])
+    whole = optimise_masks(
+        ScaledSquare(), x, 1, n_iter=5, generator=seeded(), additional_forward_args=(gain,)
+    )
+    chunked = optimise_masks(
+        ScaledSquare(),
+        x,
+        1,
+        n_iter=5,
+        generator=seeded(),
+        additional_forward_args=gain,
+        internal_batch_size=1,
+    )
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
+    assert _slice_additional_forward_args((gain, 3, torch.tensor(2.0)), 1, 2, 3)[0].tolist() == [
+        0.5
+    ]
+
+
+def test_progress_bar(capsys):
+    optimise_masks(BrightSquare(), square_images(1), 1, n_iter=2, progress=True)
+    assert "mask optimisation" in capsys.readouterr().err
