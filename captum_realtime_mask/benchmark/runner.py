@@ -1,0 +1,439 @@
+"""The cluttered Fashion-MNIST benchmark: the paper's tables 1-3 at CPU scale, in one run.
+
+For each black box it trains (or loads from the cache) the classifier and two maskers, runs
+every method on the same validation and test images, and scores them with the paper's
+protocol: localisation error (threshold, tightest box, hit when IoU > 0.5 with the item's
+box), the saliency metric, the mean box area, and throughput on the same batch.
+:func:`run_benchmark` writes ``results.json``, ``results.md`` and ``figure.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from captum_realtime_mask.attribution import RealTimeMaskAttribution
+from captum_realtime_mask.benchmark.blackbox import train_blackbox
+from captum_realtime_mask.benchmark.methods import Method, captum_methods
+from captum_realtime_mask.checkpoint import atomic_write_bytes
+from captum_realtime_mask.datasets.cluttered import ClutteredConfig, ClutteredFashionMNIST
+from captum_realtime_mask.iterative import IterativeMaskAttribution
+from captum_realtime_mask.masker.encoders import EncoderSpec
+from captum_realtime_mask.metrics import (
+    centre_box,
+    localisation_details,
+    max_box,
+    saliency_metric,
+)
+
+__all__ = ["BenchmarkConfig", "run_benchmark"]
+
+Mode = Literal["quick", "full"]
+
+
+@dataclass
+class BenchmarkConfig:
+    """What the benchmark runs; ``quick`` and ``full`` differ only in sizes.
+
+    Attributes:
+        mode: ``"quick"`` (minutes; the README's main job) or ``"full"`` (the results in
+            the docs).
+        output: Folder for ``results.json``, ``results.md`` and ``figure.png``.
+        cache_dir: Cache for datasets, black boxes and maskers (default: the package's).
+        blackboxes: Keys of ``BLACKBOX_PRESETS``.
+        n_train: Training composites per epoch (for the maskers; black boxes use their own).
+        n_val: Validation images (thresholds of non-mask methods are chosen on them).
+        n_test: Test images.
+        blackbox_epochs: Overrides the black boxes' epochs (None: their presets).
+        blackbox_max_steps: Cap on the black boxes' optimiser steps (smoke tests).
+        masker_epochs: Epochs of masker training.
+        masker_max_steps: Cap on each masker's optimiser steps (smoke tests).
+        iterative_images: Test and validation images given to the iterative mask (it is slow).
+        iterative_steps: Iterations of the iterative mask.
+        ig_steps: Integrated-gradients steps (50 as in the issue's throughput target).
+        refine_steps: Refinement steps reported for the learned masks (0 is the plain mask).
+        batch_size: Images per batch everywhere.
+        throughput_batch: Batch on which every method's images/s is timed.
+        seed: Seed of datasets, training and evaluation.
+    """
+
+    mode: Mode = "quick"
+    output: str = "runs/demo"
+    cache_dir: str | None = None
+    blackboxes: tuple[str, ...] = ("resnet", "mobilenet")
+    n_train: int = 20000
+    n_val: int = 500
+    n_test: int = 1000
+    blackbox_epochs: int | None = None
+    blackbox_max_steps: int | None = None
+    masker_epochs: int = 3
+    masker_max_steps: int | None = None
+    iterative_images: int = 200
+    iterative_steps: int = 300
+    refine_steps: tuple[int, ...] = (0, 10, 50)
+    ig_steps: int = 50
+    batch_size: int = 64
+    throughput_batch: int = 32
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_mode(cls, mode: Mode, **overrides: Any) -> BenchmarkConfig:
+        """The preset sizes of a mode, with overrides."""
+        if mode == "quick":
+            base = cls(
+                mode="quick",
+                blackboxes=("resnet",),
+                n_train=4000,
+                n_val=100,
+                n_test=200,
+                blackbox_epochs=3,
+                masker_epochs=1,
+                iterative_images=32,
+                iterative_steps=100,
+                refine_steps=(0, 10),
+            )
+        elif mode == "full":
+            base = cls(mode="full")
+        else:
+            raise ValueError(f"mode: expected 'quick' or 'full', got {mode!r}")
+        for key, value in overrides.items():
+            setattr(base, key, value)
+        return base
+
+
+def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, y, bs: int):
+    return torch.cat([fn(x[i : i + bs], y[i : i + bs]).detach() for i in range(0, len(x), bs)])
+
+
+def _throughput(fn, x, y) -> float:
+    """Images per second of one call on the same batch (after a warm-up call)."""
+    fn(x[:2], y[:2])
+    start = time.perf_counter()
+    fn(x, y)
+    return len(x) / max(time.perf_counter() - start, 1e-9)
+
+
+def _score(model, x, y, boxes, maps, threshold, normalize, bs) -> dict[str, float]:
+    loc = localisation_details(maps, list(boxes.unsqueeze(1)), threshold, normalize=normalize)
+    sal = saliency_metric(
+        model, x, maps, y, threshold=threshold, normalize=normalize, max_examples_per_batch=bs
+    )
+    area = (loc.boxes[:, 2] - loc.boxes[:, 0] + 1) * (loc.boxes[:, 3] - loc.boxes[:, 1] + 1)
+    return {
+        "localisation_error": 100.0 * float(loc.error),
+        "saliency_metric": float(sal.mean()),
+        "box_area": float(area.float().mean() / (x.shape[-1] * x.shape[-2])),
+        "empty_maps": float(loc.empty.float().mean()),
+    }
+
+
+def _best_threshold(x, y, boxes, maps) -> float:
+    """Threshold (on min-max normalised maps) with the lowest validation localisation error."""
+    best, best_err = 0.5, float("inf")
+    for t in [i / 20 for i in range(1, 20)]:
+        err = float(
+            localisation_details(maps, list(boxes.unsqueeze(1)), t, normalize="minmax").error
+        )
+        if err < best_err:
+            best, best_err = t, err
+    return best
+
+
+def _fit_masker(model, encoder, loader, val_loader, cfg: BenchmarkConfig, cache: Path, tag: str):
+    folder = cache / "maskers" / tag
+    if (folder / "config.json").is_file():
+        return RealTimeMaskAttribution.load(folder, model)
+    attr = RealTimeMaskAttribution(model, num_classes=10, encoder=encoder, seed=cfg.seed)
+    attr.fit(
+        loader, epochs=cfg.masker_epochs, max_steps=cfg.masker_max_steps, val_loader=val_loader
+    )
+    attr.save(folder)
+    return attr
+
+
+def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark and write its report; returns the results dictionary."""
+    from torch.utils.data import DataLoader
+
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(config.cache_dir) if config.cache_dir else _default_cache()
+    data_cfg = ClutteredConfig(
+        n_train=config.n_train, n_val=config.n_val, n_test=config.n_test, seed=config.seed
+    )
+    started = time.perf_counter()
+    train = ClutteredFashionMNIST("train", data_cfg, cache_dir=cache, return_boxes=False)
+    val = ClutteredFashionMNIST("val", data_cfg, cache_dir=cache)
+    test = ClutteredFashionMNIST("test", data_cfg, cache_dir=cache)
+    xv, yv, bv = val.float_images(), val.labels, val.boxes.float()
+    xt, yt, bt = test.float_images(), test.labels, test.boxes.float()
+    g = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=g)
+    val_loader = DataLoader(
+        ClutteredFashionMNIST("val", data_cfg, cache_dir=cache, return_boxes=False),
+        batch_size=config.batch_size,
+    )
+    results: dict[str, Any] = {
+        "config": asdict(config),
+        "dataset": data_cfg.to_dict(),
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "blackboxes": {},
+    }
+    figure_maps: dict[str, torch.Tensor] = {}
+    for bb_name in config.blackboxes:
+        t0 = time.perf_counter()
+        model = train_blackbox(
+            bb_name,
+            data_cfg,
+            epochs=config.blackbox_epochs,
+            seed=config.seed,
+            cache_dir=cache,
+            max_steps=config.blackbox_max_steps,
+            log=log,
+        ).eval()
+        log(
+            f"[{bb_name}] black box ready ({time.perf_counter() - t0:.0f} s); "
+            f"test accuracy {model.info.get('test_accuracy')}"
+        )
+        rows = _evaluate_blackbox(
+            model,
+            bb_name,
+            config,
+            cache,
+            loader,
+            val_loader,
+            (xv, yv, bv),
+            (xt, yt, bt),
+            log,
+            figure_maps,
+        )
+        results["blackboxes"][bb_name] = {
+            "arch": model.info.get("blackbox", {}).get("arch", bb_name),
+            "test_accuracy": model.info.get("test_accuracy"),
+            "rows": rows,
+        }
+    results["elapsed_s"] = time.perf_counter() - started
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
+    atomic_write_bytes(out / "results.md", _markdown(results).encode())
+    _figure(xt, yt, bt, figure_maps, out / "figure.png")
+    log(
+        f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'figure.png'} "
+        f"in {results['elapsed_s']:.0f} s"
+    )
+    return results
+
+
+def _default_cache() -> Path:
+    from captum_realtime_mask.datasets.cluttered import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _evaluate_blackbox(
+    model: nn.Module,
+    bb_name: str,
+    cfg: BenchmarkConfig,
+    cache: Path,
+    loader,
+    val_loader,
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    log: Callable[[str], None],
+    figure_maps: dict[str, torch.Tensor],
+) -> list[dict[str, Any]]:
+    xv, yv, bv = val
+    xt, yt, bt = test
+    bs = cfg.batch_size
+    size = xt.shape[-1]
+    key = (
+        f"{bb_name}-s{cfg.seed}-n{cfg.n_train}-e{cfg.masker_epochs}-m{cfg.masker_max_steps}"
+        f"-bb{cfg.blackbox_epochs}-{cfg.blackbox_max_steps}"
+    )
+    methods: list[Method] = []
+    for label, encoder in (
+        ("RealTimeMask (frozen classifier encoder)", "classifier"),
+        (
+            "RealTimeMask (encoder trained from scratch)",
+            EncoderSpec(kind="small_cnn", width=16, min_reduction=2),
+        ),
+    ):
+        t0 = time.perf_counter()
+        tag = f"{key}-{'clf' if encoder == 'classifier' else 'scratch'}"
+        attr = _fit_masker(model, encoder, loader, val_loader, cfg, cache, tag)
+        log(f"[{bb_name}] masker '{label}' ready ({time.perf_counter() - t0:.0f} s)")
+        for k in cfg.refine_steps if encoder == "classifier" else (0,):
+            name = label if k == 0 else f"{label} + {k} refinement steps"
+            methods.append(
+                Method(name, _mask_fn(attr, k), kind="mask", masker=attr if k == 0 else None)
+            )
+    methods += captum_methods(model, size, ig_steps=cfg.ig_steps)
+    iterative = IterativeMaskAttribution(model)
+    methods.append(
+        Method(
+            f"Iterative mask ({cfg.iterative_steps} steps)",
+            lambda x, t: iterative.attribute(x, target=t, n_iter=cfg.iterative_steps)[:, :1],
+            kind="mask",
+        )
+    )
+    methods += [
+        Method("Centre box", None, "box", "centre"),
+        Method("Max box", None, "box", "max"),
+        Method("Ground-truth boxes", None, "box", "gt"),
+    ]
+
+    rows = []
+    n_it = min(cfg.iterative_images, len(xt))
+    for method in methods:
+        t0 = time.perf_counter()
+        subset = n_it if method.name.startswith("Iterative") else len(xt)
+        x, y, b = xt[:subset], yt[:subset], bt[:subset]
+        row: dict[str, Any] = {"method": method.name, "kind": method.kind, "n_test": subset}
+        if method.kind == "box":
+            boxes = _fixed_boxes(method.box, b, size)
+            loc = localisation_details(None, list(b.unsqueeze(1)), boxes=list(boxes.unsqueeze(1)))
+            sal = saliency_metric(
+                model, x, None, y, boxes=list(boxes.unsqueeze(1)), max_examples_per_batch=bs
+            )
+            area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+            row.update(
+                {
+                    "localisation_error": None if method.box == "gt" else 100.0 * float(loc.error),
+                    "saliency_metric": float(sal.mean()),
+                    "box_area": float(area.mean() / size**2),
+                    "threshold": None,
+                    "images_per_s": None,
+                }
+            )
+        else:
+            if method.kind == "mask":
+                threshold, normalize = 0.5, "none"
+            else:
+                nv = min(len(xv), subset)
+                vmaps = _batched(method.explain, xv[:nv], yv[:nv], bs)
+                threshold, normalize = _best_threshold(xv[:nv], yv[:nv], bv[:nv], vmaps), "minmax"
+            maps = _batched(method.explain, x, y, bs)
+            row.update(_score(model, x, y, b, maps, threshold, normalize, bs))
+            row["threshold"] = threshold
+            tb = min(cfg.throughput_batch, len(x))
+            row["images_per_s"] = _throughput(method.explain, x[:tb], y[:tb])
+            if method.kind == "mask":
+                row["mask_mean"] = float(maps.mean())
+            if method.masker is not None:
+                row.update(_absent_class_area(method.masker, x, y, maps, cfg))
+            if bb_name == cfg.blackboxes[0]:
+                figure_maps[method.name] = maps[:8]
+        row["seconds"] = time.perf_counter() - t0
+        log(
+            f"[{bb_name}] {method.name}: "
+            + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float))
+        )
+        rows.append(row)
+    return rows
+
+
+def _absent_class_area(attr, x, y, maps, cfg: BenchmarkConfig) -> dict[str, float]:
+    """Mean mask for a random class that is not in the image, and its ratio to the true one."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    wrong = (y + torch.randint(1, attr.num_classes, y.shape, generator=g)) % attr.num_classes
+    absent = _batched(lambda a, t: attr.mask(a, target=t), x, wrong, cfg.batch_size).mean()
+    return {
+        "absent_class_mask_mean": float(absent),
+        "absent_to_true_area_ratio": float(absent / maps.mean().clamp_min(1e-8)),
+    }
+
+
+def _mask_fn(attr: RealTimeMaskAttribution, k: int):
+    if k == 0:
+        return lambda x, t: attr.mask(x, target=t)
+    return lambda x, t: attr.attribute(x, target=t, refine_steps=k)[:, :1]
+
+
+def _fixed_boxes(kind: str | None, gt: torch.Tensor, size: int) -> torch.Tensor:
+    if kind == "gt":
+        return gt
+    box = centre_box(size, size) if kind == "centre" else max_box(size, size)
+    return box.float().expand(len(gt), 4)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Cluttered Fashion-MNIST localisation benchmark",
+        "",
+        f"Mode: `{results['config']['mode']}`; {results['config']['n_test']} test images "
+        f"({results['dataset']['image_size']} px); run time {results['elapsed_s'] / 60:.1f} min "
+        f"on {results['machine']['threads']} CPU threads.",
+        "Localisation error: threshold, tightest box, hit when IoU > 0.5 with the item's box. "
+        "Saliency metric: log(max(a, 0.05)) - log(p) on the box's crop (lower is better). "
+        "Thresholds of non-mask methods were chosen on the validation split.",
+        "",
+    ]
+    for name, bb in results["blackboxes"].items():
+        lines += [
+            f"## Black box: {name} ({bb['arch']}), "
+            f"test accuracy {_fmt(bb['test_accuracy'], '.3f')}",
+            "",
+            "| method | loc. error (%) | saliency metric | box area | threshold | images/s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in bb["rows"]:
+            lines.append(
+                f"| {r['method']} | {_fmt(r['localisation_error'], '.1f')} | "
+                f"{_fmt(r['saliency_metric'], '.3f')} | {_fmt(r['box_area'], '.3f')} | "
+                f"{_fmt(r['threshold'], '.2f')} | {_fmt(r['images_per_s'], '.1f')} |"
+            )
+        for r in bb["rows"]:
+            if "absent_to_true_area_ratio" in r:
+                lines.append(
+                    f"\n{r['method']}: mean mask {r['mask_mean']:.3f} for the true class, "
+                    f"{r['absent_class_mask_mean']:.3f} for an absent class "
+                    f"(ratio {r['absent_to_true_area_ratio']:.2f})."
+                )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(x, y, boxes, maps: dict[str, torch.Tensor], path: Path, n: int = 6) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(maps)
+    n = min([n, len(x)] + [len(m) for m in maps.values()])
+    fig, axes = plt.subplots(
+        n, len(names) + 1, figsize=(1.6 * (len(names) + 1), 1.6 * n), squeeze=False
+    )
+    for i in range(n):
+        axes[i, 0].imshow(x[i].permute(1, 2, 0).numpy())
+        x1, y1, x2, y2 = boxes[i].tolist()
+        axes[i, 0].add_patch(
+            plt.Rectangle(
+                (x1 - 0.5, y1 - 0.5), x2 - x1 + 1, y2 - y1 + 1, fill=False, color="lime", lw=1
+            )
+        )
+        for j, name in enumerate(names, start=1):
+            m = maps[name][i, 0].float()
+            m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-8)
+            axes[i, j].imshow(m.numpy(), cmap="inferno", vmin=0, vmax=1)
+    for j, name in enumerate(["input (item box)"] + names):
+        axes[0, j].set_title(name.replace(" (", "\n("), fontsize=6)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,70 @@
+"""Smoke test of the benchmark runner on a tiny configuration (needs Debian's Fashion-MNIST)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from captum_realtime_mask.datasets import find_fashion_mnist
+
+
+def _have_fashion_mnist() -> bool:
+    try:
+        find_fashion_mnist()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_fashion_mnist(), reason="apt-get install dataset-fashion-mnist")
+def test_runner_writes_every_method_and_the_report(tmp_path):
+    from captum_realtime_mask.benchmark.runner import BenchmarkConfig, run_benchmark
+
+    cfg = BenchmarkConfig.for_mode(
+        "quick",
+        output=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
+        n_train=128,
+        n_val=16,
+        n_test=16,
+        blackbox_max_steps=2,
+        masker_max_steps=2,
+        iterative_images=4,
+        iterative_steps=3,
+        refine_steps=(0, 2),
+        ig_steps=4,
+        throughput_batch=4,
+        batch_size=16,
+    )
+    results = run_benchmark(cfg, log=lambda _: None)
+    rows = results["blackboxes"]["resnet"]["rows"]
+    names = [r["method"] for r in rows]
+    for expected in (
+        "RealTimeMask (frozen",
+        "RealTimeMask (encoder trained",
+        "Gradient",
+        "Guided",
+        "Integrated",
+        "Input x",
+        "Grad-CAM",
+        "Occlusion",
+        "Iterative",
+        "Centre box",
+        "Max box",
+        "Ground-truth",
+    ):
+        assert any(n.startswith(expected) for n in names), expected
+    assert any("refinement" in n for n in names)
+    for r in rows:
+        assert r["saliency_metric"] == r["saliency_metric"]  # not NaN
+        if r["method"] != "Ground-truth boxes":
+            assert 0.0 <= r["localisation_error"] <= 100.0
+    max_row = next(r for r in rows if r["method"] == "Max box")
+    assert max_row["box_area"] == 1.0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["blackboxes"]["resnet"]["rows"][0]["method"] == names[0]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| Occlusion |" in table
+    assert (tmp_path / "out" / "figure.png").stat().st_size > 1000
