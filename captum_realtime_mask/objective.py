@@ -235,11 +235,10 @@ def alternative_images(
     n, c, h, w = inputs.shape
     device, dtype = inputs.device, inputs.dtype
     sigma = config.blur_sigma * max(h, w) / 224.0
-    if sigma > 0:
-        radius = max(1, min(int(math.ceil(3 * sigma)), (min(h, w) - 1) // 1))
+    if sigma > 0 and min(h, w) > 1:
+        # A 3-sigma radius, capped because gaussian_blur's reflect padding needs radius < side.
+        radius = max(1, min(math.ceil(3 * sigma), min(h, w) - 1))
         kernel = 2 * radius + 1
-        # The reflect padding inside gaussian_blur needs kernel // 2 < side.
-        kernel = min(kernel, 2 * (min(h, w) - 1) + 1)
         blurred = gaussian_blur(inputs, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
     else:
         blurred = inputs

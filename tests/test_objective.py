@@ -1,0 +1,91 @@
+"""Objective terms against hand-computed values, and evidence removal."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from captum_realtime_mask.objective import (
+    ObjectiveConfig,
+    alternative_images,
+    area_term,
+    classifier_terms,
+    objective_loss,
+    remove_evidence,
+    tv_term,
+)
+
+
+def test_tv_by_hand():
+    m = torch.tensor([[[[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]]])
+    # horizontal pairs differ in 2 of 4, vertical pairs in 1 of 3
+    assert torch.allclose(tv_term(m), torch.tensor([3.0 / 7.0]))
+    assert tv_term(torch.full((2, 1, 4, 4), 0.3)).eq(0).all()
+
+
+def test_area_by_hand_and_power():
+    m = torch.tensor([[[[0.0, 0.25], [0.5, 1.0]]]])
+    assert torch.allclose(area_term(m), torch.tensor([0.4375]))
+    expected = sum((v + 5e-4) ** 0.3 for v in (0.0, 0.25, 0.5, 1.0)) / 4
+    assert torch.allclose(area_term(m, power=0.3), torch.tensor([expected]))
+
+
+def test_preserve_and_destroy_by_hand():
+    logits = torch.tensor([[2.0, 0.0, 0.0]])
+    target = torch.tensor([0])
+    p = math.exp(2) / (math.exp(2) + 2)
+    pres, dest = classifier_terms(logits, logits, target, ObjectiveConfig(destroy_power=0.3))
+    assert torch.allclose(pres, torch.tensor([-math.log(p)]))
+    assert torch.allclose(dest, torch.tensor([p**0.3]), atol=1e-6)
+    hinge = ObjectiveConfig(preserve="hinge", destroy="hinge", preserve_margin=1, destroy_margin=5)
+    pres, dest = classifier_terms(logits, logits, target, hinge)
+    # class wins by 2: preserve relu(1 - 2) = 0; destroy wants it to lose by 5: relu(2 + 5) = 7
+    assert pres.item() == 0.0 and dest.item() == pytest.approx(7.0)
+
+
+def test_weighted_total_and_fake_selectors():
+    cfg = ObjectiveConfig(
+        tv_weight=2.0, area_weight=3.0, preserve_weight=1.0, destroy_weight=5.0, embedding_weight=0
+    )
+    mask = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
+    logits = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    target = torch.tensor([0, 1])
+    real = torch.tensor([True, False])
+    terms = objective_loss(mask, logits, logits, target, real, cfg)
+    real_loss = 2.0 * 0.5 + 3.0 * 0.5 + math.log(2) + 5.0 * 0.5**0.3
+    fake_loss = 3.0 * 1.0  # only the area for a fake selector
+    assert terms.total.item() == pytest.approx((real_loss + fake_loss) / 2, rel=1e-5)
+
+
+def test_gate_term_pushes_real_up_and_fake_down():
+    cfg = ObjectiveConfig(embedding_weight=1.0, area_weight=0.0)
+    mask = torch.zeros(2, 1, 2, 2)
+    gate = torch.tensor([0.0, 0.0], requires_grad=True)
+    terms = objective_loss(
+        mask, None, None, torch.tensor([0, 1]), torch.tensor([True, False]), cfg, gate
+    )
+    terms.total.backward()
+    assert gate.grad[0] < 0 < gate.grad[1]
+
+
+def test_remove_evidence_and_alternatives():
+    x = torch.rand(4, 3, 32, 32)
+    alt = alternative_images(x, ObjectiveConfig(), torch.Generator().manual_seed(0))
+    assert alt.shape == x.shape and torch.isfinite(alt).all()
+    assert torch.equal(remove_evidence(x, torch.ones(4, 1, 32, 32), alt), x)
+    assert torch.equal(remove_evidence(x, torch.zeros(4, 1, 32, 32), alt), alt)
+    blur = alternative_images(x, ObjectiveConfig(blur_prob=1.0))
+    assert blur.std() < x.std()  # a strong blur removes detail
+    again = alternative_images(x, ObjectiveConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(alt, again)
+
+
+def test_paper_and_release_presets():
+    assert ObjectiveConfig.paper().area_weight == 1e-3
+    rel = ObjectiveConfig.release()
+    assert rel.preserve == "hinge" and rel.area_power == 0.3
+    assert ObjectiveConfig.from_dict(rel.to_dict()) == rel
+    with pytest.raises(ValueError, match="fake_prob"):
+        ObjectiveConfig(fake_prob=1.5)
