@@ -18,4 +18,4 @@ fi
 python -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null \
   || python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[test,docs]"
