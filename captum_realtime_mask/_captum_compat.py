@@ -16,6 +16,7 @@ from captum._utils.common import (
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
+    "_check_logits",
     "_expand_additional_forward_args",
     "_format_additional_forward_args",
     "_format_inputs",
@@ -73,6 +74,16 @@ def _format_inputs(inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[tor
         )
     if inputs.shape[0] == 0:
         raise InputError("inputs: the batch is empty (N = 0).")
+    if inputs.shape[-2] == 0 or inputs.shape[-1] == 0:
+        raise InputError(
+            f"inputs: expected images with a positive height and width, got shape "
+            f"{tuple(inputs.shape)}."
+        )
+    if inputs.device.type == "meta":
+        raise InputError(
+            "inputs: expected a tensor with data, got one on the meta device (shapes only). "
+            "Hint: materialise it on the classifier's device, e.g. inputs.to('cpu')."
+        )
     return inputs, was_tuple
 
 
@@ -117,8 +128,14 @@ def _format_target(
             "(internal error: call _predicted_target first)."
         )
     if _is_int(target):
+        _check_class_range([int(target)], num_classes)
         out = torch.full((n,), int(target), dtype=torch.long, device=device)
     elif isinstance(target, torch.Tensor):
+        if target.device.type == "meta":
+            raise InputError(
+                "target: expected a tensor with data, got one on the meta device. Hint: pass "
+                "the class indices as ints or as a CPU tensor."
+            )
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise InputError(
                 f"target: expected integer class indices, got a tensor of dtype {target.dtype}. "
@@ -142,26 +159,41 @@ def _format_target(
                 f"({n}), got {len(target)} items of type {kinds}. Hint: a mask explains one "
                 "class per image; Captum's multi-dimensional tuple targets are not supported."
             )
-        out = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
+        values = [int(t) for t in target]
+        # Checked before building the tensor: ints beyond int64 would overflow there.
+        _check_class_range(values, num_classes)
+        out = torch.tensor(values, dtype=torch.long, device=device)
     else:
         raise InputError(
             f"target: expected an int, an integer tensor, a list of ints or None, got "
             f"{type(target).__name__}."
         )
-    if out.numel() and int(out.min()) < 0:
-        raise InputError(f"target: class indices must be >= 0, got {out.tolist()}.")
-    if num_classes is not None and out.numel() and int(out.max()) >= num_classes:
+    if out.numel():
+        _check_class_range([int(out.min()), int(out.max())], num_classes, out.tolist())
+    return out
+
+
+def _check_class_range(
+    values: Sequence[int], num_classes: int | None, shown: Sequence[int] | None = None
+) -> None:
+    """Raise :class:`InputError` unless every value is a class index in ``[0, num_classes)``."""
+    shown = list(values if shown is None else shown)
+    if len(shown) > 8:
+        shown = [*shown[:8], "..."]
+    if any(v < 0 for v in values):
+        raise InputError(f"target: class indices must be >= 0, got {shown}.")
+    if num_classes is not None and any(v >= num_classes for v in values):
         raise InputError(
             f"target: class indices must be < {num_classes} (the classifier's number of "
-            f"outputs), got {out.tolist()}."
+            f"outputs), got {shown}."
         )
-    return out
 
 
 def _forward(
     forward_func: Callable[..., Any],
     inputs: torch.Tensor,
     additional_forward_args: Any = None,
+    num_classes: int | None = None,
 ) -> torch.Tensor:
     """Call the classifier the way Captum does: ``forward_func(inputs, *additional_args)``.
 
@@ -169,23 +201,42 @@ def _forward(
         forward_func: The classifier.
         inputs: Image batch.
         additional_forward_args: None, one extra argument, or a tuple of them.
+        num_classes: When given, the number of class scores each row must have.
 
     Returns:
         The logits ``(N, K)``.
 
     Raises:
-        InputError: When the output is not a 2-D tensor with one row per image.
+        InputError: When the output is not a 2-D tensor with one row per image (and
+            ``num_classes`` columns).
     """
     extra = _format_additional_forward_args(additional_forward_args)
     out = forward_func(inputs, *extra) if extra is not None else forward_func(inputs)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != inputs.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError(
-            f"forward_func: expected logits shaped (N, K) = ({inputs.shape[0]}, K), got "
-            f"{shape}. Hint: wrap the model so that it returns one row of class logits per "
-            "image (e.g. lambda x: model(x).logits)."
-        )
+    _check_logits(out, inputs.shape[0], num_classes)
     return out
+
+
+def _check_logits(out: Any, n: int, num_classes: int | None = None) -> None:
+    """Raise :class:`InputError` unless ``out`` is a tensor of class scores ``(n, num_classes)``.
+
+    Example:
+        >>> _check_logits(torch.zeros(2, 3), 2, num_classes=3)
+    """
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        k = num_classes if num_classes is not None else "K"
+        raise InputError(
+            f"forward_func: expected logits shaped (N, K) = ({n}, {k}), got {shape}. Hint: "
+            "wrap the model so that it returns one row of class logits per image (e.g. "
+            "lambda x: model(x).logits)."
+        )
+    if num_classes is not None and out.shape[1] != num_classes:
+        raise InputError(
+            f"forward_func: expected {num_classes} class scores per image (num_classes), got "
+            f"{out.shape[1]} (output shape {tuple(out.shape)}). Hint: pass the classifier's "
+            f"real number of classes, num_classes={out.shape[1]}, or check that forward_func "
+            "is the classifier the masker was built for."
+        )
 
 
 def _repeat_additional_forward_args(additional_forward_args: Any, times: int) -> Any:
@@ -202,13 +253,20 @@ def _predicted_target(
     forward_func: Callable[..., Any],
     inputs: torch.Tensor,
     additional_forward_args: Any = None,
+    num_classes: int | None = None,
 ) -> torch.Tensor:
     """The classifier's top class per image (what ``target=None`` means): one forward call.
+
+    Args:
+        forward_func: The classifier.
+        inputs: Image batch.
+        additional_forward_args: Extra classifier arguments.
+        num_classes: When given, the number of class scores the classifier must return.
 
     Returns:
         LongTensor ``(N,)`` on the inputs' device.
     """
-    logits = _forward(forward_func, inputs, additional_forward_args)
+    logits = _forward(forward_func, inputs, additional_forward_args, num_classes)
     return logits.argmax(dim=1).to(device=inputs.device, dtype=torch.long)
 
 

@@ -200,6 +200,10 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 device. The classifier is moved there for the fit and moved back after.
             val_loader: Optional loader; its mean loss terms enter each epoch's history.
             resume_from: A checkpoint directory (or a ``checkpoint_dir``) of an earlier run.
+                Pass the same loader and options: the interrupted epoch is replayed from its
+                start's random states (global torch, NumPy and Python RNGs and the
+                DataLoader's generator, which are set again), skipping its finished batches,
+                so the result equals an uninterrupted run's.
             **options: Any field of :class:`~captum_realtime_mask.training.FitConfig`
                 (``amp``, ``seed``, ``progress``, ``grad_clip``, ``lr_schedule``,
                 ``checkpoint_dir``, ``checkpoint_every``, ``keep_last``, ...).
@@ -263,18 +267,27 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 f"inputs: height and width must be divisible by the encoder's stride {stride}; "
                 f"got {tuple(x.shape[-2:])}. Hint: resize or pad to a multiple of {stride}."
             )
-        if not torch.isfinite(x).all():
-            raise InputError("inputs: contain NaN or Inf values.")
-        if self.model is not None and self.masker.config.encoder.kind == "classifier":
-            param = next(self.model.parameters(), None)
-            if param is not None and param.device != x.device:
-                raise InputError(
-                    f"inputs: are on {x.device} but the classifier is on {param.device}. Hint: "
-                    f"move one of them, e.g. inputs.to('{param.device}')."
-                )
+        # The classifier runs when it is the encoder or when it must predict the target.
+        uses_classifier = target is None or self.masker.config.encoder.kind == "classifier"
+        param = next(self.model.parameters(), None) if self.model is not None else None
+        if uses_classifier and param is not None and param.device != x.device:
+            raise InputError(
+                f"inputs: expected them on the classifier's device {param.device}, got "
+                f"{x.device}. Hint: move one of them, e.g. inputs.to('{param.device}')."
+            )
+        finite = torch.isfinite(x)
+        if not finite.all():
+            raise InputError(
+                f"inputs: expected finite values, got {int((~finite).sum())} NaN or Inf "
+                f"entries in shape {tuple(x.shape)}. Hint: check the preprocessing."
+            )
         if target is None:
+            # Predict in the classifier's own precision (the masker runs in float32 anyway).
+            xp = x.to(param.dtype) if param is not None and param.is_floating_point() else x
             with frozen_model(self.forward_func):
-                target = _predicted_target(self.forward_func, x, additional_forward_args)
+                target = _predicted_target(
+                    self.forward_func, xp, additional_forward_args, self.num_classes
+                )
         return x, _format_target(target, len(x), x.device, self.num_classes), was_tuple
 
     def _masks(self, x: torch.Tensor, target: torch.Tensor, confidence: float) -> torch.Tensor:
@@ -398,8 +411,14 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         meta, tensors = read_checkpoint(directory, device=device)
         if meta.get("kind") != "RealTimeMaskAttribution" or "masker" not in tensors:
             raise CheckpointError(f"{directory}: not a RealTimeMaskAttribution checkpoint.")
-        masker_config = MaskerConfig.from_dict(meta["masker"])
-        obj = ObjectiveConfig.from_dict(meta["objective"])
+        try:
+            masker_config = MaskerConfig.from_dict(meta["masker"])
+            obj = ObjectiveConfig.from_dict(meta["objective"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{directory}: the masker or objective config cannot be read "
+                f"({type(exc).__name__}: {exc}). Hint: load it with the release that wrote it."
+            ) from exc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if masker_config.encoder.pretrained:

@@ -4,7 +4,8 @@ A saved masker is a directory holding ``config.json`` and ``masker.safetensors``
 checkpoint adds ``training.safetensors`` (optimiser, schedule and RNG tensors) and keeps the
 non-tensor training state in ``config.json``. Nothing is ever unpickled: tensors go through
 safetensors and everything else through JSON. ``config.json`` records the SHA-256 of every
-tensor file, so a truncated or edited file fails to load with :class:`CheckpointError`.
+tensor file and of its own content, so a truncated or edited file fails to load with
+:class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,12 +28,42 @@ from captum_realtime_mask.errors import CheckpointError
 __all__ = [
     "FORMAT_VERSION",
     "atomic_write_bytes",
+    "previous_version",
     "read_checkpoint",
     "write_checkpoint",
 ]
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
+_DIGEST_KEY = "config_sha256"
+_TENSOR_FILE = re.compile(r"[A-Za-z0-9_.-]+\.safetensors")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a directory entry to disk (best effort: not every OS opens folders)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of the config's canonical JSON (sorted keys), without the digest itself."""
+    body = {k: v for k, v in config.items() if k != _DIGEST_KEY}
+    canonical = json.dumps(json.loads(json.dumps(body)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def previous_version(directory: str | os.PathLike[str]) -> Path:
+    """Where :func:`write_checkpoint` parks the previous ``directory`` while replacing it."""
+    directory = Path(directory)
+    return directory.with_name(f".{directory.name}.old")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -68,8 +100,11 @@ def write_checkpoint(
 ) -> Path:
     """Write a checkpoint directory atomically.
 
-    The files are first written into a fresh sibling directory, which then replaces
-    ``directory`` by rename, so an interrupted save leaves the previous checkpoint intact.
+    The files are first written into a fresh sibling directory (``.<name>.<random>``) and
+    flushed to disk, which then replaces ``directory`` by rename, so an interrupted save leaves
+    the previous checkpoint intact. Replacing an existing directory takes two renames (POSIX
+    cannot swap folders atomically); if the process dies between them, the previous version
+    waits in ``.<name>.old`` and :func:`read_checkpoint` reads it from there.
 
     Args:
         directory: Target directory (created; replaced if it exists).
@@ -82,22 +117,29 @@ def write_checkpoint(
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    old = previous_version(directory)
     try:
         hashes = {}
         for stem, named in tensors.items():
             file = staging / f"{stem}.safetensors"
             save_file({k: v.detach().contiguous().cpu() for k, v in named.items()}, str(file))
+            _fsync(file)
             hashes[file.name] = _sha256(file)
-        meta = {"format_version": FORMAT_VERSION, **config, "files": hashes}
+        meta = {**config, "format_version": FORMAT_VERSION, "files": hashes}
+        meta[_DIGEST_KEY] = _config_digest(meta)
         atomic_write_bytes(staging / CONFIG_NAME, json.dumps(meta, indent=2).encode())
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
+        _fsync(staging)
+        if (directory / CONFIG_NAME).is_file() or not old.exists():
+            # Park the current version (if any); keep an older parked one only while the
+            # current directory is not a complete checkpoint.
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(staging, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
+            if directory.exists():
+                os.replace(directory, old)
+        elif directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+        _fsync(directory.parent)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -121,6 +163,13 @@ def read_checkpoint(
             config is not valid JSON, or the format version is not supported.
     """
     directory = Path(directory)
+    if (
+        not (directory / CONFIG_NAME).is_file()
+        and (previous_version(directory) / CONFIG_NAME).is_file()
+    ):
+        # A replacing save was interrupted between its two renames: the previous version is
+        # complete and verified below like any other.
+        directory = previous_version(directory)
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise CheckpointError(
@@ -133,14 +182,31 @@ def read_checkpoint(
         raise CheckpointError(
             f"{cfg_path} is not valid JSON (truncated or edited?): {exc}"
         ) from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{cfg_path}: expected a JSON object, got {type(config).__name__} (edited?)."
+        )
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{cfg_path}: format_version {version!r} is not supported by this release "
             f"(expects {FORMAT_VERSION}). Hint: load it with the release that wrote it."
         )
+    if config.get(_DIGEST_KEY) != _config_digest(config):
+        raise CheckpointError(
+            f"{cfg_path} does not match the hash recorded in it ({_DIGEST_KEY}): the file was "
+            "truncated or modified after saving."
+        )
+    files = config.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(n, str) and _TENSOR_FILE.fullmatch(n) and isinstance(h, str)
+        for n, h in files.items()
+    ):
+        raise CheckpointError(
+            f"{cfg_path}: 'files' must map plain '<name>.safetensors' file names to hashes."
+        )
     tensors = {}
-    for name, expected in config.get("files", {}).items():
+    for name, expected in files.items():
         file = directory / name
         if not file.is_file():
             raise CheckpointError(f"{file} is missing from the checkpoint.")

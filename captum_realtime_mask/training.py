@@ -7,8 +7,10 @@ training yourself.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import random
 import re
 import shutil
 import warnings
@@ -18,12 +20,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_realtime_mask._captum_compat import _check_logits
 from captum_realtime_mask._model_state import frozen_model
-from captum_realtime_mask.checkpoint import read_checkpoint, write_checkpoint
+from captum_realtime_mask.checkpoint import (
+    CONFIG_NAME,
+    previous_version,
+    read_checkpoint,
+    write_checkpoint,
+)
 from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
 from captum_realtime_mask.masker.model import MaskingModel
 from captum_realtime_mask.objective import (
@@ -55,15 +64,15 @@ class FitConfig:
             Ignored on CPU.
         seed: Seed of the training randomness (fake selectors, alternative images).
         progress: Show a tqdm progress bar with the loss terms (rank 0 only).
-        checkpoint_dir: Write training checkpoints here.
+        checkpoint_dir: Write training checkpoints here, one ``step-<n>`` folder each.
         checkpoint_every: Steps between checkpoints (also one at the end of every epoch).
-        keep_last: Number of step checkpoints kept.
+        keep_last: Number of step checkpoints kept (at least 1).
         area_warmup: Fraction of the run (of ``max_steps``, or of the loader's length times
             ``epochs``) over which the area weight ramps linearly from 0 to its value. Not in
             the paper: without it the area term can win before the masker has found the
             object, and the masker collapses to an empty mask. 0 turns it off.
-        nonfinite_patience: Consecutive non-finite losses tolerated (each skipped with a
-            warning) before training stops with :class:`TrainingError`.
+        nonfinite_patience: Consecutive non-finite losses or gradients tolerated (each step
+            skipped with a warning) before training stops with :class:`TrainingError`.
     """
 
     epochs: int | None = None
@@ -87,8 +96,22 @@ class FitConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise InputError(f"{name}: expected a positive int or None, got {value!r}.")
+        for name in ("keep_last", "nonfinite_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}: expected a positive int, got {value!r}.")
         if not self.lr > 0:
             raise InputError(f"lr: expected a positive learning rate, got {self.lr!r}.")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise InputError(
+                f"grad_clip: expected a positive max gradient norm or None, got {self.grad_clip!r}."
+            )
+        if not self.weight_decay >= 0:
+            raise InputError(f"weight_decay: expected >= 0, got {self.weight_decay!r}.")
+        if not 0 <= self.area_warmup <= 1:
+            raise InputError(
+                f"area_warmup: expected a fraction of the run in [0, 1], got {self.area_warmup!r}."
+            )
         if self.lr_schedule not in ("constant", "cosine"):
             raise InputError(
                 f"lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}."
@@ -117,6 +140,13 @@ def _check_batch(x: Any, y: Any, num_classes: int, in_chans: int, stride: int) -
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise InputError(f"loader: images must be a 4-D tensor (N, C, H, W); got {shape}.")
+    if not x.is_floating_point():
+        raise InputError(
+            f"loader: images must be a floating-point tensor; got dtype {x.dtype}. Hint: "
+            "convert and normalise them as the classifier expects, e.g. x.float() / 255."
+        )
+    if x.shape[0] == 0 or x.shape[-2] == 0 or x.shape[-1] == 0:
+        raise InputError(f"loader: got an empty image batch of shape {tuple(x.shape)}.")
     if x.shape[1] != in_chans:
         raise InputError(
             f"loader: images have {x.shape[1]} channels but the encoder takes {in_chans}."
@@ -131,10 +161,25 @@ def _check_batch(x: Any, y: Any, num_classes: int, in_chans: int, stride: int) -
             f"loader: labels must be a 1-D tensor of length {len(x)} (class indices); got "
             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}."
         )
-    if y.dtype.is_floating_point or (len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes)):
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise InputError(
-            f"loader: labels must be integer classes in [0, {num_classes}); got dtype "
-            f"{y.dtype} with range [{y.min().item()}, {y.max().item()}]."
+            f"loader: labels must be integer class indices; got dtype {y.dtype}. Hint: "
+            "labels.long()."
+        )
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise InputError(
+            f"loader: labels must be integer classes in [0, {num_classes}) (num_classes="
+            f"{num_classes}); got range [{y.min().item()}, {y.max().item()}]."
+        )
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    """Images with NaN or Inf would only show up later as a non-finite loss."""
+    finite = torch.isfinite(x)
+    if not finite.all():
+        raise InputError(
+            f"loader: images must be finite; got {int((~finite).sum())} NaN or Inf values in "
+            f"a batch of shape {tuple(x.shape)}. Hint: check the dataset's preprocessing."
         )
 
 
@@ -176,17 +221,126 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> No
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+_RUN_SHAPING_OPTIONS = (
+    "epochs",
+    "max_steps",
+    "lr",
+    "weight_decay",
+    "lr_schedule",
+    "grad_clip",
+    "seed",
+    "area_warmup",
+)
+_STEP = re.compile(r"step-\d+")
+_STALE = re.compile(r"\.(step-\d+)\.(.+)")
+
+
+def _step_dirs(root: Path) -> list[Path]:
+    """The complete ``step-*`` checkpoints in ``root``, oldest first.
+
+    A step whose folder was being replaced when the process died counts too: its previous
+    version is parked in ``.step-<n>.old``, which :func:`read_checkpoint` reads.
+    """
+    steps = set()
+    for p in root.glob("step-*"):
+        if _STEP.fullmatch(p.name) and (p / CONFIG_NAME).is_file():
+            steps.add(p)
+    for p in root.glob(".step-*.old"):
+        target = root / p.name[1:-4]
+        if _STEP.fullmatch(target.name) and (previous_version(target) / CONFIG_NAME).is_file():
+            steps.add(target)
+    return sorted(steps)
+
+
+def _clean_checkpoint_dir(root: Path) -> None:
+    """Remove what interrupted saves and prunes left (hidden ``.step-*`` folders).
+
+    A parked previous version whose replacement never arrived is moved back in place.
+    """
+    for p in sorted(root.glob(".step-*")):
+        m = _STALE.fullmatch(p.name)
+        if not m or not p.is_dir():
+            continue
+        target = root / m.group(1)
+        parked = m.group(2) == "old" and (p / CONFIG_NAME).is_file()
+        if parked and not (target / CONFIG_NAME).is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(p, target)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint folder so that no half-deleted ``step-*`` folder can be seen."""
+    trash = path.with_name(f".{path.name}.trash")
+    shutil.rmtree(trash, ignore_errors=True)
+    if path.exists():
+        os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(previous_version(path), ignore_errors=True)
+
+
 def _latest_checkpoint(path: Path) -> Path:
     """``path`` itself if it is a checkpoint, else its newest ``step-*`` subdirectory."""
-    if (path / "config.json").is_file():
+    if (path / CONFIG_NAME).is_file() or (previous_version(path) / CONFIG_NAME).is_file():
         return path
-    steps = sorted(p for p in path.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
+    steps = _step_dirs(path)
     if not steps:
         raise CheckpointError(
             f"resume_from: {str(path)!r} holds no checkpoint (no config.json and no step-* "
             "folders). Hint: pass the checkpoint_dir of the interrupted run."
         )
     return steps[-1]
+
+
+def _loader_generators(loader: Iterable) -> list[torch.Generator]:
+    """The torch generators a DataLoader draws its order and worker seeds from."""
+    out: list[torch.Generator] = []
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for owner in (
+        loader,
+        getattr(loader, "sampler", None),
+        getattr(batch_sampler, "sampler", None),
+    ):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not h for h in out):
+            out.append(g)
+    return out
+
+
+def _epoch_rng(loader: Iterable) -> dict[str, Any]:
+    """Every random state that decides an epoch's batches, taken before iterating the loader.
+
+    The global torch RNG (DataLoader shuffling without a generator, worker seeds, torch-based
+    augmentations), the loader's own generators, and Python's and NumPy's global RNGs (used by
+    some augmentation libraries). Restoring them replays the interrupted epoch exactly.
+    """
+    np_state = np.random.get_state(legacy=True)
+    version, py_state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "loader": [g.get_state() for g in _loader_generators(loader)],
+        "python": [version, list(py_state), gauss],
+        "numpy": [
+            str(np_state[0]),
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+    }
+
+
+def _set_epoch_rng(loader: Iterable, states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    for g, state in zip(_loader_generators(loader), states["loader"]):
+        g.set_state(state)
+    if states.get("python") is not None:
+        version, py_state, gauss = states["python"]
+        random.setstate((version, tuple(py_state), gauss))
+    if states.get("numpy") is not None:
+        name, keys, *rest = states["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
 
 
 def _distributed() -> tuple[bool, int, int]:
@@ -254,7 +408,9 @@ def _step_terms(
         xr, mr = x[idx], mask[idx]
         preserved = remove_evidence(xr, mr, alternative_images(xr, objective, generator))
         destroyed = remove_evidence(xr, 1 - mr, alternative_images(xr, objective, generator))
-        logits = classifier(torch.cat([preserved, destroyed])).float()
+        logits = classifier(torch.cat([preserved, destroyed]))
+        _check_logits(logits, 2 * len(idx), num_classes)
+        logits = logits.float()
         lp, ld = logits.chunk(2)
         k = logits.shape[1]
         logits_p = lp.new_zeros(n, k).index_copy(0, idx, lp)
@@ -350,7 +506,15 @@ def fit_masker(
         raise InputError("loader: the training loader is empty (len 0). Hint: check the dataset.")
     total = config.max_steps or (per_epoch * epochs if per_epoch and epochs else None)
 
-    param_device = next(classifier.parameters(), torch.empty(0)).device
+    param_device = next(
+        itertools.chain(classifier.parameters(), classifier.buffers()), torch.empty(0)
+    ).device
+    if param_device.type == "meta" or device.type == "meta":
+        raise InputError(
+            f"device: cannot train on the meta device (shapes only, no data); the classifier "
+            f"is on {param_device} and training was asked on {device}. Hint: load the "
+            "classifier's weights (e.g. model.to_empty(device='cpu') and load_state_dict) first."
+        )
     num_classes = masker.config.num_classes
     masker.to(device)
     params = [p for p in masker.parameters() if p.requires_grad]
@@ -359,22 +523,14 @@ def fit_masker(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     generator = torch.Generator(device).manual_seed(config.seed + rank)
     state = _State()
-    epoch_rng: torch.Tensor | None = None
+    epoch_rng: dict[str, Any] | None = None
+    if config.checkpoint_dir is not None and rank == 0 and Path(config.checkpoint_dir).is_dir():
+        _clean_checkpoint_dir(Path(config.checkpoint_dir))
 
     if resume_from is not None:
-        ckpt = _latest_checkpoint(Path(resume_from))
-        meta, tensors = read_checkpoint(ckpt, device="cpu")
-        if "training" not in meta:
-            raise CheckpointError(
-                f"resume_from: {ckpt} is a saved masker, not a training checkpoint."
-            )
-        masker.load_state_dict({k: v for k, v in tensors["masker"].items()}, strict=True)
-        masker.to(device)
-        _load_optimizer(opt, tensors["training"], meta["training"]["optimizer"])
-        generator.set_state(tensors["training"]["rng.generator"])
-        epoch_rng = tensors["training"]["rng.epoch_start"]
-        st = meta["training"]["state"]
-        state = _State(**st)
+        state, epoch_rng = _resume(
+            Path(resume_from), masker, opt, scaler, generator, device, config
+        )
 
     train_step_model: nn.Module = masker
     if distributed:
@@ -384,25 +540,49 @@ def fit_masker(
             masker, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    def save(tag: str, epoch_rng_state: torch.Tensor) -> None:
+    def save(tag: str, epoch_states: dict[str, Any]) -> None:
         if config.checkpoint_dir is None or rank != 0:
             return
         opt_tensors, opt_meta = _optimizer_tensors(opt)
         opt_tensors["rng.generator"] = generator.get_state()
-        opt_tensors["rng.epoch_start"] = epoch_rng_state
+        opt_tensors["rng.epoch_start"] = epoch_states["torch"]
+        for j, loader_state in enumerate(epoch_states["loader"]):
+            opt_tensors[f"rng.epoch_start.loader.{j}"] = loader_state
         meta = {
             **(save_extra() if save_extra else {}),
             "training": {
                 "state": asdict(state),
                 "optimizer": opt_meta,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "epoch_rng": {
+                    "loaders": len(epoch_states["loader"]),
+                    "python": epoch_states["python"],
+                    "numpy": epoch_states["numpy"],
+                },
                 "fit_config": asdict(config),
             },
         }
         root = Path(config.checkpoint_dir)
         write_checkpoint(root / tag, meta, {"masker": masker.state_dict(), "training": opt_tensors})
-        olds = sorted(p for p in root.glob("step-*") if re.fullmatch(r"step-\d+", p.name))
-        for old in olds[: max(0, len(olds) - config.keep_last)]:
-            shutil.rmtree(old, ignore_errors=True)
+        steps = _step_dirs(root)
+        for old in steps[: max(0, len(steps) - config.keep_last)]:
+            _remove_checkpoint(old)
+
+    def skip_nonfinite(what: str) -> None:
+        state.nonfinite += 1
+        warnings.warn(
+            f"non-finite {what} at step {state.step}; step skipped "
+            f"({state.nonfinite}/{config.nonfinite_patience} in a row).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        if state.nonfinite >= config.nonfinite_patience:
+            raise TrainingError(
+                f"the {what} was non-finite (NaN or Inf) for {state.nonfinite} steps in a row "
+                f"(nonfinite_patience={config.nonfinite_patience}); the masker keeps its weights "
+                f"from step {state.step}. Hint: check that the classifier returns finite logits "
+                "for masked images, lower lr, or set grad_clip."
+            )
 
     bar = tqdm(
         total=total,
@@ -411,6 +591,7 @@ def fit_masker(
         desc="fit masker",
         dynamic_ncols=True,
     )
+    first_epoch = state.epoch
     try:
         with frozen_model(classifier):
             classifier.to(device)
@@ -419,10 +600,11 @@ def fit_masker(
             while (epochs is None or epoch < epochs) and (total is None or state.step < total):
                 resuming = epoch_rng is not None
                 if not resuming:
-                    epoch_rng = torch.get_rng_state()
+                    epoch_rng = _epoch_rng(loader)
                     state.batch_in_epoch, state.epoch_sums, state.epoch_count = 0, {}, 0
                 else:
-                    torch.set_rng_state(epoch_rng)
+                    # Replay the interrupted epoch's order; its first batches are skipped.
+                    _set_epoch_rng(loader, epoch_rng)
                 sampler = getattr(loader, "sampler", None)
                 if hasattr(sampler, "set_epoch"):
                     sampler.set_epoch(epoch)
@@ -435,6 +617,7 @@ def fit_masker(
                     )
                     x = x.to(device, non_blocking=True)
                     y = y.to(device, non_blocking=True)
+                    _check_finite(x)  # on the training device: cheap there
                     for group in opt.param_groups:
                         group["lr"] = config.lr * _lr_factor(config.lr_schedule, state.step, total)
                     step_objective = objective
@@ -455,30 +638,27 @@ def fit_masker(
                         )
                     loss = terms.total
                     opt.zero_grad(set_to_none=True)
+                    state.batch_in_epoch = i + 1
                     if not torch.isfinite(loss):
-                        state.nonfinite += 1
-                        warnings.warn(
-                            f"non-finite loss at step {state.step}; step skipped "
-                            f"({state.nonfinite}/{config.nonfinite_patience}).",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                        if state.nonfinite >= config.nonfinite_patience:
-                            raise TrainingError(
-                                f"the loss was non-finite for {state.nonfinite} steps in a row. "
-                                "Hint: check the inputs for NaN/Inf, lower lr, or set grad_clip."
-                            )
-                        state.batch_in_epoch = i + 1
+                        skip_nonfinite("loss")
                         continue
-                    state.nonfinite = 0
                     scaler.scale(loss).backward()
-                    if config.grad_clip is not None:
-                        scaler.unscale_(opt)
-                        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    if scaler.is_enabled():
+                        # fp16 loss scaling: the scaler itself skips steps with Inf gradients.
+                        if config.grad_clip is not None:
+                            scaler.unscale_(opt)
+                            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    else:
+                        max_norm = config.grad_clip if config.grad_clip is not None else math.inf
+                        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                        if not torch.isfinite(norm):
+                            opt.zero_grad(set_to_none=True)
+                            skip_nonfinite("gradient")
+                            continue
+                    state.nonfinite = 0
                     scaler.step(opt)
                     scaler.update()
                     state.step += 1
-                    state.batch_in_epoch = i + 1
                     means = terms.means(real)
                     for k, v in means.items():
                         state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
@@ -490,7 +670,15 @@ def fit_masker(
                     if total is not None and state.step >= total:
                         break
                 if not seen_batches and not resuming:
-                    raise InputError("loader: the training loader yielded no batches.")
+                    hint = (
+                        "Hint: check the dataset."
+                        if epoch == first_epoch
+                        else "A generator or iterator can be consumed only once; pass a "
+                        "re-iterable loader (a list or a DataLoader) for several epochs."
+                    )
+                    raise InputError(
+                        f"loader: the training loader yielded no batches in epoch {epoch}. {hint}"
+                    )
                 epoch_rng = None
                 if state.epoch_count:
                     record = {"epoch": epoch, "steps": state.step}
@@ -506,9 +694,76 @@ def fit_masker(
                 epoch += 1
                 state.epoch = epoch
                 state.batch_in_epoch, state.epoch_sums, state.epoch_count = 0, {}, 0
-                save(f"step-{state.step:09d}", torch.get_rng_state())
+                save(f"step-{state.step:09d}", _epoch_rng(loader))
     finally:
         bar.close()
         classifier.to(param_device)
         masker.eval()
     return state.history
+
+
+def _resume(
+    path: Path,
+    masker: MaskingModel,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+    device: torch.device,
+    config: FitConfig,
+) -> tuple[_State, dict[str, Any]]:
+    """Load a training checkpoint into the masker, optimiser, scaler and generator.
+
+    Warns when the options that shape the run (schedule, seed, length) differ from the
+    interrupted run's: training then goes on, but not as the uninterrupted run would have.
+
+    Returns:
+        The loop state and the random states of the interrupted epoch's start.
+
+    Raises:
+        CheckpointError: Unreadable, tampered or incompatible checkpoints, with the folder.
+    """
+    ckpt = _latest_checkpoint(path)
+    meta, tensors = read_checkpoint(ckpt, device="cpu")
+    if "training" not in meta or "training" not in tensors:
+        raise CheckpointError(f"resume_from: {ckpt} is a saved masker, not a training checkpoint.")
+    try:
+        training, train_tensors = meta["training"], tensors["training"]
+        masker.load_state_dict(dict(tensors["masker"]), strict=True)
+        masker.to(device)
+        _load_optimizer(opt, train_tensors, training["optimizer"])
+        if scaler.is_enabled() and training.get("scaler"):
+            scaler.load_state_dict(training["scaler"])
+        generator.set_state(train_tensors["rng.generator"])
+        rng_meta = training.get("epoch_rng") or {}
+        epoch_rng = {
+            "torch": train_tensors["rng.epoch_start"],
+            "loader": [
+                train_tensors[f"rng.epoch_start.loader.{j}"]
+                for j in range(rng_meta.get("loaders", 0))
+            ],
+            "python": rng_meta.get("python"),
+            "numpy": rng_meta.get("numpy"),
+        }
+        state = _State(**training["state"])
+        saved = training.get("fit_config", {})
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"resume_from: {ckpt} does not fit this masker and training setup "
+            f"({type(exc).__name__}: {exc}). Hint: resume with the same classifier, encoder "
+            "and options as the interrupted run."
+        ) from exc
+    changed = [
+        f"{k}={saved[k]!r} -> {getattr(config, k)!r}"
+        for k in _RUN_SHAPING_OPTIONS
+        if k in saved and saved[k] != getattr(config, k)
+    ]
+    if changed:
+        warnings.warn(
+            f"resume_from: {ckpt} was written with other options ({', '.join(changed)}); the "
+            "run goes on with the new ones, so it will not match an uninterrupted run.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return state, epoch_rng
