@@ -370,7 +370,7 @@ def test_learning_on_coloured_squares(squares_task):
         encoder=EncoderSpec(kind="small_cnn", width=8, min_reduction=2),
     )
     loader = [(xtr[i : i + 32], ytr[i : i + 32]) for i in range(0, len(xtr), 32)]
-    attr.fit(loader, max_steps=250, lr=3e-3, progress=False)
+    attr.fit(loader, max_steps=300, lr=3e-3, progress=False)
     masks = attr.mask(xte, target=yte)[:, 0]
     binary = masks > 0.5
     nonempty = binary.flatten(1).any(1)
