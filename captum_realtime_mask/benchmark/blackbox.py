@@ -101,6 +101,9 @@ class BlackBoxConfig:
         fresh_epochs: Draw new composites every epoch (``True``) or reuse epoch 0's.
         seed: Seed of the initialisation, the shuffling and the augmentation.
         channels_last: Train in channels-last memory format (faster on CPU).
+        zero_init_head: Start the final linear layer at zero, so every class starts at the
+            same logit (steadies the first steps of networks whose initial logits are large,
+            such as timm's MobileNetV4).
         mean: Input normalisation mean, applied inside the returned model.
         std: Input normalisation standard deviation, as ``mean``.
     """
@@ -120,6 +123,7 @@ class BlackBoxConfig:
     fresh_epochs: bool = True
     seed: int = 0
     channels_last: bool = True
+    zero_init_head: bool = True
     mean: tuple[float, ...] = CLUTTERED_MEAN
     std: tuple[float, ...] = CLUTTERED_STD
 
@@ -168,23 +172,26 @@ def _jsonable(value: Any) -> Any:
 
 
 #: The benchmark's two black boxes, of different families, tuned to train quickly on CPU.
-#: ``"resnet"``: timm's ResNet-18 at half width (2.8 M parameters); ``"mobilenet"``: timm's
-#: MobileNetV4-Conv-Small (2.5 M parameters).
+#: ``"resnet"``: timm's ResNet-10-T at half width with a dilated last stage (output stride 16,
+#: so a 4x4 final map at 64x64; 1.2 M parameters); ``"mobilenet"``: timm's
+#: MobileNetV4-Conv-Small (2.5 M parameters). Both reach >= 80% test accuracy on the default
+#: :class:`~captum_realtime_mask.datasets.ClutteredConfig` (see ``docs`` for measured values).
 BLACKBOX_PRESETS: dict[str, BlackBoxConfig] = {
     "resnet": BlackBoxConfig(
-        arch="resnet18",
-        model_kwargs={"channels": [32, 64, 128, 256], "stem_width": 32},
-        epochs=10,
+        arch="resnet10t",
+        model_kwargs={"channels": [32, 64, 128, 256], "stem_width": 16, "output_stride": 16},
+        epochs=16,
         optimizer="sgd",
         lr=0.1,
         weight_decay=5e-4,
+        zero_init_head=False,
     ),
     "mobilenet": BlackBoxConfig(
         arch="mobilenetv4_conv_small",
-        epochs=10,
-        optimizer="adamw",
-        lr=4e-3,
-        weight_decay=0.05,
+        epochs=12,
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=5e-5,
     ),
 }
 
@@ -230,6 +237,12 @@ def _create(config: BlackBoxConfig, num_classes: int = 10) -> BlackBox:
     classifier = timm.create_model(
         config.arch, pretrained=False, num_classes=num_classes, **config.model_kwargs
     )
+    if config.zero_init_head:
+        head = classifier.get_classifier()
+        if isinstance(head, (nn.Linear, nn.Conv2d)):
+            nn.init.zeros_(head.weight)
+            if head.bias is not None:
+                nn.init.zeros_(head.bias)
     return BlackBox(classifier, config.mean, config.std)
 
 
@@ -513,7 +526,8 @@ def train_blackbox(
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     try:
-        model, info = _train(config, dataset, cache_dir, root, max_steps, emit)
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+            model, info = _train(config, dataset, cache_dir, root, max_steps, emit)
     finally:
         torch.set_num_threads(previous_threads)
     model.info = info

@@ -356,7 +356,9 @@ def _lerp(u: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     return bounds[0] + u * (bounds[1] - bounds[0])
 
 
-def _pixel_grid(size: int, x0: np.ndarray, y0: np.ndarray, side_x: np.ndarray, side_y: np.ndarray):
+def _pixel_grid(
+    size: int, x0: np.ndarray, y0: np.ndarray, side_x: np.ndarray, side_y: np.ndarray
+) -> torch.Tensor:
     """Sampling grid (N, size, size, 2) mapping canvas pixels into [x0, x0+side) boxes."""
     centres = torch.arange(size, dtype=torch.float64) + 0.5
     gx = (centres[None, :] - torch.from_numpy(x0)[:, None]) / torch.from_numpy(side_x)[:, None]
@@ -405,7 +407,9 @@ def render_composites(
     return images, masks, boxes
 
 
-def _render_chunk(items: np.ndarray, u: np.ndarray, config: ClutteredConfig, atlas: _Atlas):
+def _render_chunk(
+    items: np.ndarray, u: np.ndarray, config: ClutteredConfig, atlas: _Atlas
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, size = len(items), config.image_size
     # Background: a square crop of one picture, maybe mirrored, contrast and brightness changed.
     which = np.minimum((u[:, 0] * len(atlas.boxes)).astype(np.int64), len(atlas.boxes) - 1)
@@ -662,7 +666,9 @@ class ClutteredFashionMNIST(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int):
+    def __getitem__(
+        self, index: int
+    ) -> tuple[torch.Tensor, int, torch.Tensor] | tuple[torch.Tensor, int]:
         image = self.images[index].float().div_(255.0)
         label = int(self.labels[index])
         if self.return_boxes:
