@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from captum_realtime_mask.errors import CheckpointError
 
 __all__ = [
     "FORMAT_VERSION",
+    "atomic_write",
     "atomic_write_bytes",
     "previous_version",
     "read_checkpoint",
@@ -66,23 +68,45 @@ def previous_version(directory: str | os.PathLike[str]) -> Path:
     return directory.with_name(f".{directory.name}.old")
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    A reader sees either the old file or the whole new one, never a partial write.
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Create ``path`` by ``write(temporary_path)`` in the same folder, then an atomic rename.
+
+    A reader sees either the old file or the whole new one, never a partial write; if
+    ``write`` raises, the temporary file is removed and ``path`` is untouched. The new file
+    gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+
+    Args:
+        path: The file to create or replace.
+        write: Writes the content to the path it is given.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(Path(tmp))
+        _fsync(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _sha256(path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,15 @@ def test_presets_are_two_families():
     assert {"resnet", "mobilenet"} <= set(BLACKBOX_PRESETS)
     archs = {BLACKBOX_PRESETS[k].arch for k in ("resnet", "mobilenet")}
     assert len(archs) == 2
+
+
+def test_zero_init_head_starts_with_equal_logits():
+    model = blackbox._create(TINY_NET)
+    with torch.no_grad():
+        logits = model(torch.rand(2, 3, 64, 64))
+    assert torch.equal(logits, torch.zeros_like(logits))
+    plain = blackbox._create(replace(TINY_NET, zero_init_head=False))
+    assert plain.classifier.get_classifier().weight.abs().sum() > 0
 
 
 def test_config_round_trip_and_validation():

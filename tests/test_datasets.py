@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.ops import box_iou, masks_to_boxes
 
+import captum_realtime_mask.checkpoint as checkpoint
 import captum_realtime_mask.datasets.cluttered as cluttered
 import captum_realtime_mask.datasets.fashion_mnist as fmnist
 from captum_realtime_mask.datasets import (
@@ -343,6 +344,7 @@ def test_cache_round_trip(fake_root, tmp_path, monkeypatch):
     path = first.cache_path
     assert path.is_file() and path.parent.parent == tmp_path
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary leftovers
+    assert path.stat().st_mode & 0o777 == 0o666 & ~checkpoint._umask()
 
     def no_build(self):
         raise AssertionError("should have been read from the cache")

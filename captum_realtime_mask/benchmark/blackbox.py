@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captum_realtime_mask.checkpoint import atomic_write
 from captum_realtime_mask.datasets.cluttered import (
     CLUTTERED_MEAN,
     CLUTTERED_STD,
@@ -371,18 +371,6 @@ def blackbox_cache_paths(
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_blackbox(model: BlackBox, weights_path: str | os.PathLike[str]) -> Path:
     """Save a black box: safetensors weights plus a JSON record beside them (atomic writes).
 
@@ -403,10 +391,10 @@ def save_blackbox(model: BlackBox, weights_path: str | os.PathLike[str]) -> Path
     if missing:
         raise InputError(f"save_blackbox: model.info lacks {sorted(missing)}.")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(weights_path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    atomic_write(weights_path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     record = {"format_version": _FORMAT_VERSION, **model.info}
     text = json.dumps(record, indent=2, sort_keys=True)
-    _atomic_write(record_path, lambda p: p.write_text(text + "\n"))
+    atomic_write(record_path, lambda p: p.write_text(text + "\n"))
     return record_path
 
 

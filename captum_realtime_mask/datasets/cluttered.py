@@ -6,7 +6,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import masks_to_boxes
 
+from captum_realtime_mask.checkpoint import atomic_write
 from captum_realtime_mask.datasets.fashion_mnist import load_fashion_mnist
 from captum_realtime_mask.errors import InputError
 
@@ -476,19 +476,9 @@ def _render_chunk(
 # The dataset
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` as .npz through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 class ClutteredFashionMNIST(Dataset):
@@ -587,7 +577,7 @@ class ClutteredFashionMNIST(Dataset):
         if arrays is None:
             arrays = self._build()
             if self.cache:
-                _atomic_savez(self.cache_path, **arrays)
+                atomic_write(self.cache_path, functools.partial(_write_npz, arrays=arrays))
         size = self.config.image_size
         self.images = torch.from_numpy(arrays["images"])
         self.labels = torch.from_numpy(arrays["labels"])
