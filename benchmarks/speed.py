@@ -43,14 +43,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from captum_realtime_mask import RealTimeMaskAttribution
 from captum_realtime_mask._model_state import frozen_model
 from captum_realtime_mask._speed import (
     InferenceOptions,
-    masker_forward,
-    optimize_for_inference,
     resolve_autocast,
 )
 from captum_realtime_mask.objective import alternative_images, remove_evidence
@@ -64,40 +61,16 @@ class Config:
     size: int
     preset: str
     num_classes: int = 10
-    reduce_first: bool = False
 
 
 CONFIGS = {
     "64-light": Config("resnet18", 64, "light"),
     "224-paper": Config("resnet50", 224, "paper"),
     "224-light": Config("resnet50", 224, "light"),
-    # Prototype of a proposed change (not in the package): in the bilinear upsampler, reduce
-    # the channels with a 1x1 conv at the coarse scale, then resize (instead of resize, then
-    # a 3x3 conv on the full-width map at twice the resolution).
-    "64-light-reduce": Config("resnet18", 64, "light", reduce_first=True),
-    "224-light-reduce": Config("resnet50", 224, "light", reduce_first=True),
+    "64-fast": Config("resnet18", 64, "fast"),
+    "224-fast": Config("resnet50", 224, "fast"),
 }
 OPTION_WORDS = ("fp32", "channels_last", "bf16", "fp16", "compile")
-
-
-class _HookedAttribution(RealTimeMaskAttribution):
-    """``RealTimeMaskAttribution`` with the inference-options hook, for packages without it."""
-
-    def optimize_for_inference(self, *args, **kwargs):  # noqa: D102
-        return optimize_for_inference(self, *args, **kwargs)
-
-    def _masks(self, x, target, confidence):
-        self.masker.to(x.device)
-        self.masker.eval()
-        options = getattr(self, "_inference", None) or InferenceOptions()
-        return masker_forward(self.masker, x, target, confidence, options)
-
-
-ATTRIBUTION = (
-    RealTimeMaskAttribution
-    if hasattr(RealTimeMaskAttribution, "optimize_for_inference")
-    else _HookedAttribution
-)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -202,23 +175,9 @@ def build(config: Config, device: torch.device, seed: int = 0):
     torch.manual_seed(seed)
     model = timm.create_model(config.model, pretrained=False, num_classes=config.num_classes)
     model = model.eval().to(device)
-    attr = ATTRIBUTION(model, encoder="classifier", preset=config.preset, seed=seed)
-    if config.reduce_first:
-        _reduce_first(attr.masker)
+    attr = RealTimeMaskAttribution(model, encoder="classifier", preset=config.preset, seed=seed)
     attr.masker.to(device)
     return model, attr
-
-
-def _reduce_first(masker: nn.Module) -> None:
-    """Prototype: bilinear upsamplers as 1x1 conv at the coarse scale, then bilinear resize."""
-    for up in masker.upsamplers:
-        conv = up.up[-1]
-        if not isinstance(up.up, nn.Sequential) or not isinstance(up.up[0], nn.Upsample):
-            continue
-        up.up = nn.Sequential(
-            nn.Conv2d(conv.in_channels, conv.out_channels, 1),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-        )
 
 
 def parse_option(text: str) -> InferenceOptions:
@@ -510,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     print("machine:", json.dumps(info))
-    print(f"attribution class: {ATTRIBUTION.__name__} (device {device})\n")
+    print(f"device {device}\n")
     results: dict = {"machine": info, "argv": sys.argv, "inference": [], "training": []}
     if not args.no_inference:
         print(INFER_HEADER)

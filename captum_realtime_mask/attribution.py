@@ -19,6 +19,12 @@ from captum_realtime_mask._captum_compat import (
     _predicted_target,
 )
 from captum_realtime_mask._model_state import find_module, frozen_model
+from captum_realtime_mask._speed import (
+    AutocastArg,
+    InferenceOptions,
+    masker_forward,
+    optimize_for_inference,
+)
 from captum_realtime_mask.checkpoint import read_checkpoint, write_checkpoint
 from captum_realtime_mask.errors import CheckpointError, InputError
 from captum_realtime_mask.masker.encoders import EncoderSpec
@@ -89,7 +95,9 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         pretrained: For named encoders: load ImageNet weights (needs a network). None means
             True.
         preset: ``"light"`` (default; widths from the encoder, 1 bottleneck, bilinear
-            upsampling) or ``"paper"`` (768 channels halving, 3 bottlenecks, transposed convs).
+            upsampling), ``"fast"`` (``light`` with channel reduction before each resize:
+            a much cheaper decoder on wide encoders such as ResNet-50) or ``"paper"`` (768
+            channels halving, 3 bottlenecks, transposed convs).
         masker_config: A full :class:`~captum_realtime_mask.masker.MaskerConfig` instead of
             ``preset`` (its ``num_classes`` and ``encoder`` are used as given).
         objective: Loss weights and evidence removal; default :class:`ObjectiveConfig`.
@@ -161,6 +169,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                     ) from exc
                 raise
         self.masker.eval()
+        self._inference = InferenceOptions()
 
     @property
     def num_classes(self) -> int:
@@ -293,13 +302,47 @@ class RealTimeMaskAttribution(PerturbationAttribution):
     def _masks(self, x: torch.Tensor, target: torch.Tensor, confidence: float) -> torch.Tensor:
         self.masker.to(x.device)
         self.masker.eval()
-        low_precision = x.dtype in (torch.float16, torch.bfloat16)
-        if low_precision and x.device.type == "cuda":
-            with torch.autocast("cuda", dtype=x.dtype):
-                mask = self.masker(x, target, confidence).mask
-        else:
-            mask = self.masker(x.float(), target, confidence).mask
-        return mask.to(x.dtype)
+        return masker_forward(self.masker, x, target, confidence, self._inference)
+
+    def optimize_for_inference(
+        self,
+        channels_last: bool = False,
+        autocast: AutocastArg = None,
+        compile: bool = False,
+        **compile_kwargs: Any,
+    ) -> RealTimeMaskAttribution:
+        """Choose how :meth:`attribute` and :meth:`mask` run the masker.
+
+        Calling it again replaces the options; with no arguments it restores plain float32
+        eager execution. The classifier is never converted or compiled (with
+        ``encoder="classifier"`` channels_last reaches its backbone through the input only),
+        saved files do not change, and :meth:`fit` always trains eagerly. Measured effects
+        are in the docs' performance page: on GPUs, bf16 with channels_last is the fast
+        setting; on CPUs without bf16 units, keep the defaults.
+
+        Args:
+            channels_last: NHWC input and masker weights.
+            autocast: ``None`` (float32), ``"auto"`` (bf16 on CUDA where supported, else fp16;
+                nothing on CPU), ``"bf16"`` or ``"fp16"``.
+            compile: Compile the masker's decoder (and an encoder the masker owns) with
+                :func:`torch.compile`; each new input shape compiles again.
+            **compile_kwargs: Passed to :func:`torch.compile` (``mode``, ``dynamic``, ...).
+
+        Returns:
+            ``self``, for chaining.
+
+        Raises:
+            InputError: An unknown ``autocast`` name, or compile options without
+                ``compile=True``.
+
+        Example:
+            >>> import timm
+            >>> attr = RealTimeMaskAttribution(timm.create_model("test_resnet", num_classes=3))
+            >>> attr.optimize_for_inference(channels_last=True).mask(
+            ...     torch.rand(2, 3, 64, 64), target=1).shape
+            torch.Size([2, 1, 64, 64])
+        """
+        return optimize_for_inference(self, channels_last, autocast, compile, **compile_kwargs)
 
     @torch.no_grad()
     def mask(

@@ -138,7 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("quick", "full"), default="quick")
     p.add_argument("--output", default=None, help="output folder (default runs/<mode>)")
     p.add_argument(
-        "--blackboxes", nargs="+", help="black box presets (e.g. resnet mobilenet; default: mode's)"
+        "--blackboxes", nargs="+", help="black box presets (resnet, cspdarknet; default: mode's)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="black boxes evaluated at once, in separate processes (default 2)",
     )
     _add_cache(p)
 
@@ -166,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load ImageNet weights for a named --encoder (needs a network)",
     )
-    g.add_argument("--preset", choices=("light", "paper"), default="light")
+    g.add_argument("--preset", choices=("light", "fast", "paper"), default="light")
     g.add_argument("--checkpoint-dir", help="write training checkpoints here")
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     g.add_argument("--resume", action="store_true", help="resume from --checkpoint-dir")
@@ -400,7 +406,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         "output": args.output or f"runs/{args.mode}",
         "cache_dir": args.cache_dir,
+        "jobs": args.jobs,
     }
+    if args.jobs < 1:
+        raise CLIError(f"--jobs: expected a positive number of processes, got {args.jobs}.")
     if args.blackboxes:
         unknown = [b for b in args.blackboxes if b not in BLACKBOX_PRESETS]
         if unknown:

@@ -98,8 +98,8 @@ def test_box_aware_crops_keep_most_of_the_box():
 
 
 def test_presets_are_two_families():
-    assert {"resnet", "mobilenet"} <= set(BLACKBOX_PRESETS)
-    archs = {BLACKBOX_PRESETS[k].arch for k in ("resnet", "mobilenet")}
+    assert {"resnet", "cspdarknet"} <= set(BLACKBOX_PRESETS)
+    archs = {BLACKBOX_PRESETS[k].arch for k in ("resnet", "cspdarknet")}
     assert len(archs) == 2
 
 
@@ -145,6 +145,14 @@ def test_train_blackbox_caches_and_reloads(fake_root, tmp_path, monkeypatch):
         torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
         torch.testing.assert_close(load_blackbox(weights)(x), model(x), rtol=0, atol=0)
     assert again.info["test_accuracy"] == info["test_accuracy"]
+    # Evaluating on fewer validation or test images finds the same model...
+    smaller = replace(TINY_DATA, n_val=4, n_test=8)
+    assert blackbox_cache_paths(TINY_NET, smaller, tmp_path, max_steps=4)[0] == weights
+    again = train_blackbox(TINY_NET, smaller, cache_dir=tmp_path, max_steps=4)
+    # ...while anything that changes training does not.
+    for changed in (replace(TINY_DATA, n_train=40), replace(TINY_DATA, seed=1)):
+        assert blackbox_cache_paths(TINY_NET, changed, tmp_path, max_steps=4)[0] != weights
+    assert blackbox_cache_paths(TINY_NET, TINY_DATA, tmp_path, max_steps=5)[0] != weights
 
 
 def test_load_blackbox_reports_broken_files(fake_root, tmp_path):

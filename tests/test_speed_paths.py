@@ -23,7 +23,6 @@ from captum_realtime_mask._speed import (
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-HOOKED = hasattr(RealTimeMaskAttribution, "optimize_for_inference")
 
 
 @pytest.fixture
@@ -226,7 +225,6 @@ def test_inductor_compile_on_cpu_matches_eager(attr, batch):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(not HOOKED, reason="RealTimeMaskAttribution.optimize_for_inference not hooked")
 def test_attribute_with_options_matches_default(attr, batch):
     x, t = batch
     ref = attr.attribute(x, target=t)

@@ -31,6 +31,8 @@ class Method:
         kind: ``"mask"``, ``"map"`` or ``"box"``.
         box: For ``kind == "box"``: ``"centre"``, ``"max"`` or ``"gt"``.
         masker: For learned-mask rows: the attribution object, to measure absent classes.
+        per_image_optimisation: Optimises every image (iterative mask, refinement): scored on
+            the benchmark's smaller ``iterative_images`` subset.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Method:
     kind: str = "map"
     box: str | None = None
     masker: Any = None
+    per_image_optimisation: bool = False
 
 
 def find_last_conv(model: nn.Module) -> nn.Module:

@@ -9,6 +9,7 @@ box), the saliency metric, the mean box area, and throughput on the same batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -33,10 +34,14 @@ from captum_realtime_mask.metrics import (
     max_box,
     saliency_metric,
 )
+from captum_realtime_mask.objective import ObjectiveConfig
 
 __all__ = ["BenchmarkConfig", "run_benchmark"]
 
 Mode = Literal["quick", "full"]
+
+#: Objective weights of the benchmark's maskers (tuned on the validation split; see the docs).
+BENCHMARK_OBJECTIVE: dict[str, Any] = {"area_weight": 10.0}
 
 
 @dataclass
@@ -63,12 +68,17 @@ class BenchmarkConfig:
         batch_size: Images per batch everywhere.
         throughput_batch: Batch on which every method's images/s is timed.
         seed: Seed of datasets, training and evaluation.
+        objective: Overrides of :class:`~captum_realtime_mask.ObjectiveConfig` for the
+            maskers (recorded in the results).
+        jobs: Black boxes evaluated at once, each in its own process with
+            ``threads // jobs`` torch threads (1: one after the other in this process).
+        threads: Torch threads in all (None: ``torch.get_num_threads()``).
     """
 
     mode: Mode = "quick"
     output: str = "runs/demo"
     cache_dir: str | None = None
-    blackboxes: tuple[str, ...] = ("resnet", "mobilenet")
+    blackboxes: tuple[str, ...] = ("resnet", "cspdarknet")
     n_train: int = 20000
     n_val: int = 500
     n_test: int = 1000
@@ -83,6 +93,9 @@ class BenchmarkConfig:
     batch_size: int = 64
     throughput_batch: int = 32
     seed: int = 0
+    objective: dict[str, Any] = field(default_factory=lambda: dict(BENCHMARK_OBJECTIVE))
+    jobs: int = 2
+    threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -148,48 +161,143 @@ def _best_threshold(x, y, boxes, maps) -> float:
     return best
 
 
-def _fit_masker(model, encoder, loader, val_loader, cfg: BenchmarkConfig, cache: Path, tag: str):
-    folder = cache / "maskers" / tag
+def _masker_key(model: nn.Module, encoder: Any, cfg: BenchmarkConfig, data: ClutteredConfig) -> str:
+    """Cache key of a benchmark masker: everything that changes its training."""
+    blob = json.dumps(
+        {
+            "blackbox": model.info.get("blackbox"),
+            "blackbox_steps": model.info.get("steps"),
+            "encoder": encoder if isinstance(encoder, str) else asdict(encoder),
+            "objective": ObjectiveConfig(**cfg.objective).to_dict(),
+            "train": {k: v for k, v in data.to_dict().items() if k not in ("n_val", "n_test")},
+            "epochs": cfg.masker_epochs,
+            "max_steps": cfg.masker_max_steps,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _fit_masker(model, encoder, loader, val_loader, cfg: BenchmarkConfig, folder: Path, log):
     if (folder / "config.json").is_file():
+        log(f"loading the cached masker {folder}")
         return RealTimeMaskAttribution.load(folder, model)
-    attr = RealTimeMaskAttribution(model, num_classes=10, encoder=encoder, seed=cfg.seed)
+    attr = RealTimeMaskAttribution(
+        model,
+        num_classes=10,
+        encoder=encoder,
+        objective=ObjectiveConfig(**cfg.objective),
+        seed=cfg.seed,
+    )
     attr.fit(
-        loader, epochs=cfg.masker_epochs, max_steps=cfg.masker_max_steps, val_loader=val_loader
+        loader,
+        epochs=cfg.masker_epochs,
+        max_steps=cfg.masker_max_steps,
+        val_loader=val_loader,
+        progress=False,
     )
     attr.save(folder)
     return attr
 
 
-def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the benchmark and write its report; returns the results dictionary."""
-    from torch.utils.data import DataLoader
+def _data_config(config: BenchmarkConfig) -> ClutteredConfig:
+    return ClutteredConfig(
+        n_train=config.n_train, n_val=config.n_val, n_test=config.n_test, seed=config.seed
+    )
 
+
+def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark and write its report; returns the results dictionary.
+
+    With ``config.jobs > 1`` the black boxes are evaluated in parallel processes (spawned,
+    each with its share of ``config.threads``); their log lines go to standard output.
+    """
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(config.cache_dir) if config.cache_dir else _default_cache()
-    data_cfg = ClutteredConfig(
-        n_train=config.n_train, n_val=config.n_val, n_test=config.n_test, seed=config.seed
-    )
+    ObjectiveConfig(**config.objective)  # fail before any work on a bad override
+    data_cfg = _data_config(config)
     started = time.perf_counter()
-    train = ClutteredFashionMNIST("train", data_cfg, cache_dir=cache, return_boxes=False)
-    val = ClutteredFashionMNIST("val", data_cfg, cache_dir=cache)
-    test = ClutteredFashionMNIST("test", data_cfg, cache_dir=cache)
-    xv, yv, bv = val.float_images(), val.labels, val.boxes.float()
-    xt, yt, bt = test.float_images(), test.labels, test.boxes.float()
-    g = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=g)
-    val_loader = DataLoader(
-        ClutteredFashionMNIST("val", data_cfg, cache_dir=cache, return_boxes=False),
-        batch_size=config.batch_size,
-    )
+    # Build (or load) the cached splits once, before any worker reads them.
+    for split in ("train", "val", "test"):
+        ClutteredFashionMNIST(split, data_cfg, cache_dir=cache)
+    threads = config.threads or torch.get_num_threads()
+    jobs = max(1, min(config.jobs, len(config.blackboxes), threads))
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        per_job = max(1, threads // jobs)
+        log(
+            f"evaluating {len(config.blackboxes)} black boxes in {jobs} processes "
+            f"({per_job} threads each)"
+        )
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = [
+                pool.submit(_blackbox_job, config, name, cache, per_job, None)
+                for name in config.blackboxes
+            ]
+            outputs = [f.result() for f in futures]
+    else:
+        per_job = threads
+        outputs = [_blackbox_job(config, name, cache, threads, log) for name in config.blackboxes]
     results: dict[str, Any] = {
         "config": asdict(config),
         "dataset": data_cfg.to_dict(),
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
-        "blackboxes": {},
+        "machine": {
+            "platform": platform.platform(),
+            "threads": threads,
+            "processes": jobs,
+            "threads_per_process": per_job,
+            "torch": torch.__version__,
+        },
+        "blackboxes": {name: entry for name, entry, _ in outputs},
     }
-    figure_maps: dict[str, torch.Tensor] = {}
-    for bb_name in config.blackboxes:
+    figure_maps = outputs[0][2]
+    results["elapsed_s"] = time.perf_counter() - started
+    test = ClutteredFashionMNIST("test", data_cfg, cache_dir=cache)
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
+    atomic_write_bytes(out / "results.md", _markdown(results).encode())
+    _figure(test.float_images(), test.labels, test.boxes.float(), figure_maps, out / "figure.png")
+    log(
+        f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'figure.png'} "
+        f"in {results['elapsed_s']:.0f} s"
+    )
+    return results
+
+
+def _blackbox_job(
+    config: BenchmarkConfig,
+    bb_name: str,
+    cache: Path,
+    threads: int,
+    log: Callable[[str], None] | None,
+) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """Train or load one black box and its maskers, and score every method on it."""
+    from torch.utils.data import DataLoader
+
+    if log is None:
+
+        def log(line: str) -> None:
+            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        data_cfg = _data_config(config)
+        train = ClutteredFashionMNIST("train", data_cfg, cache_dir=cache, return_boxes=False)
+        val = ClutteredFashionMNIST("val", data_cfg, cache_dir=cache)
+        test = ClutteredFashionMNIST("test", data_cfg, cache_dir=cache)
+        g = torch.Generator().manual_seed(config.seed)
+        loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=g)
+        val_loader = DataLoader(
+            ClutteredFashionMNIST("val", data_cfg, cache_dir=cache, return_boxes=False),
+            batch_size=config.batch_size,
+        )
         t0 = time.perf_counter()
         model = train_blackbox(
             bb_name,
@@ -204,32 +312,29 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
             f"[{bb_name}] black box ready ({time.perf_counter() - t0:.0f} s); "
             f"test accuracy {model.info.get('test_accuracy')}"
         )
+        figure_maps: dict[str, torch.Tensor] = {}
         rows = _evaluate_blackbox(
             model,
             bb_name,
             config,
+            data_cfg,
             cache,
             loader,
             val_loader,
-            (xv, yv, bv),
-            (xt, yt, bt),
+            (val.float_images(), val.labels, val.boxes.float()),
+            (test.float_images(), test.labels, test.boxes.float()),
             log,
             figure_maps,
         )
-        results["blackboxes"][bb_name] = {
-            "arch": model.info.get("blackbox", {}).get("arch", bb_name),
-            "test_accuracy": model.info.get("test_accuracy"),
-            "rows": rows,
-        }
-    results["elapsed_s"] = time.perf_counter() - started
-    atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
-    atomic_write_bytes(out / "results.md", _markdown(results).encode())
-    _figure(xt, yt, bt, figure_maps, out / "figure.png")
-    log(
-        f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'figure.png'} "
-        f"in {results['elapsed_s']:.0f} s"
-    )
-    return results
+    finally:
+        torch.set_num_threads(previous)
+    entry = {
+        "arch": model.info.get("blackbox", {}).get("arch", bb_name),
+        "test_accuracy": model.info.get("test_accuracy"),
+        "blackbox_train_seconds": model.info.get("train_seconds"),
+        "rows": rows,
+    }
+    return bb_name, entry, figure_maps
 
 
 def _default_cache() -> Path:
@@ -242,6 +347,7 @@ def _evaluate_blackbox(
     model: nn.Module,
     bb_name: str,
     cfg: BenchmarkConfig,
+    data_cfg: ClutteredConfig,
     cache: Path,
     loader,
     val_loader,
@@ -254,10 +360,6 @@ def _evaluate_blackbox(
     xt, yt, bt = test
     bs = cfg.batch_size
     size = xt.shape[-1]
-    key = (
-        f"{bb_name}-s{cfg.seed}-n{cfg.n_train}-e{cfg.masker_epochs}-m{cfg.masker_max_steps}"
-        f"-bb{cfg.blackbox_epochs}-{cfg.blackbox_max_steps}"
-    )
     methods: list[Method] = []
     for label, encoder in (
         ("RealTimeMask (frozen classifier encoder)", "classifier"),
@@ -267,13 +369,19 @@ def _evaluate_blackbox(
         ),
     ):
         t0 = time.perf_counter()
-        tag = f"{key}-{'clf' if encoder == 'classifier' else 'scratch'}"
-        attr = _fit_masker(model, encoder, loader, val_loader, cfg, cache, tag)
+        folder = cache / "maskers" / f"{bb_name}-{_masker_key(model, encoder, cfg, data_cfg)}"
+        attr = _fit_masker(model, encoder, loader, val_loader, cfg, folder, log)
         log(f"[{bb_name}] masker '{label}' ready ({time.perf_counter() - t0:.0f} s)")
         for k in cfg.refine_steps if encoder == "classifier" else (0,):
             name = label if k == 0 else f"{label} + {k} refinement steps"
             methods.append(
-                Method(name, _mask_fn(attr, k), kind="mask", masker=attr if k == 0 else None)
+                Method(
+                    name,
+                    _mask_fn(attr, k),
+                    kind="mask",
+                    masker=attr if k == 0 else None,
+                    per_image_optimisation=k > 0,
+                )
             )
     methods += captum_methods(model, size, ig_steps=cfg.ig_steps)
     iterative = IterativeMaskAttribution(model)
@@ -282,6 +390,7 @@ def _evaluate_blackbox(
             f"Iterative mask ({cfg.iterative_steps} steps)",
             lambda x, t: iterative.attribute(x, target=t, n_iter=cfg.iterative_steps)[:, :1],
             kind="mask",
+            per_image_optimisation=True,
         )
     )
     methods += [
@@ -294,7 +403,7 @@ def _evaluate_blackbox(
     n_it = min(cfg.iterative_images, len(xt))
     for method in methods:
         t0 = time.perf_counter()
-        subset = n_it if method.name.startswith("Iterative") else len(xt)
+        subset = n_it if method.per_image_optimisation else len(xt)
         x, y, b = xt[:subset], yt[:subset], bt[:subset]
         row: dict[str, Any] = {"method": method.name, "kind": method.kind, "n_test": subset}
         if method.kind == "box":
@@ -329,8 +438,7 @@ def _evaluate_blackbox(
                 row["mask_mean"] = float(maps.mean())
             if method.masker is not None:
                 row.update(_absent_class_area(method.masker, x, y, maps, cfg))
-            if bb_name == cfg.blackboxes[0]:
-                figure_maps[method.name] = maps[:8]
+            figure_maps[method.name] = maps[:8]
         row["seconds"] = time.perf_counter() - t0
         log(
             f"[{bb_name}] {method.name}: "
