@@ -37,8 +37,14 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
         ig_steps=4,
         throughput_batch=4,
         batch_size=16,
+        blackboxes=("resnet", "cspdarknet"),
+        jobs=2,  # one spawned process per black box
+        threads=2,
     )
     results = run_benchmark(cfg, log=lambda _: None)
+    assert list(results["blackboxes"]) == ["resnet", "cspdarknet"]
+    assert results["machine"]["processes"] == 2
+    assert results["blackboxes"]["cspdarknet"]["arch"] == "cs3darknet_s"
     rows = results["blackboxes"]["resnet"]["rows"]
     names = [r["method"] for r in rows]
     for expected in (
@@ -57,6 +63,8 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     ):
         assert any(n.startswith(expected) for n in names), expected
     assert any("refinement" in n for n in names)
+    refined = next(r for r in rows if "refinement" in r["method"])
+    assert refined["n_test"] == 4  # per-image optimisation runs on the smaller subset
     for r in rows:
         assert r["saliency_metric"] == r["saliency_metric"]  # not NaN
         if r["method"] != "Ground-truth boxes":

@@ -36,6 +36,6 @@ def test_sphinx_build_without_warnings(tmp_path):
     for tutorial in ["plot_quickstart", "plot_imagenet_classifier", "plot_video_saliency"]:
         page = (gallery / f"{tutorial}.html").read_text()
         # Executed: its figures were rendered into the page.
-        figures = sorted((html / "_images").glob(f"sphx_glr_{tutorial}_*.png"))
+        figures = sorted((html / "_images").glob(f"sphx_glr_{tutorial}_[0-9]*.png"))
         assert figures, tutorial
         assert all(f.name in page for f in figures), tutorial

@@ -115,7 +115,7 @@ class BenchmarkConfig:
                 refine_steps=(0, 10),
             )
         elif mode == "full":
-            base = cls(mode="full")
+            base = cls(mode="full", iterative_images=128)
         else:
             raise ValueError(f"mode: expected 'quick' or 'full', got {mode!r}")
         for key, value in overrides.items():
