@@ -36,7 +36,7 @@ from captum_realtime_mask.metrics import (
 )
 from captum_realtime_mask.objective import ObjectiveConfig
 
-__all__ = ["BenchmarkConfig", "run_benchmark"]
+__all__ = ["BENCHMARK_OBJECTIVE", "BenchmarkConfig", "run_benchmark"]
 
 Mode = Literal["quick", "full"]
 
@@ -108,8 +108,8 @@ class BenchmarkConfig:
                 n_train=4000,
                 n_val=100,
                 n_test=200,
-                blackbox_epochs=3,
-                masker_epochs=1,
+                blackbox_epochs=6,
+                masker_epochs=3,
                 iterative_images=32,
                 iterative_steps=100,
                 refine_steps=(0, 10),
