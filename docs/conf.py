@@ -55,7 +55,13 @@ except ImportError:  # pragma: no cover
     HAVE_GALLERY = False
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "benchmark_results.md"]
+exclude_patterns = [
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "benchmark_results.md",
+    "_generated/benchmark_body.md",  # included by benchmark.md, not a page of its own
+]
 templates_path: list[str] = []
 
 # No network at build time: intersphinx stays off.
@@ -213,7 +219,10 @@ def _write_benchmark() -> None:
         text = "\n".join("#" + line if line.startswith("#") else line for line in lines)
         if figure.is_file():
             shutil.copyfile(figure, GENERATED / "benchmark_figure.png")
-            text += "\n\n```{image} benchmark_figure.png\n:alt: Masks of every method\n```\n"
+            text += (
+                "\n\n```{image} /_generated/benchmark_figure.png\n"
+                ":alt: Masks of every method\n```\n"
+            )
     else:
         text = (
             ":::{note}\nThe full benchmark's results are pending: they appear here once "
