@@ -209,6 +209,16 @@ def _data_config(config: BenchmarkConfig) -> ClutteredConfig:
     )
 
 
+Splits = dict[str, ClutteredFashionMNIST]
+
+
+def _load_splits(config: BenchmarkConfig, cache: Path) -> Splits:
+    """The train, val and test splits, rendered and cached on the first call."""
+    data_cfg = _data_config(config)
+    names = ("train", "val", "test")
+    return {name: ClutteredFashionMNIST(name, data_cfg, cache_dir=cache) for name in names}
+
+
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark and write its report; returns the results dictionary.
 
@@ -221,9 +231,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
     ObjectiveConfig(**config.objective)  # fail before any work on a bad override
     data_cfg = _data_config(config)
     started = time.perf_counter()
-    # Build (or load) the cached splits once, before any worker reads them.
-    for split in ("train", "val", "test"):
-        ClutteredFashionMNIST(split, data_cfg, cache_dir=cache)
+    splits = _load_splits(config, cache)  # renders the caches before any worker reads them
     threads = config.threads or torch.get_num_threads()
     jobs = max(1, min(config.jobs, len(config.blackboxes), threads))
     if jobs > 1:
@@ -235,6 +243,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
             f"evaluating {len(config.blackboxes)} black boxes in {jobs} processes "
             f"({per_job} threads each)"
         )
+        splits = {"test": splits["test"]}  # the workers load their own; keep only the figure's
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
             futures = [
@@ -244,7 +253,9 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
             outputs = [f.result() for f in futures]
     else:
         per_job = threads
-        outputs = [_blackbox_job(config, name, cache, threads, log) for name in config.blackboxes]
+        outputs = [
+            _blackbox_job(config, name, cache, threads, log, splits) for name in config.blackboxes
+        ]
     results: dict[str, Any] = {
         "config": asdict(config),
         "dataset": data_cfg.to_dict(),
@@ -259,7 +270,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
     }
     figure_maps = outputs[0][2]
     results["elapsed_s"] = time.perf_counter() - started
-    test = ClutteredFashionMNIST("test", data_cfg, cache_dir=cache)
+    test = splits["test"]
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=2).encode())
     atomic_write_bytes(out / "results.md", _markdown(results).encode())
     _figure(test.float_images(), test.labels, test.boxes.float(), figure_maps, out / "figure.png")
@@ -276,8 +287,12 @@ def _blackbox_job(
     cache: Path,
     threads: int,
     log: Callable[[str], None] | None,
+    splits: Splits | None = None,
 ) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
-    """Train or load one black box and its maskers, and score every method on it."""
+    """Train or load one black box and its maskers, and score every method on it.
+
+    ``splits`` are the loaded datasets (None in a worker process: it loads them itself).
+    """
     from torch.utils.data import DataLoader
 
     if log is None:
@@ -289,15 +304,12 @@ def _blackbox_job(
     torch.set_num_threads(threads)
     try:
         data_cfg = _data_config(config)
-        train = ClutteredFashionMNIST("train", data_cfg, cache_dir=cache, return_boxes=False)
-        val = ClutteredFashionMNIST("val", data_cfg, cache_dir=cache)
-        test = ClutteredFashionMNIST("test", data_cfg, cache_dir=cache)
+        splits = splits or _load_splits(config, cache)
+        train, val, test = splits["train"], splits["val"], splits["test"]
+        # fit() reads (images, labels) and ignores the boxes these batches also carry.
         g = torch.Generator().manual_seed(config.seed)
         loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=g)
-        val_loader = DataLoader(
-            ClutteredFashionMNIST("val", data_cfg, cache_dir=cache, return_boxes=False),
-            batch_size=config.batch_size,
-        )
+        val_loader = DataLoader(val, batch_size=config.batch_size)
         t0 = time.perf_counter()
         model = train_blackbox(
             bb_name,
