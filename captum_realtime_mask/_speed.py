@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from captum_realtime_mask.errors import InputError
@@ -142,16 +141,8 @@ def _decode(
     confidence: float,
     size: tuple[int, int],
 ) -> MaskerOutput:
-    """Everything of ``MaskingModel.forward`` after the encoder (the part that is compiled).
-
-    Mirrors :meth:`MaskingModel.forward`; tests check that the two agree.
-    """
-    x, gate = masker.filter(maps[-1], target, confidence)
-    for up, idx in zip(masker.upsamplers, masker.skip_index):
-        x = up(x, maps[idx] if idx is not None else None)
-    small = masker.head(x)
-    mask = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
-    return MaskerOutput(mask.clamp(0, 1), small, gate.flatten(1).amax(1))
+    """Everything of ``MaskingModel.forward`` after the encoder (the part that is compiled)."""
+    return masker.decode(maps, target, confidence, size)
 
 
 def _encode_decode(
@@ -190,6 +181,8 @@ def apply_inference_options(masker: nn.Module, options: InferenceOptions) -> Non
     """
     fmt = torch.channels_last if options.channels_last else torch.contiguous_format
     own = [masker.filter, *masker.upsamplers, masker.head]
+    if masker.presence is not None:
+        own.append(masker.presence)
     encoder = _owned_encoder(masker)
     if encoder is not None:
         own.append(encoder)
@@ -227,7 +220,9 @@ def masker_forward(
     """
     options = options or InferenceOptions()
     dtype = resolve_autocast(inputs.device, options.autocast, inputs.dtype)
-    x = inputs if dtype is not None else inputs.float()
+    # The masker's weights stay float32; autocast casts to ``dtype`` where it pays off and
+    # keeps the rest (normalisation, interpolation) in float32, which needs float32 inputs.
+    x = inputs.float()
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     context = torch.autocast(inputs.device.type, dtype=dtype) if dtype else nullcontext()

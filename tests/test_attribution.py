@@ -381,3 +381,62 @@ def test_learning_on_coloured_squares(squares_task):
     present = masks.mean().item()
     assert hit_rate > 0.75, f"IoU > 0.5 for only {hit_rate:.0%} of the images"
     assert absent < 0.2 * present, f"absent-class area {absent:.3f} vs true {present:.3f}"
+
+
+def test_shape_bucket_pads_real_selectors_with_fake_ones():
+    from captum_realtime_mask.training import _shape_bucket
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        real = torch.rand(64, generator=g) > 0.3
+        idx = real.nonzero().squeeze(1)
+        used = _shape_bucket(idx, real)
+        assert torch.equal(used[: len(idx)], idx)
+        assert len(used) % 8 == 0 or len(used) == 64
+        assert not real[used[len(idx) :]].any()
+        assert len(set(used.tolist())) == len(used)
+
+
+def test_padded_classifier_batches_leave_the_loss_unchanged(timm_resnet, monkeypatch):
+    from captum_realtime_mask import training
+    from captum_realtime_mask.objective import ObjectiveConfig
+
+    x, y = torch.rand(12, 3, 32, 32), torch.arange(12) % 5
+    attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn", seed=0)
+    # Blurred alternatives only, so that the extra rows' random draws change no image.
+    objective = ObjectiveConfig(fake_prob=0.5, blur_prob=1.0)
+
+    def terms(devices):
+        monkeypatch.setattr(training, "_BUCKETED_DEVICES", frozenset(devices))
+        out, real = training._step_terms(
+            attr.masker, timm_resnet, x, y, 5, objective, torch.Generator().manual_seed(3)
+        )
+        return out, real
+
+    plain, real = terms(())
+    padded, real_padded = terms({"cpu"})
+    assert torch.equal(real, real_padded) and 0 < int(real.sum()) % 8
+    torch.testing.assert_close(padded.total, plain.total)
+
+
+def test_filter_stride_uses_a_finer_map_with_a_presence_gate(timm_resnet, tmp_path):
+    from captum_realtime_mask import EncoderSpec, MaskerConfig
+
+    strides = RealTimeMaskAttribution(timm_resnet).masker.encoder.reductions
+    cfg = MaskerConfig(num_classes=5, encoder=EncoderSpec(kind="classifier"))
+    cfg.filter_stride = strides[-2]
+    attr = RealTimeMaskAttribution(timm_resnet, masker_config=cfg, seed=0)
+    assert attr.masker.presence is not None
+    assert len(attr.masker.upsamplers) < len(RealTimeMaskAttribution(timm_resnet).masker.upsamplers)
+    x, y = torch.rand(3, 3, 64, 64), torch.tensor([0, 1, 2])
+    masks = attr.mask(x, target=y)
+    assert masks.shape == (3, 1, 64, 64) and float(masks.max()) > 0
+    # A strongly negative offset closes the presence gate: the masks are empty.
+    assert float(attr.mask(x, target=y, confidence=-1e4).max()) == 0.0
+    attr.save(tmp_path / "m")
+    again = RealTimeMaskAttribution.load(tmp_path / "m", timm_resnet)
+    assert again.masker.config.filter_stride == strides[-2]
+    torch.testing.assert_close(again.mask(x, target=y), masks)
+    cfg.filter_stride = 3
+    with pytest.raises(InputError, match="filter_stride"):
+        RealTimeMaskAttribution(timm_resnet, masker_config=cfg)

@@ -308,9 +308,11 @@ def test_cuda_half_inputs_keep_their_dtype(timm_resnet):
     attr = RealTimeMaskAttribution(timm_resnet.cuda(), seed=0)
     x = torch.rand(2, 3, 64, 64, device="cuda")
     t = torch.tensor([0, 1], device="cuda")
+    ref = attr.mask(x, target=t)  # also moves the masker to the inputs' device
     with torch.no_grad():
         out = masker_forward(attr.masker, x.half(), t)
     assert out.dtype == torch.float16 and out.is_cuda
+    assert float((out.float() - ref).abs().mean()) < 0.02
 
 
 @pytest.mark.gpu

@@ -37,10 +37,16 @@ class FeatureFilter(nn.Module):
         self, features: torch.Tensor, target: torch.Tensor, confidence: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gate the map; returns the filtered map and the gate logits ``(N, 1, H, W)``."""
+        logits = self.gate_logits(features, target, confidence)
+        return features * torch.sigmoid(logits), logits
+
+    def gate_logits(
+        self, features: torch.Tensor, target: torch.Tensor, confidence: float = 0.0
+    ) -> torch.Tensor:
+        """The gate logits ``X_ij^T C_s / sqrt(channels) + confidence``, ``(N, 1, H, W)``."""
         emb = self.embedding(target).to(features.dtype)
         logits = torch.einsum("nchw,nc->nhw", features, emb).unsqueeze(1) * self.scale
-        logits = logits + confidence
-        return features * torch.sigmoid(logits), logits
+        return logits + confidence
 
 
 class Bottleneck(nn.Module):

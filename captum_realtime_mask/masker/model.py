@@ -37,6 +37,12 @@ class MaskerConfig:
             :class:`~captum_realtime_mask.masker.blocks.Upsampler`.
         mask_stride: Stride of the mask before the final bilinear resize (4 in the paper).
             None means the encoder's smallest stride, or 4 if that is larger (ViTs).
+        filter_stride: Stride of the encoder map that the class filter gates and the
+            decoder starts from. None means the deepest map (the paper). A finer map gives
+            the decoder more spatial detail (at 64 px a ResNet's stride-16 map is 4x4); the
+            deepest map then gets a filter of its own whose largest gate logit is the class
+            *presence*, and the mask is multiplied by its sigmoid, so that classes absent from
+            the image still get empty masks.
         eps: Epsilon in the mask ratio.
     """
 
@@ -47,6 +53,7 @@ class MaskerConfig:
     blocks_per_upsampler: int = 1
     upsample: UpsampleMode = "bilinear"
     mask_stride: int | None = None
+    filter_stride: int | None = None
     eps: float = 1e-6
 
     @classmethod
@@ -124,10 +131,20 @@ class MaskingModel(nn.Module):
                 f"{max(strides)}, got {mask_stride}."
             )
         self.mask_stride = mask_stride
-        self.filter = FeatureFilter(channels[-1], config.num_classes)
-        width = config.first_width or max(32, channels[-1] // 4)
+        filter_stride = config.filter_stride or max(strides)
+        if filter_stride not in strides or filter_stride < mask_stride:
+            raise InputError(
+                f"filter_stride: expected one of the encoder's strides {list(strides)} that is "
+                f">= the mask stride {mask_stride}, got {config.filter_stride}."
+            )
+        self.filter_index = strides.index(filter_stride)
+        self.filter = FeatureFilter(channels[self.filter_index], config.num_classes)
+        # With a finer filter map, the deepest map decides whether the class is present.
+        deepest = self.filter_index == len(strides) - 1
+        self.presence = None if deepest else FeatureFilter(channels[-1], config.num_classes)
+        width = config.first_width or max(32, channels[self.filter_index] // 4)
         skips = dict(zip(strides, channels))
-        ups, cin, stride = [], channels[-1], max(strides)
+        ups, cin, stride = [], channels[self.filter_index], filter_stride
         self.skip_index: list[int | None] = []
         while stride > mask_stride:
             stride //= 2
@@ -156,10 +173,34 @@ class MaskingModel(nn.Module):
         Returns:
             The :class:`MaskerOutput`.
         """
-        maps = self.encoder(inputs)
-        x, gate = self.filter(maps[-1], target, confidence)
+        return self.decode(self.encoder(inputs), target, confidence, inputs.shape[-2:])
+
+    def decode(
+        self,
+        maps: list[torch.Tensor],
+        target: torch.Tensor,
+        confidence: float,
+        size: tuple[int, int] | torch.Size,
+    ) -> MaskerOutput:
+        """Everything after the encoder: filter, upsamplers, head and the resize to ``size``.
+
+        Args:
+            maps: The encoder's maps, finest first.
+            target: Class selectors ``(N,)``.
+            confidence: Offset added to the gate logits.
+            size: Height and width of the returned mask.
+
+        Returns:
+            The :class:`MaskerOutput`.
+        """
+        x, gate = self.filter(maps[self.filter_index], target, confidence)
+        gate_logit = gate.flatten(1).amax(1)
+        if self.presence is not None:
+            gate_logit = self.presence.gate_logits(maps[-1], target, confidence).flatten(1).amax(1)
         for up, idx in zip(self.upsamplers, self.skip_index):
             x = up(x, maps[idx] if idx is not None else None)
         small = self.head(x)
-        mask = F.interpolate(small, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
-        return MaskerOutput(mask.clamp(0, 1), small, gate.flatten(1).amax(1))
+        if self.presence is not None:
+            small = small * torch.sigmoid(gate_logit.float()).view(-1, 1, 1, 1)
+        mask = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+        return MaskerOutput(mask.clamp(0, 1), small, gate_logit)
