@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from captum_realtime_mask.datasets import find_fashion_mnist
 
@@ -76,3 +77,26 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Occlusion |" in table
     assert (tmp_path / "out" / "figure.png").stat().st_size > 1000
+
+
+def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
+    import multiprocessing
+
+    from captum_realtime_mask.benchmark import runner
+
+    before = torch.get_num_threads()
+    alive = multiprocessing.get_context("spawn").Value("i", 2)
+    monkeypatch.setattr(runner, "_JOBS_ALIVE", None)
+    monkeypatch.setattr(runner, "_ALL_THREADS", 1)
+    try:
+        runner._share_threads()  # in-process runs: no worker state, threads untouched
+        assert torch.get_num_threads() == before
+        runner._init_worker(alive, 4)
+        runner._share_threads()
+        assert torch.get_num_threads() == 2
+        runner._job_done()
+        assert alive.value == 1
+        runner._share_threads()
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
