@@ -134,22 +134,11 @@ def _owned_encoder(masker: nn.Module) -> nn.Module | None:
     return None
 
 
-def _decode(
-    masker: nn.Module,
-    maps: list[torch.Tensor],
-    target: torch.Tensor,
-    confidence: float,
-    size: tuple[int, int],
-) -> MaskerOutput:
-    """Everything of ``MaskingModel.forward`` after the encoder (the part that is compiled)."""
-    return masker.decode(maps, target, confidence, size)
-
-
 def _encode_decode(
     masker: nn.Module, x: torch.Tensor, target: torch.Tensor, confidence: float
 ) -> MaskerOutput:
     """The whole masker forward, for maskers whose encoder is their own (compiled whole)."""
-    return _decode(masker, masker.encoder(x), target, confidence, x.shape[-2:])
+    return masker.decode(masker.encoder(x), target, confidence, x.shape[-2:])
 
 
 def _eager_encoder_then(
@@ -159,7 +148,7 @@ def _eager_encoder_then(
     target: torch.Tensor,
     confidence: float,
 ) -> MaskerOutput:
-    """The user's encoder run eagerly, then the compiled decoder."""
+    """The user's encoder run eagerly, then the compiled ``MaskingModel.decode``."""
     return decode(masker, masker.encoder(x), target, confidence, x.shape[-2:])
 
 
@@ -180,9 +169,7 @@ def apply_inference_options(masker: nn.Module, options: InferenceOptions) -> Non
         options: What to apply.
     """
     fmt = torch.channels_last if options.channels_last else torch.contiguous_format
-    own = [masker.filter, *masker.upsamplers, masker.head]
-    if masker.presence is not None:
-        own.append(masker.presence)
+    own = [module for name, module in masker.named_children() if name != "encoder"]
     encoder = _owned_encoder(masker)
     if encoder is not None:
         own.append(encoder)
@@ -193,7 +180,7 @@ def apply_inference_options(masker: nn.Module, options: InferenceOptions) -> Non
         if encoder is not None:
             compiled = torch.compile(_encode_decode, **options.compile_kwargs)
         else:
-            decode = torch.compile(_decode, **options.compile_kwargs)
+            decode = torch.compile(type(masker).decode, **options.compile_kwargs)
             compiled = functools.partial(_eager_encoder_then, decode)
         # A plain attribute: not a submodule, not in state_dict(), not used by fit().
         masker._speed_forward = compiled

@@ -350,7 +350,13 @@ def evaluate_accuracy(
         model.train(was_training)
 
 
-_EVAL_SIZES = ("n_val", "n_test")
+def training_data_fields(dataset: ClutteredConfig) -> dict[str, Any]:
+    """The dataset settings that change training: all but the validation and test sizes.
+
+    Cache keys of black boxes and benchmark maskers hash these, so an evaluation on fewer
+    validation or test images reuses what was trained beside the full splits.
+    """
+    return {k: v for k, v in dataset.to_dict().items() if k not in ("n_val", "n_test")}
 
 
 def blackbox_cache_paths(
@@ -372,7 +378,7 @@ def blackbox_cache_paths(
         {
             "format": _FORMAT_VERSION,
             "blackbox": config.to_dict(),
-            "dataset": {k: v for k, v in dataset.to_dict().items() if k not in _EVAL_SIZES},
+            "dataset": training_data_fields(dataset),
             "max_steps": max_steps,
         },
         sort_keys=True,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from captum_realtime_mask.attribution import RealTimeMaskAttribution
-from captum_realtime_mask.benchmark.blackbox import train_blackbox
+from captum_realtime_mask.benchmark.blackbox import train_blackbox, training_data_fields
 from captum_realtime_mask.benchmark.methods import Method, captum_methods
 from captum_realtime_mask.checkpoint import atomic_write_bytes
 from captum_realtime_mask.datasets.cluttered import ClutteredConfig, ClutteredFashionMNIST
@@ -166,15 +166,17 @@ def _best_threshold(x, y, boxes, maps) -> float:
     return best
 
 
-def _masker_key(model: nn.Module, encoder: Any, cfg: BenchmarkConfig, data: ClutteredConfig) -> str:
+def _masker_key(
+    model: nn.Module, encoder: EncoderSpec, cfg: BenchmarkConfig, data: ClutteredConfig
+) -> str:
     """Cache key of a benchmark masker: everything that changes its training."""
     blob = json.dumps(
         {
             "blackbox": model.info.get("blackbox"),
             "blackbox_steps": model.info.get("steps"),
-            "encoder": encoder if isinstance(encoder, str) else asdict(encoder),
+            "encoder": encoder.to_dict(),
             "objective": ObjectiveConfig(**cfg.objective).to_dict(),
-            "train": {k: v for k, v in data.to_dict().items() if k not in ("n_val", "n_test")},
+            "train": training_data_fields(data),
             "epochs": cfg.masker_epochs,
             "max_steps": cfg.masker_max_steps,
             "batch_size": cfg.batch_size,
