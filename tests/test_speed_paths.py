@@ -274,7 +274,11 @@ def test_benchmark_script_runs_end_to_end(tmp_path):
     argv = ["--configs", "64-light", "--batch-sizes", "2", "--options", "fp32", "--budget", "0"]
     argv += ["--min-rounds", "1", "--max-rounds", "1", "--train", "--train-batch", "4"]
     argv += ["--train-steps", "1", "--train-rounds", "1", "--threads", "1", "--json", str(out)]
-    assert bench.main(argv) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads must not leak into later tests
     result = json.loads(out.read_text())
     (row,) = result["inference"]
     assert row["ratio"] > 0 and row["attribute_img_s"] > 0 and row["decoder_gflop_per_img"] > 0
