@@ -73,6 +73,10 @@ class FitConfig:
             object, and the masker collapses to an empty mask. 0 turns it off.
         nonfinite_patience: Consecutive non-finite losses or gradients tolerated (each step
             skipped with a warning) before training stops with :class:`TrainingError`.
+        embedding_lr_scale: The class embeddings of the feature filters learn at ``lr`` times
+            this. Not in the paper. The gate logit is a dot product scaled by
+            ``1/sqrt(channels)``, so at ``lr`` it moves slowly and a short fit leaves absent
+            and present classes with similar gates (the masks then ignore the class).
     """
 
     epochs: int | None = None
@@ -89,6 +93,7 @@ class FitConfig:
     keep_last: int = 3
     area_warmup: float = 0.2
     nonfinite_patience: int = 10
+    embedding_lr_scale: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,6 +110,10 @@ class FitConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise InputError(
                 f"grad_clip: expected a positive max gradient norm or None, got {self.grad_clip!r}."
+            )
+        if not self.embedding_lr_scale > 0:
+            raise InputError(
+                f"embedding_lr_scale: expected a positive factor, got {self.embedding_lr_scale!r}."
             )
         if not self.weight_decay >= 0:
             raise InputError(f"weight_decay: expected >= 0, got {self.weight_decay!r}.")
@@ -221,6 +230,19 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> No
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def _param_groups(masker: nn.Module, config: FitConfig) -> list[dict[str, Any]]:
+    """Trainable parameters; the class embeddings get ``lr * embedding_lr_scale``."""
+    embeddings, rest = [], []
+    for name, param in masker.named_parameters():
+        if param.requires_grad:
+            (embeddings if name.endswith("embedding.weight") else rest).append(param)
+    groups = [{"params": rest, "lr": config.lr, "base_lr": config.lr}]
+    if embeddings:
+        lr = config.lr * config.embedding_lr_scale
+        groups.append({"params": embeddings, "lr": lr, "base_lr": lr})
+    return groups
+
+
 _RUN_SHAPING_OPTIONS = (
     "epochs",
     "max_steps",
@@ -230,6 +252,7 @@ _RUN_SHAPING_OPTIONS = (
     "grad_clip",
     "seed",
     "area_warmup",
+    "embedding_lr_scale",
 )
 _STEP = re.compile(r"step-\d+")
 _STALE = re.compile(r"\.(step-\d+)\.(.+)")
@@ -536,8 +559,9 @@ def fit_masker(
         )
     num_classes = masker.config.num_classes
     masker.to(device)
-    params = [p for p in masker.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    groups = _param_groups(masker, config)
+    params = [p for group in groups for p in group["params"]]
+    opt = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     generator = torch.Generator(device).manual_seed(config.seed + rank)
@@ -637,8 +661,9 @@ def fit_masker(
                     x = x.to(device, non_blocking=True)
                     y = y.to(device, non_blocking=True)
                     _check_finite(x)  # on the training device: cheap there
+                    factor = _lr_factor(config.lr_schedule, state.step, total)
                     for group in opt.param_groups:
-                        group["lr"] = config.lr * _lr_factor(config.lr_schedule, state.step, total)
+                        group["lr"] = group["base_lr"] * factor
                     step_objective = objective
                     if config.area_warmup > 0 and total:
                         ramp = min(1.0, (state.step + 1) / (config.area_warmup * total))

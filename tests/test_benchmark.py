@@ -72,11 +72,22 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
             assert 0.0 <= r["localisation_error"] <= 100.0
     max_row = next(r for r in rows if r["method"] == "Max box")
     assert max_row["box_area"] == 1.0
+    # The whole image never overlaps an item by IoU > 0.5, on any subset of the images.
+    assert max_row["localisation_error_correct"] in (None, 100.0)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["blackboxes"]["resnet"]["rows"][0]["method"] == names[0]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Occlusion |" in table
     assert (tmp_path / "out" / "figure.png").stat().st_size > 1000
+
+
+def test_error_on_a_subset_counts_only_its_images():
+    from captum_realtime_mask.benchmark.runner import _error_on
+
+    hits = torch.tensor([True, False, True, False, False])
+    assert _error_on(hits, torch.tensor([True, True, False, False, False])) == 50.0
+    assert _error_on(hits, torch.tensor([True, False, True, False, False])) == 0.0
+    assert _error_on(hits, torch.zeros(5, dtype=torch.bool)) is None
 
 
 def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):

@@ -268,9 +268,35 @@ def test_exhausted_iterator_and_bad_fit_options():
         {"grad_clip": -1.0},
         {"area_warmup": 2.0},
         {"weight_decay": -1.0},
+        {"embedding_lr_scale": 0.0},
     ):
         with pytest.raises(InputError, match=next(iter(option))):
             FitConfig(**option)
+
+
+def test_embedding_lr_scale_speeds_up_only_the_class_embedding():
+    """Adam moves each weight by about lr per step, so 20x the lr moves the embedding ~20x."""
+
+    def moved(scale: float) -> tuple[float, float]:
+        attr = make_attr()
+        before = {k: v.clone() for k, v in attr.masker.state_dict().items()}
+        attr.fit(
+            make_batches(3),
+            max_steps=3,
+            lr=1e-4,
+            lr_schedule="cosine",
+            embedding_lr_scale=scale,
+            progress=False,
+        )
+        after = attr.masker.state_dict()
+        emb = (after["filter.embedding.weight"] - before["filter.embedding.weight"]).abs().max()
+        head = (after["head.conv.weight"] - before["head.conv.weight"]).abs().max()
+        return float(emb), float(head)
+
+    emb1, head1 = moved(1.0)
+    emb20, head20 = moved(20.0)
+    assert emb20 > 10 * emb1
+    assert head20 < 2 * head1  # the rest of the masker keeps its learning rate
 
 
 # ---------------------------------------------------------------------------- training faults
