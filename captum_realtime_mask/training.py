@@ -34,6 +34,7 @@ from captum_realtime_mask.checkpoint import (
     write_checkpoint,
 )
 from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
+from captum_realtime_mask.masker.blocks import FeatureFilter
 from captum_realtime_mask.masker.model import MaskingModel
 from captum_realtime_mask.objective import (
     LossTerms,
@@ -232,10 +233,11 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> No
 
 def _param_groups(masker: nn.Module, config: FitConfig) -> list[dict[str, Any]]:
     """Trainable parameters; the class embeddings get ``lr * embedding_lr_scale``."""
+    embedding = {id(m.embedding.weight) for m in masker.modules() if isinstance(m, FeatureFilter)}
     embeddings, rest = [], []
-    for name, param in masker.named_parameters():
+    for param in masker.parameters():
         if param.requires_grad:
-            (embeddings if name.endswith("embedding.weight") else rest).append(param)
+            (embeddings if id(param) in embedding else rest).append(param)
     groups = [{"params": rest, "lr": config.lr, "base_lr": config.lr}]
     if embeddings:
         lr = config.lr * config.embedding_lr_scale
@@ -243,7 +245,8 @@ def _param_groups(masker: nn.Module, config: FitConfig) -> list[dict[str, Any]]:
     return groups
 
 
-_RUN_SHAPING_OPTIONS = (
+#: FitConfig fields that change what a run learns (a resumed run warns when they differ).
+RUN_SHAPING_OPTIONS = (
     "epochs",
     "max_steps",
     "lr",
@@ -800,7 +803,7 @@ def _resume(
         ) from exc
     changed = [
         f"{k}={saved[k]!r} -> {getattr(config, k)!r}"
-        for k in _RUN_SHAPING_OPTIONS
+        for k in RUN_SHAPING_OPTIONS
         if k in saved and saved[k] != getattr(config, k)
     ]
     if changed:

@@ -35,7 +35,7 @@ from captum_realtime_mask.metrics import (
     saliency_metric,
 )
 from captum_realtime_mask.objective import ObjectiveConfig
-from captum_realtime_mask.training import FitConfig
+from captum_realtime_mask.training import RUN_SHAPING_OPTIONS, FitConfig
 
 __all__ = ["BENCHMARK_OBJECTIVE", "BenchmarkConfig", "run_benchmark"]
 
@@ -176,28 +176,25 @@ def _best_threshold(x, y, boxes, maps) -> float:
     return best
 
 
-#: The fit() defaults that change what a benchmark masker learns (the rest are set explicitly).
-_FIT_KEY_FIELDS = (
-    "lr",
-    "weight_decay",
-    "lr_schedule",
-    "grad_clip",
-    "area_warmup",
-    "embedding_lr_scale",
-)
+#: fit() options that the benchmark sets itself (in the key as they are); the other
+#: run-shaping options enter the key with their defaults.
+_FIT_SET_HERE = ("epochs", "max_steps", "seed")
 
 
 def _masker_key(
     model: nn.Module, encoder: EncoderSpec, cfg: BenchmarkConfig, data: ClutteredConfig
 ) -> str:
     """Cache key of a benchmark masker: everything that changes its training."""
+    fit_defaults = FitConfig()
     blob = json.dumps(
         {
             "blackbox": model.info.get("blackbox"),
             "blackbox_steps": model.info.get("steps"),
             "encoder": encoder.to_dict(),
             "objective": ObjectiveConfig(**cfg.objective).to_dict(),
-            "fit": {k: v for k, v in asdict(FitConfig()).items() if k in _FIT_KEY_FIELDS},
+            "fit": {
+                k: getattr(fit_defaults, k) for k in RUN_SHAPING_OPTIONS if k not in _FIT_SET_HERE
+            },
             "train": training_data_fields(data),
             "epochs": cfg.masker_epochs,
             "max_steps": cfg.masker_max_steps,
