@@ -440,3 +440,66 @@ def test_filter_stride_uses_a_finer_map_with_a_presence_gate(timm_resnet, tmp_pa
     cfg.filter_stride = 3
     with pytest.raises(InputError, match="filter_stride"):
         RealTimeMaskAttribution(timm_resnet, masker_config=cfg)
+
+
+def test_competitive_presence_is_the_softmax_probability_of_the_class():
+    from captum_realtime_mask.masker.blocks import FeatureFilter
+
+    torch.manual_seed(0)
+    f = FeatureFilter(channels=6, num_classes=4)
+    feats, target = torch.randn(5, 6, 3, 3), torch.tensor([0, 1, 2, 3, 1])
+    # Reference: each class's largest scaled dot product over positions, then a softmax.
+    scores = (
+        torch.stack(
+            [
+                (feats * f.embedding.weight[k].view(1, -1, 1, 1)).sum(1).flatten(1).amax(1)
+                for k in range(4)
+            ],
+            1,
+        )
+        / 6**0.5
+    )
+    expected = scores.softmax(1).gather(1, target[:, None]).squeeze(1)
+    got = torch.sigmoid(f.presence_logit(feats, target))
+    torch.testing.assert_close(got, expected)
+    # The presences of all classes of one image sum to one; the offset shifts the logit.
+    every = torch.stack(
+        [torch.sigmoid(f.presence_logit(feats, torch.full((5,), k))) for k in range(4)]
+    )
+    torch.testing.assert_close(every.sum(0), torch.ones(5))
+    torch.testing.assert_close(
+        f.presence_logit(feats, target, confidence=2.0), f.presence_logit(feats, target) + 2.0
+    )
+
+
+def test_presence_option_is_checked_and_old_configs_load_as_independent(timm_resnet):
+    from captum_realtime_mask import EncoderSpec, MaskerConfig
+
+    strides = RealTimeMaskAttribution(timm_resnet).masker.encoder.reductions
+    cfg = MaskerConfig(num_classes=5, encoder=EncoderSpec(kind="classifier"))
+    cfg.filter_stride = strides[-2]
+    saved = cfg.to_dict()
+    assert saved["presence"] == "competitive"
+    del saved["presence"]
+    assert MaskerConfig.from_dict(saved).presence == "independent"
+    x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    outs = {}
+    for mode in ("competitive", "independent"):
+        cfg.presence = mode
+        masker = RealTimeMaskAttribution(timm_resnet, masker_config=cfg, seed=0).masker.eval()
+        outs[mode] = masker(x, y).gate_logit
+    assert not torch.allclose(outs["competitive"], outs["independent"])
+    # Competitive presence scales the mask's odds; independent presence scales the mask.
+    small, p = torch.tensor([0.0, 0.5, 0.9, 1.0]).view(4, 1, 1, 1), torch.full((4,), 0.25)
+    for mode, expected in (
+        ("competitive", [0.0, 0.2, 9 / 13, 1.0]),
+        ("independent", [0.0, 0.125, 0.225, 0.25]),
+    ):
+        cfg.presence = mode
+        masker = RealTimeMaskAttribution(timm_resnet, masker_config=cfg).masker
+        got = masker._apply_presence(small, p).flatten()
+        torch.testing.assert_close(got, torch.tensor(expected))
+        assert float(masker._apply_presence(small, torch.zeros(4)).max()) == 0.0
+    cfg.presence = "softmax"
+    with pytest.raises(InputError, match="presence"):
+        RealTimeMaskAttribution(timm_resnet, masker_config=cfg)

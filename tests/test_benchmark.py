@@ -29,6 +29,7 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
         cache_dir=str(tmp_path / "cache"),
         n_train=128,
         n_val=16,
+        threshold_images=8,
         n_test=16,
         blackbox_max_steps=2,
         masker_max_steps=2,
@@ -78,6 +79,8 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert saved["blackboxes"]["resnet"]["rows"][0]["method"] == names[0]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Occlusion |" in table
+    assert "chosen on 8 validation images" in table
+    assert "(on " in table.split("## Black box: resnet")[1].splitlines()[0]  # accuracy's split
     assert (tmp_path / "out" / "figure.png").stat().st_size > 1000
 
 

@@ -48,6 +48,30 @@ class FeatureFilter(nn.Module):
         logits = torch.einsum("nchw,nc->nhw", features, emb).unsqueeze(1) * self.scale
         return logits + confidence
 
+    def presence_logit(
+        self, features: torch.Tensor, target: torch.Tensor, confidence: float = 0.0
+    ) -> torch.Tensor:
+        """Class-competitive presence of ``target``, as a logit ``(N,)``.
+
+        Every class ``k`` scores ``z_k = max_ij X_ij^T C_k / sqrt(channels)``; the presence of
+        ``s`` is ``softmax(z)_s``, returned as its logit ``z_s - logsumexp_{k != s} z_k`` (plus
+        ``confidence``), so that ``sigmoid`` of it is the probability. Unlike the independent
+        gate, a class scores low whenever another class explains the image better.
+
+        Example:
+            >>> f = FeatureFilter(channels=4, num_classes=3)
+            >>> tuple(f.presence_logit(torch.ones(2, 4, 5, 5), torch.tensor([0, 2])).shape)
+            (2,)
+        """
+        emb = self.embedding.weight.to(features.dtype)
+        scores = torch.einsum("nchw,kc->nkhw", features, emb).flatten(2).amax(2).float()
+        scores = scores * self.scale
+        own = scores.gather(1, target[:, None]).squeeze(1)
+        if scores.shape[1] == 1:
+            return own + confidence
+        others = scores.scatter(1, target[:, None], float("-inf"))
+        return own - torch.logsumexp(others, 1) + confidence
+
 
 class Bottleneck(nn.Module):
     """ResNet bottleneck (1x1 reduce, 3x3, 1x1 expand) with an identity shortcut."""

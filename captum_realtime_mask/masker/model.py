@@ -16,6 +16,7 @@ from captum_realtime_mask.masker.encoders import EncoderSpec, FeatureEncoder, bu
 __all__ = ["MaskerConfig", "MaskerOutput", "MaskingModel"]
 
 Preset = Literal["paper", "light", "fast"]
+Presence = Literal["competitive", "independent"]
 
 
 @dataclass
@@ -40,9 +41,17 @@ class MaskerConfig:
         filter_stride: Stride of the encoder map that the class filter gates and the
             decoder starts from. None means the deepest map (the paper). A finer map gives
             the decoder more spatial detail (at 64 px a ResNet's stride-16 map is 4x4); the
-            deepest map then gets a filter of its own whose largest gate logit is the class
-            *presence*, and the mask is multiplied by its sigmoid, so that classes absent from
-            the image still get empty masks.
+            deepest map then gets a filter of its own that scores the class's *presence*, and
+            the mask is scaled by it (see ``presence``), so that classes absent from the image
+            still get empty masks.
+        presence: How that presence gate scores a class and applies to the mask (only with
+            ``filter_stride``). ``"competitive"``: a softmax over all classes of their largest
+            logit on the deepest map (see :meth:`FeatureFilter.presence_logit`), so a class
+            scores low where another explains the image better, and it scales the mask's odds
+            (``m' / (1 - m') = p * m / (1 - m)``), so that a confident decoder is not cut down by
+            a moderate presence. ``"independent"``: the sigmoid of the class's own largest
+            logit (the form of the paper's gate) multiplies the mask. Configurations saved
+            without this field load as ``"independent"``.
         eps: Epsilon in the mask ratio.
     """
 
@@ -54,6 +63,7 @@ class MaskerConfig:
     upsample: UpsampleMode = "bilinear"
     mask_stride: int | None = None
     filter_stride: int | None = None
+    presence: Presence = "competitive"
     eps: float = 1e-6
 
     @classmethod
@@ -81,6 +91,7 @@ class MaskerConfig:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
         data["encoder"] = EncoderSpec.from_dict(data["encoder"])
+        data.setdefault("presence", "independent")  # saved before the option existed
         return cls(**data)
 
 
@@ -90,7 +101,8 @@ class MaskerOutput(NamedTuple):
     Attributes:
         mask: ``(N, 1, H, W)`` at input resolution, values in ``[0, 1]``.
         small_mask: ``(N, 1, H / s, W / s)`` at the masker's resolution (TV and area use it).
-        gate_logit: ``(N,)`` largest feature-filter logit of each image.
+        gate_logit: ``(N,)`` largest feature-filter logit of each image, or with a presence
+            gate (``filter_stride``) the logit of the class's presence.
     """
 
     mask: torch.Tensor
@@ -136,6 +148,10 @@ class MaskingModel(nn.Module):
             raise InputError(
                 f"filter_stride: expected one of the encoder's strides {list(strides)} that is "
                 f">= the mask stride {mask_stride}, got {config.filter_stride}."
+            )
+        if config.presence not in ("competitive", "independent"):
+            raise InputError(
+                f"presence: expected 'competitive' or 'independent', got {config.presence!r}."
             )
         self.filter_index = strides.index(filter_stride)
         self.filter = FeatureFilter(channels[self.filter_index], config.num_classes)
@@ -194,13 +210,27 @@ class MaskingModel(nn.Module):
             The :class:`MaskerOutput`.
         """
         x, gate = self.filter(maps[self.filter_index], target, confidence)
-        if self.presence is not None:
-            gate = self.presence.gate_logits(maps[-1], target, confidence)
         gate_logit = gate.flatten(1).amax(1)
+        if self.presence is not None:
+            if self.config.presence == "competitive":
+                gate_logit = self.presence.presence_logit(maps[-1], target, confidence)
+            else:
+                gate = self.presence.gate_logits(maps[-1], target, confidence)
+                gate_logit = gate.flatten(1).amax(1)
         for up, idx in zip(self.upsamplers, self.skip_index):
             x = up(x, maps[idx] if idx is not None else None)
         small = self.head(x)
         if self.presence is not None:
-            small = small * torch.sigmoid(gate_logit.float()).view(-1, 1, 1, 1)
+            small = self._apply_presence(small, torch.sigmoid(gate_logit.float()))
         mask = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
         return MaskerOutput(mask.clamp(0, 1), small, gate_logit)
+
+    def _apply_presence(self, small: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+        """Scale the mask by the class presence ``(N,)``: its odds if competitive, else itself."""
+        p = presence.view(-1, 1, 1, 1)
+        if self.config.presence == "independent":
+            return small * p
+        # Odds scaling: m' / (1 - m') = p * m / (1 - m). A confident decoder keeps its mask
+        # when the presence is moderate; an absent class (p near 0) still empties it.
+        kept = p * small
+        return kept / (kept + 1 - small).clamp_min(self.config.eps)
