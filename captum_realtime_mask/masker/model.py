@@ -210,13 +210,12 @@ class MaskingModel(nn.Module):
             The :class:`MaskerOutput`.
         """
         x, gate = self.filter(maps[self.filter_index], target, confidence)
-        gate_logit = gate.flatten(1).amax(1)
-        if self.presence is not None:
-            if self.config.presence == "competitive":
-                gate_logit = self.presence.presence_logit(maps[-1], target, confidence)
-            else:
-                gate = self.presence.gate_logits(maps[-1], target, confidence)
-                gate_logit = gate.flatten(1).amax(1)
+        if self.presence is None:
+            gate_logit = gate.flatten(1).amax(1)
+        elif self.config.presence == "competitive":
+            gate_logit = self.presence.presence_logit(maps[-1], target, confidence)
+        else:
+            gate_logit = self.presence.gate_logits(maps[-1], target, confidence).flatten(1).amax(1)
         for up, idx in zip(self.upsamplers, self.skip_index):
             x = up(x, maps[idx] if idx is not None else None)
         small = self.head(x)
