@@ -62,6 +62,7 @@ from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import (
     ObjectiveConfig,
     alternative_images,
+    destroy_alternative,
     objective_loss,
     remove_evidence,
 )
@@ -207,6 +208,7 @@ def _optimise_chunk(
         )
         mask_low = torch.sigmoid(logits)
         mask = _upsample(mask_low, height, width).to(x.dtype)
+        alt_drop = destroy_alternative(x, mask, alt_drop, config)
         batch = torch.cat(
             [remove_evidence(x, mask, alt_keep), remove_evidence(x, 1 - mask, alt_drop)]
         )

@@ -44,6 +44,8 @@ __all__ = [
     "alternative_images",
     "area_term",
     "classifier_terms",
+    "destroy_alternative",
+    "inpaint",
     "objective_loss",
     "remove_evidence",
     "tv_term",
@@ -76,6 +78,14 @@ class ObjectiveConfig:
         noise_std: Standard deviation of the Gaussian noise added to the random colour, in
             the same units.
         eps: Small constant in the area power.
+        destroy_fill: What fills the mask's region in the destroyed image ``Phi(X, 1 - M)``:
+            ``"alternative"`` (paper: the same blur or colour as the preserved image) or
+            ``"inpaint"`` (the Gaussian-weighted mean of the unmasked pixels around each
+            masked one, see :func:`inpaint`). A blur keeps an object's silhouette, so with
+            ``"alternative"`` the destroy term pays the mask to cover a margin around
+            shape-defined objects; ``"inpaint"`` removes them with their own pixels.
+        inpaint_sigma: Gaussian sigma of ``"inpaint"`` at a 224-pixel image side; scaled with
+            the input size like ``blur_sigma``.
     """
 
     tv_weight: float = 20.0
@@ -95,6 +105,8 @@ class ObjectiveConfig:
     colour_range: float = 1.0
     noise_std: float = 0.33
     eps: float = 5e-4
+    destroy_fill: Literal["alternative", "inpaint"] = "alternative"
+    inpaint_sigma: float = 20.0
 
     def __post_init__(self) -> None:
         for name in ("tv_weight", "area_weight", "preserve_weight", "destroy_weight"):
@@ -114,6 +126,14 @@ class ObjectiveConfig:
             raise ValueError(
                 f"ObjectiveConfig.destroy must be 'prob_power' or 'hinge', got {self.destroy!r}"
             )
+        if self.destroy_fill not in ("alternative", "inpaint"):
+            raise ValueError(
+                "ObjectiveConfig.destroy_fill must be 'alternative' or 'inpaint', "
+                f"got {self.destroy_fill!r}"
+            )
+        for name in ("blur_sigma", "inpaint_sigma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ObjectiveConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def paper(cls) -> ObjectiveConfig:
@@ -211,6 +231,18 @@ def area_term(mask: torch.Tensor, power: float = 1.0, eps: float = 5e-4) -> torc
     return flat.mean(1)
 
 
+def _blur(images: torch.Tensor, sigma_224: float) -> torch.Tensor:
+    """Gaussian blur with sigma ``sigma_224`` at a 224-pixel side, scaled to the images' size."""
+    h, w = images.shape[-2:]
+    sigma = sigma_224 * max(h, w) / 224.0
+    if sigma <= 0 or min(h, w) <= 1:
+        return images
+    # A 3-sigma radius, capped because gaussian_blur's reflect padding needs radius < side.
+    radius = max(1, min(math.ceil(3 * sigma), min(h, w) - 1))
+    kernel = 2 * radius + 1
+    return gaussian_blur(images, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+
+
 def alternative_images(
     inputs: torch.Tensor,
     config: ObjectiveConfig,
@@ -234,14 +266,7 @@ def alternative_images(
     """
     n, c, h, w = inputs.shape
     device, dtype = inputs.device, inputs.dtype
-    sigma = config.blur_sigma * max(h, w) / 224.0
-    if sigma > 0 and min(h, w) > 1:
-        # A 3-sigma radius, capped because gaussian_blur's reflect padding needs radius < side.
-        radius = max(1, min(math.ceil(3 * sigma), min(h, w) - 1))
-        kernel = 2 * radius + 1
-        blurred = gaussian_blur(inputs, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
-    else:
-        blurred = inputs
+    blurred = _blur(inputs, config.blur_sigma)
     flat = inputs.detach().transpose(0, 1).reshape(c, -1).float()
     mean = flat.mean(1).view(1, c, 1, 1)
     std = flat.std(1).clamp_min(1e-3).view(1, c, 1, 1) if flat.shape[1] > 1 else 1.0
@@ -252,6 +277,68 @@ def alternative_images(
     random_colour = (mean + (colour + noise) * std).to(dtype)
     use_blur = torch.rand(n, 1, 1, 1, device=device, generator=generator) < config.blur_prob
     return torch.where(use_blur, blurred, random_colour)
+
+
+def inpaint(
+    inputs: torch.Tensor,
+    keep: torch.Tensor,
+    sigma: float = 20.0,
+    fallback: torch.Tensor | None = None,
+    floor: float = 1e-2,
+) -> torch.Tensor:
+    """Fill every pixel with the Gaussian-weighted mean of the kept pixels around it.
+
+    This is normalised convolution: ``blur(X * K) / blur(K)``. Where few kept pixels lie
+    within reach, ``fallback`` (or 0) takes over smoothly:
+    ``(blur(X * K) + floor * fallback) / (blur(K) + floor)``. Only the pixels that ``keep``
+    leaves out should be taken from the result.
+
+    Args:
+        inputs: Images ``(N, C, H, W)``.
+        keep: Weights ``(N, 1, H, W)`` in ``[0, 1]``; 1 marks pixels that may be copied.
+        sigma: Gaussian sigma at a 224-pixel image side, scaled with the images' size.
+        fallback: Image used far from any kept pixel, shaped like ``inputs``.
+        floor: Kept weight below which ``fallback`` dominates.
+
+    Returns:
+        Tensor shaped and typed like ``inputs``.
+
+    Example:
+        >>> x = torch.full((1, 1, 5, 5), 2.0)
+        >>> x[..., 2, 2] = 9.0  # an object pixel on a flat background
+        >>> keep = (x < 5).float()  # remove the object
+        >>> filled = inpaint(x, keep, sigma=100.0, floor=0.0)
+        >>> round(float(filled[0, 0, 2, 2]), 3)  # the hole gets its surroundings' value
+        2.0
+    """
+    weight = _blur(keep.to(inputs.dtype), sigma)
+    total = _blur(inputs * keep, sigma)
+    if fallback is None:
+        fallback = torch.zeros_like(inputs)
+    return (total + floor * fallback) / (weight + floor).clamp_min(1e-6)
+
+
+def destroy_alternative(
+    inputs: torch.Tensor, mask: torch.Tensor, alternative: torch.Tensor, config: ObjectiveConfig
+) -> torch.Tensor:
+    """What fills the mask's region in the destroyed image ``Phi(X, 1 - M)``.
+
+    With ``config.destroy_fill == "inpaint"`` the region is inpainted from the pixels the mask
+    leaves (the mask is detached: the fill is an input, like the paper's alternative image);
+    otherwise it is ``alternative``.
+
+    Args:
+        inputs: Images ``(N, C, H, W)``.
+        mask: Masks ``(N, 1, H, W)`` at the images' size (1 = evidence to remove).
+        alternative: The drawn alternative images (the inpainting's fallback).
+        config: Objective options.
+
+    Returns:
+        Tensor shaped like ``inputs``.
+    """
+    if config.destroy_fill == "alternative":
+        return alternative
+    return inpaint(inputs, 1 - mask.detach(), config.inpaint_sigma, fallback=alternative)
 
 
 def remove_evidence(

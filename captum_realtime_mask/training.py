@@ -40,6 +40,7 @@ from captum_realtime_mask.objective import (
     LossTerms,
     ObjectiveConfig,
     alternative_images,
+    destroy_alternative,
     objective_loss,
     remove_evidence,
 )
@@ -452,7 +453,8 @@ def _step_terms(
         used = _shape_bucket(idx, real) if x.device.type in _BUCKETED_DEVICES else idx
         xr, mr = x[used], mask[used]
         preserved = remove_evidence(xr, mr, alternative_images(xr, objective, generator))
-        destroyed = remove_evidence(xr, 1 - mr, alternative_images(xr, objective, generator))
+        alt = destroy_alternative(xr, mr, alternative_images(xr, objective, generator), objective)
+        destroyed = remove_evidence(xr, 1 - mr, alt)
         logits = classifier(torch.cat([preserved, destroyed]))
         _check_logits(logits, 2 * len(used), num_classes)
         logits = logits.float()

@@ -171,7 +171,8 @@ def test_fit_restores_the_classifier_after_an_exception(timm_resnet):
     assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
 
 
-def test_gradients_reach_the_masker_and_never_the_classifier(timm_resnet):
+@pytest.mark.parametrize("destroy_fill", ["alternative", "inpaint"])
+def test_gradients_reach_the_masker_and_never_the_classifier(timm_resnet, destroy_fill):
     from captum_realtime_mask.objective import ObjectiveConfig
     from captum_realtime_mask.training import _step_terms
 
@@ -186,7 +187,7 @@ def test_gradients_reach_the_masker_and_never_the_classifier(timm_resnet):
         x,
         y,
         5,
-        ObjectiveConfig(fake_prob=0.0),
+        ObjectiveConfig(fake_prob=0.0, destroy_fill=destroy_fill),
         torch.Generator().manual_seed(0),
     )
     terms.total.backward()

@@ -114,3 +114,26 @@ def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
         assert torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"threshold_images": 0}, "threshold_images"),
+        ({"threshold_images": 600}, "threshold_images.*n_val"),
+        ({"n_test": -1}, "n_test"),
+        ({"jobs": 0}, "jobs"),
+        ({"refine_steps": (0, -2)}, "refine_steps"),
+        ({"blackboxes": ("vgg",)}, "blackboxes"),
+        ({"objective": {"destroy_wieght": 1.0}}, "objective.*destroy_wieght"),
+        ({"n_tset": 5}, "unknown options.*n_tset"),
+    ],
+)
+def test_benchmark_config_names_bad_options(overrides, match):
+    from captum_realtime_mask.benchmark.runner import BenchmarkConfig
+    from captum_realtime_mask.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        BenchmarkConfig.for_mode("full", **overrides)
+    cfg = BenchmarkConfig.for_mode("full", threshold_images=100)
+    assert cfg.threshold_images == 100 and cfg.n_val == 500

@@ -137,6 +137,24 @@ def square_run():
 
 def test_mask_covers_the_evidence_square(square_run):
     _, masks, _ = square_run
+    _assert_masks_cover_squares(masks)
+
+
+def test_inpainted_destroy_fill_also_covers_the_square():
+    objective = ObjectiveConfig(destroy_fill="inpaint")
+    masks = optimise_masks(
+        BrightSquare(),
+        square_images(3),
+        1,
+        n_iter=200,
+        mask_size=8,
+        objective=objective,
+        generator=seeded(),
+    )
+    _assert_masks_cover_squares(masks)
+
+
+def _assert_masks_cover_squares(masks: torch.Tensor) -> None:
     for i, (r0, r1, c0, c1) in enumerate(BOXES):
         m = masks[i, 0]
         inside = torch.zeros(SIDE, SIDE, dtype=torch.bool)

@@ -12,6 +12,8 @@ from captum_realtime_mask.objective import (
     alternative_images,
     area_term,
     classifier_terms,
+    destroy_alternative,
+    inpaint,
     objective_loss,
     remove_evidence,
     tv_term,
@@ -89,3 +91,36 @@ def test_paper_and_release_presets():
     assert ObjectiveConfig.from_dict(rel.to_dict()) == rel
     with pytest.raises(ValueError, match="fake_prob"):
         ObjectiveConfig(fake_prob=1.5)
+
+
+def test_inpaint_fills_holes_from_their_surroundings():
+    x = torch.rand(2, 3, 32, 32) * 0.1 + 0.2  # a faint texture around 0.25
+    x[:, :, 10:20, 12:22] = 0.9  # the object
+    hole = torch.zeros(2, 1, 32, 32)
+    hole[:, :, 10:20, 12:22] = 1.0
+    fallback = torch.full_like(x, -7.0)
+    filled = inpaint(x, 1 - hole, sigma=40.0, fallback=fallback)
+    inside = filled[:, :, 10:20, 12:22]
+    assert inside.min() > 0.2 - 0.02 and inside.max() < 0.3 + 0.02  # background, not object
+    # With nothing to copy from, the fallback is returned unchanged.
+    assert torch.allclose(inpaint(x, torch.zeros_like(hole), fallback=fallback), fallback)
+
+
+def test_destroy_alternative_inpaints_only_when_asked_and_detaches_the_mask():
+    x = torch.rand(2, 3, 16, 16)
+    alt = torch.zeros_like(x)
+    mask = torch.rand(2, 1, 16, 16, requires_grad=True)
+    assert destroy_alternative(x, mask, alt, ObjectiveConfig()) is alt
+    filled = destroy_alternative(x, mask, alt, ObjectiveConfig(destroy_fill="inpaint"))
+    assert filled.shape == x.shape and not filled.requires_grad
+    expected = inpaint(x, 1 - mask.detach(), ObjectiveConfig().inpaint_sigma, fallback=alt)
+    assert torch.equal(filled, expected)
+
+
+def test_destroy_fill_options_are_checked_and_saved():
+    cfg = ObjectiveConfig(destroy_fill="inpaint", inpaint_sigma=12.0)
+    assert ObjectiveConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="destroy_fill"):
+        ObjectiveConfig(destroy_fill="blur")
+    with pytest.raises(ValueError, match="inpaint_sigma"):
+        ObjectiveConfig(inpaint_sigma=-1.0)

@@ -14,7 +14,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +22,15 @@ import torch
 from torch import nn
 
 from captum_realtime_mask.attribution import RealTimeMaskAttribution
-from captum_realtime_mask.benchmark.blackbox import train_blackbox, training_data_fields
+from captum_realtime_mask.benchmark.blackbox import (
+    BLACKBOX_PRESETS,
+    train_blackbox,
+    training_data_fields,
+)
 from captum_realtime_mask.benchmark.methods import Method, captum_methods
 from captum_realtime_mask.checkpoint import atomic_write_bytes
 from captum_realtime_mask.datasets.cluttered import ClutteredConfig, ClutteredFashionMNIST
+from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.iterative import IterativeMaskAttribution
 from captum_realtime_mask.masker.encoders import EncoderSpec
 from captum_realtime_mask.metrics import (
@@ -42,13 +47,15 @@ __all__ = ["BENCHMARK_OBJECTIVE", "BenchmarkConfig", "run_benchmark"]
 Mode = Literal["quick", "full"]
 
 #: Objective weights of the benchmark's maskers (tuned on the validation split; see the docs).
-#: The destroy weight is half the paper's: at 5, masks kept a margin of background around the
-#: item, because removing only the item's pixels leaves a recognisable blur of it.
+#: The destroyed image is inpainted from the pixels around the mask: with the paper's blur,
+#: removing only the item's pixels leaves a recognisable blur of it, and masks kept a margin
+#: of background around the item.
 BENCHMARK_OBJECTIVE: dict[str, Any] = {
     "area_weight": 10.0,
     "tv_weight": 5.0,
     "fake_prob": 0.5,
-    "destroy_weight": 2.5,
+    "destroy_weight": 5.0,
+    "destroy_fill": "inpaint",
 }
 
 #: Encoder of row (a): the black box's own backbone, frozen, with its stride-2 map feeding the
@@ -115,9 +122,42 @@ class BenchmarkConfig:
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.mode not in ("quick", "full"):
+            raise InputError(f"BenchmarkConfig.mode: expected 'quick' or 'full', got {self.mode!r}")
+        unknown = [b for b in self.blackboxes if b not in BLACKBOX_PRESETS]
+        if not self.blackboxes or unknown:
+            raise InputError(
+                f"BenchmarkConfig.blackboxes: expected keys of BLACKBOX_PRESETS "
+                f"{list(BLACKBOX_PRESETS)}, got {list(self.blackboxes)}"
+            )
+        positive = ("n_train", "n_val", "n_test", "masker_epochs", "iterative_steps", "ig_steps")
+        for name in (*positive, "batch_size", "throughput_batch", "jobs"):
+            _check_count(name, getattr(self, name), minimum=1)
+        _check_count("iterative_images", self.iterative_images, minimum=0)
+        for name in ("blackbox_epochs", "blackbox_max_steps", "masker_max_steps", "threads"):
+            if getattr(self, name) is not None:
+                _check_count(name, getattr(self, name), minimum=1)
+        if self.threshold_images is not None:
+            _check_count("threshold_images", self.threshold_images, minimum=1)
+            if self.threshold_images > self.n_val:
+                raise InputError(
+                    f"BenchmarkConfig.threshold_images: {self.threshold_images} is more than "
+                    f"n_val={self.n_val}; lower it or raise n_val"
+                )
+        if any(not isinstance(s, int) or s < 0 for s in self.refine_steps):
+            raise InputError(
+                f"BenchmarkConfig.refine_steps: expected non-negative integers, "
+                f"got {self.refine_steps!r}"
+            )
+        try:
+            ObjectiveConfig.from_dict(self.objective)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"BenchmarkConfig.objective: {err}") from None
+
     @classmethod
     def for_mode(cls, mode: Mode, **overrides: Any) -> BenchmarkConfig:
-        """The preset sizes of a mode, with overrides."""
+        """The preset sizes of a mode, with overrides (checked like the constructor's)."""
         if mode == "quick":
             base = cls(
                 mode="quick",
@@ -135,9 +175,15 @@ class BenchmarkConfig:
             base = cls(mode="full", iterative_images=128, threshold_images=250)
         else:
             raise ValueError(f"mode: expected 'quick' or 'full', got {mode!r}")
-        for key, value in overrides.items():
-            setattr(base, key, value)
-        return base
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputError(f"BenchmarkConfig.for_mode: unknown options {unknown}")
+        return replace(base, **overrides)
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"BenchmarkConfig.{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, y, bs: int):
