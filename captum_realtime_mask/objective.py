@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import gaussian_blur
 
 __all__ = [
     "LossTerms",
@@ -232,15 +231,30 @@ def area_term(mask: torch.Tensor, power: float = 1.0, eps: float = 5e-4) -> torc
 
 
 def _blur(images: torch.Tensor, sigma_224: float) -> torch.Tensor:
-    """Gaussian blur with sigma ``sigma_224`` at a 224-pixel side, scaled to the images' size."""
-    h, w = images.shape[-2:]
+    """Gaussian blur with sigma ``sigma_224`` at a 224-pixel side, scaled to the images' size.
+
+    The same blur as torchvision's ``gaussian_blur`` (reflect padding, a normalised kernel of
+    radius ``3 sigma``), applied as two 1-D passes: its 2-D depthwise kernel costs ``O(r^2)``
+    per pixel and dominated the inpainting's time on CPU.
+    """
+    n, c, h, w = images.shape
     sigma = sigma_224 * max(h, w) / 224.0
     if sigma <= 0 or min(h, w) <= 1:
         return images
-    # A 3-sigma radius, capped because gaussian_blur's reflect padding needs radius < side.
+    # A 3-sigma radius, capped because reflect padding needs radius < side.
     radius = max(1, min(math.ceil(3 * sigma), min(h, w) - 1))
-    kernel = 2 * radius + 1
-    return gaussian_blur(images, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+    kernel = _gaussian_kernel1d(radius, sigma, images.dtype, images.device)
+    out = F.pad(images, [radius, radius, radius, radius], mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _gaussian_kernel1d(
+    radius: int, sigma: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return (kernel / kernel.sum()).to(dtype)
 
 
 def alternative_images(
@@ -290,7 +304,8 @@ def inpaint(
 
     This is normalised convolution: ``blur(X * K) / blur(K)``. Where few kept pixels lie
     within reach, ``fallback`` (or 0) takes over smoothly:
-    ``(blur(X * K) + floor * fallback) / (blur(K) + floor)``. Only the pixels that ``keep``
+    ``(blur(X * K) + floor * fallback) / (blur(K) + floor)``, so the fallback's weight is
+    ``floor / (blur(K) + floor)`` everywhere (a few percent inside an object's hole). Only the pixels that ``keep``
     leaves out should be taken from the result.
 
     Args:

@@ -140,7 +140,7 @@ def test_mask_covers_the_evidence_square(square_run):
     _assert_masks_cover_squares(masks)
 
 
-def test_inpainted_destroy_fill_also_covers_the_square():
+def test_inpainted_destroy_fill_also_finds_the_square(square_run):
     objective = ObjectiveConfig(destroy_fill="inpaint")
     masks = optimise_masks(
         BrightSquare(),
@@ -151,7 +151,15 @@ def test_inpainted_destroy_fill_also_covers_the_square():
         objective=objective,
         generator=seeded(),
     )
-    _assert_masks_cover_squares(masks)
+    assert not torch.allclose(masks, square_run[1], atol=1e-3)  # the option reached the loop
+    for i, (r0, r1, c0, c1) in enumerate(BOXES):
+        m = masks[i, 0]
+        assert m[r0:r1, c0:c1].mean() > 0.6, f"image {i}: the evidence is not kept"
+        far = torch.ones(SIDE, SIDE, dtype=torch.bool)
+        far[max(r0 - 6, 0) : r1 + 6, max(c0 - 6, 0) : c1 + 6] = False
+        assert m[far].mean() < 0.15, f"image {i}: mask mass far from the evidence"
+        x0, y0, x1, y1 = masks_to_boxes((m > 0.5)[None])[0].tolist()
+        assert x0 <= c0 and y0 <= r0 and x1 >= c1 - 1 and y1 >= r1 - 1, (i, x0, y0, x1, y1)
 
 
 def _assert_masks_cover_squares(masks: torch.Tensor) -> None:

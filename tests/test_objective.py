@@ -98,11 +98,11 @@ def test_inpaint_fills_holes_from_their_surroundings():
     x[:, :, 10:20, 12:22] = 0.9  # the object
     hole = torch.zeros(2, 1, 32, 32)
     hole[:, :, 10:20, 12:22] = 1.0
-    fallback = torch.full_like(x, -7.0)
-    filled = inpaint(x, 1 - hole, sigma=40.0, fallback=fallback)
+    filled = inpaint(x, 1 - hole, sigma=40.0, fallback=torch.zeros_like(x))
     inside = filled[:, :, 10:20, 12:22]
     assert inside.min() > 0.2 - 0.02 and inside.max() < 0.3 + 0.02  # background, not object
     # With nothing to copy from, the fallback is returned unchanged.
+    fallback = torch.full_like(x, -7.0)
     assert torch.allclose(inpaint(x, torch.zeros_like(hole), fallback=fallback), fallback)
 
 
@@ -124,3 +124,15 @@ def test_destroy_fill_options_are_checked_and_saved():
         ObjectiveConfig(destroy_fill="blur")
     with pytest.raises(ValueError, match="inpaint_sigma"):
         ObjectiveConfig(inpaint_sigma=-1.0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 1, 5, 7), (1, 3, 224, 160)])
+def test_blur_alternative_matches_torchvision_gaussian_blur(shape):
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    cfg = ObjectiveConfig(blur_prob=1.0, blur_sigma=10.0)
+    sigma = 10.0 * max(shape[-2:]) / 224.0
+    radius = max(1, min(math.ceil(3 * sigma), min(shape[-2:]) - 1))
+    expected = gaussian_blur(x, kernel_size=[2 * radius + 1] * 2, sigma=[sigma, sigma])
+    torch.testing.assert_close(alternative_images(x, cfg), expected, atol=1e-5, rtol=0)
