@@ -305,8 +305,8 @@ def inpaint(
     This is normalised convolution: ``blur(X * K) / blur(K)``. Where few kept pixels lie
     within reach, ``fallback`` (or 0) takes over smoothly:
     ``(blur(X * K) + floor * fallback) / (blur(K) + floor)``, so the fallback's weight is
-    ``floor / (blur(K) + floor)`` everywhere (a few percent inside an object's hole). Only the pixels that ``keep``
-    leaves out should be taken from the result.
+    ``floor / (blur(K) + floor)`` everywhere (a few percent inside an object's hole). Only
+    the pixels that ``keep`` leaves out should be taken from the result.
 
     Args:
         inputs: Images ``(N, C, H, W)``.
