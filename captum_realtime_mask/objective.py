@@ -108,7 +108,8 @@ class ObjectiveConfig:
     inpaint_sigma: float = 20.0
 
     def __post_init__(self) -> None:
-        for name in ("tv_weight", "area_weight", "preserve_weight", "destroy_weight"):
+        non_negative = ("tv_weight", "area_weight", "preserve_weight", "destroy_weight")
+        for name in (*non_negative, "blur_sigma", "inpaint_sigma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ObjectiveConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("fake_prob", "blur_prob"):
@@ -130,9 +131,6 @@ class ObjectiveConfig:
                 "ObjectiveConfig.destroy_fill must be 'alternative' or 'inpaint', "
                 f"got {self.destroy_fill!r}"
             )
-        for name in ("blur_sigma", "inpaint_sigma"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"ObjectiveConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def paper(cls) -> ObjectiveConfig:
@@ -237,7 +235,7 @@ def _blur(images: torch.Tensor, sigma_224: float) -> torch.Tensor:
     radius ``3 sigma``), applied as two 1-D passes: its 2-D depthwise kernel costs ``O(r^2)``
     per pixel and dominated the inpainting's time on CPU.
     """
-    n, c, h, w = images.shape
+    c, h, w = images.shape[-3:]
     sigma = sigma_224 * max(h, w) / 224.0
     if sigma <= 0 or min(h, w) <= 1:
         return images
