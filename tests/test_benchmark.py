@@ -21,7 +21,7 @@ def _have_fashion_mnist() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _have_fashion_mnist(), reason="apt-get install dataset-fashion-mnist")
 def test_runner_writes_every_method_and_the_report(tmp_path):
-    from captum_realtime_mask.benchmark.runner import BenchmarkConfig, run_benchmark
+    from captum_realtime_mask.benchmark.runner import BENCHMARK_FIT, BenchmarkConfig, run_benchmark
 
     cfg = BenchmarkConfig.for_mode(
         "quick",
@@ -46,6 +46,7 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     results = run_benchmark(cfg, log=lambda _: None)
     assert list(results["blackboxes"]) == ["resnet", "cspdarknet"]
     assert results["machine"]["processes"] == 2
+    assert results["masker_fit"] == BENCHMARK_FIT and results["config"]["channels_last"]
     assert results["blackboxes"]["cspdarknet"]["arch"] == "cs3darknet_s"
     rows = results["blackboxes"]["resnet"]["rows"]
     names = [r["method"] for r in rows]
@@ -127,6 +128,7 @@ def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
         ({"blackboxes": ("vgg",)}, "blackboxes"),
         ({"objective": {"destroy_wieght": 1.0}}, "objective.*destroy_wieght"),
         ({"n_tset": 5}, "unknown options.*n_tset"),
+        ({"channels_last": "yes"}, "channels_last"),
     ],
 )
 def test_benchmark_config_names_bad_options(overrides, match):
