@@ -257,16 +257,14 @@ def _masker_key(
     model: nn.Module, encoder: EncoderSpec, cfg: BenchmarkConfig, data: ClutteredConfig
 ) -> str:
     """Cache key of a benchmark masker: everything that changes its training."""
-    fit_defaults = FitConfig(**BENCHMARK_FIT)
+    fit = FitConfig(**BENCHMARK_FIT)  # the library defaults with the benchmark's options
     blob = json.dumps(
         {
             "blackbox": model.info.get("blackbox"),
             "blackbox_steps": model.info.get("steps"),
             "encoder": encoder.to_dict(),
             "objective": ObjectiveConfig(**cfg.objective).to_dict(),
-            "fit": {
-                k: getattr(fit_defaults, k) for k in RUN_SHAPING_OPTIONS if k not in _FIT_SET_HERE
-            },
+            "fit": {k: getattr(fit, k) for k in RUN_SHAPING_OPTIONS if k not in _FIT_SET_HERE},
             "train": training_data_fields(data),
             "epochs": cfg.masker_epochs,
             "max_steps": cfg.masker_max_steps,
