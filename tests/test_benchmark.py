@@ -29,8 +29,8 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
         cache_dir=str(tmp_path / "cache"),
         n_train=128,
         n_val=16,
-        threshold_images=8,
-        n_test=16,
+        threshold_images=12,  # more than n_test: thresholds still use 12 validation images
+        n_test=8,
         blackbox_max_steps=2,
         masker_max_steps=2,
         iterative_images=4,
@@ -40,6 +40,7 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
         throughput_batch=4,
         batch_size=16,
         blackboxes=("resnet", "cspdarknet"),
+        masker_epochs_by_blackbox={"cspdarknet": 2},
         jobs=2,  # one spawned process per black box
         threads=2,
     )
@@ -48,6 +49,8 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert results["machine"]["processes"] == 2
     assert results["masker_fit"] == BENCHMARK_FIT and results["config"]["channels_last"]
     assert results["blackboxes"]["cspdarknet"]["arch"] == "cs3darknet_s"
+    assert [bb["masker_epochs"] for bb in results["blackboxes"].values()] == [3, 2]
+    assert all(bb["channels_last"] for bb in results["blackboxes"].values())
     rows = results["blackboxes"]["resnet"]["rows"]
     names = [r["method"] for r in rows]
     for expected in (
@@ -72,6 +75,10 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
         assert r["saliency_metric"] == r["saliency_metric"]  # not NaN
         if r["method"] != "Ground-truth boxes":
             assert 0.0 <= r["localisation_error"] <= 100.0
+        if r["images_per_s"] is not None:
+            assert r["images_per_s"] > 0 and 1 <= r["throughput_calls"] <= 5
+    chosen = [r.get("threshold_images") for r in rows if r["kind"] != "box"]
+    assert chosen.count(12) == 6 and chosen.count(None) == len(chosen) - 6  # Captum's six maps
     max_row = next(r for r in rows if r["method"] == "Max box")
     assert max_row["box_area"] == 1.0
     # The whole image never overlaps an item by IoU > 0.5, on any subset of the images.
@@ -80,9 +87,27 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert saved["blackboxes"]["resnet"]["rows"][0]["method"] == names[0]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Occlusion |" in table
-    assert "chosen on 8 validation images" in table
+    assert "chosen on 12 validation images" in table
     assert "(on " in table.split("## Black box: resnet")[1].splitlines()[0]  # accuracy's split
     assert (tmp_path / "out" / "figure.png").stat().st_size > 1000
+
+
+def test_throughput_is_the_median_call_within_a_time_budget(monkeypatch):
+    from captum_realtime_mask.benchmark import runner
+
+    durations = iter([0.0, 1.0, 0.5, 0.3, 2.0, 0.2])  # warm-up call, then the timed ones
+    clock = [0.0]
+
+    def fn(x, y):
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+    x = torch.zeros(10, 1)
+    ips, calls = runner._throughput(fn, x, x)
+    assert calls == 4  # 1.0 + 0.5 + 0.3 + 2.0 > 3 s: no fifth call
+    assert ips == pytest.approx(10 / 0.75)  # median of 1.0, 0.5, 0.3, 2.0
+    durations = iter([0.0] + [0.1] * 5 + [9.0])
+    assert runner._throughput(fn, x, x)[1] == 5  # fast: stops at the call cap
 
 
 def test_error_on_a_subset_counts_only_its_images():
@@ -129,6 +154,9 @@ def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
         ({"objective": {"destroy_wieght": 1.0}}, "objective.*destroy_wieght"),
         ({"n_tset": 5}, "unknown options.*n_tset"),
         ({"channels_last": "yes"}, "channels_last"),
+        ({"masker_epochs_by_blackbox": {"vgg": 2}}, "masker_epochs_by_blackbox.*vgg"),
+        ({"masker_epochs_by_blackbox": {"resnet": 0}}, "masker_epochs_by_blackbox.*resnet"),
+        ({"masker_epochs_by_blackbox": 4}, "masker_epochs_by_blackbox.*dict"),
     ],
 )
 def test_benchmark_config_names_bad_options(overrides, match):
@@ -139,3 +167,4 @@ def test_benchmark_config_names_bad_options(overrides, match):
         BenchmarkConfig.for_mode("full", **overrides)
     cfg = BenchmarkConfig.for_mode("full", threshold_images=100)
     assert cfg.threshold_images == 100 and cfg.n_val == 500
+    assert cfg.masker_epochs_for("resnet") == 4 and cfg.masker_epochs_for("cspdarknet") == 3
