@@ -315,9 +315,16 @@ def bench_training(config_name: str, args, device: torch.device) -> dict:
 
     steps = args.train_steps
 
-    def fit_chunk() -> list[float]:
+    def fit_chunk(channels_last: bool = False) -> list[float]:
         loader = _StampedLoader((x, y), steps + 2)
-        attr.fit(loader, max_steps=steps + 2, device=device, progress=False, seed=0)
+        attr.fit(
+            loader,
+            max_steps=steps + 2,
+            device=device,
+            progress=False,
+            seed=0,
+            channels_last=channels_last,
+        )
         _sync(device)
         stamps = loader.stamps
         return [b - a for a, b in zip(stamps[1:], stamps[2:])]  # first step: warm-up
@@ -362,13 +369,16 @@ def bench_training(config_name: str, args, device: torch.device) -> dict:
     for fn in parts.values():
         fn()
     step_times: list[float] = []
+    cl_times: list[float] = []  # the same steps with FitConfig.channels_last, interleaved
     part_times: dict[str, list[float]] = {k: [] for k in parts}
     for _ in range(args.train_rounds):
         step_times += fit_chunk()
+        cl_times += fit_chunk(channels_last=True)
         for name, fn in parts.items():
             for _ in range(max(1, steps // 2)):
                 part_times[name].append(_timed(fn, device))
     step = statistics.median(step_times)
+    step_cl = statistics.median(cl_times)
     medians = {k: statistics.median(v) for k, v in part_times.items()}
     total = sum(medians.values())
     row = {
@@ -382,13 +392,20 @@ def bench_training(config_name: str, args, device: torch.device) -> dict:
         "sum_parts_s": total,
         "ratio_step_to_sum": step / total,
         "steps_timed": len(step_times),
+        "step_s_channels_last": step_cl,
+        "channels_last_step_ratio": _median_ratio(cl_times, step_times),
     }
     print(f"\ntraining step breakdown: {config_name}, batch {bs} ({n_real} real selectors)")
     for name, t in medians.items():
         print(f"  {name:<22} {t * 1000:>9.1f} ms  ({100 * t / total:4.1f}% of the sum)")
     print(f"  {'sum of parts':<22} {total * 1000:>9.1f} ms")
     print(f"  {'fit() step':<22} {step * 1000:>9.1f} ms  ({bs / step:.1f} images/s)")
-    print(f"  step / sum = {step / total:.3f}  (target <= 1.15)", flush=True)
+    print(f"  step / sum = {step / total:.3f}  (target <= 1.15)")
+    print(
+        f"  fit() step with channels_last {step_cl * 1000:.1f} ms; median of the "
+        f"step-by-step ratios to the plain steps: {row['channels_last_step_ratio']:.3f}",
+        flush=True,
+    )
     return row
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module_mod
 
-__all__ = ["ModelSnapshot", "find_module", "frozen_model", "snapshot_model"]
+__all__ = ["ModelSnapshot", "find_module", "frozen_model", "snapshot_model", "weights_in_format"]
 
 # Per-module hook registries of torch.nn.Module (the ones missing in older torch are skipped).
 _MODULE_HOOK_DICTS = (
@@ -107,6 +108,54 @@ def frozen_model(model: nn.Module | Callable[..., Any] | None) -> Iterator[nn.Mo
             m.training = training
         for p, requires_grad in grads:
             p.requires_grad_(requires_grad)
+
+
+@contextlib.contextmanager
+def weights_in_format(
+    modules: Iterable[nn.Module], memory_format: torch.memory_format
+) -> Iterator[None]:
+    """Store the modules' 4-D parameters and buffers in ``memory_format`` for a block.
+
+    Convolutions run in the memory format of their weights and inputs, so a block that feeds
+    ``torch.channels_last`` images to modules whose weights are channels-last too avoids a
+    layout conversion in every call. On exit, also when the block raises, each tensor gets
+    back its own storage and strides, holding the values it has then: a frozen classifier
+    is left exactly as it was, and a module trained in the block keeps what it learned.
+    Tensors shared by several modules are handled once.
+
+    Args:
+        modules: The modules (a classifier, a masker that shares its backbone, ...).
+        memory_format: ``torch.channels_last`` or ``torch.contiguous_format``.
+
+    Yields:
+        Nothing; the modules are changed in place for the duration of the block.
+
+    Example:
+        >>> conv = nn.Conv2d(3, 8, 3)
+        >>> cl = torch.channels_last
+        >>> with weights_in_format([conv], cl):
+        ...     conv.weight.is_contiguous(memory_format=cl), conv.weight.is_contiguous()
+        (True, False)
+        >>> conv.weight.is_contiguous()
+        True
+    """
+    seen: set[int] = set()
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for module in modules:
+        for t in itertools.chain(module.parameters(), module.buffers()):
+            if t.dim() == 4 and id(t) not in seen:
+                seen.add(id(t))
+                saved.append((t, t.data))
+    try:
+        for t, data in saved:
+            t.data = data.contiguous(memory_format=memory_format)
+        yield
+    finally:
+        with torch.no_grad():
+            for t, data in saved:
+                if t.data is not data:
+                    data.copy_(t.data)
+                    t.data = data
 
 
 def _hook_keys(registry: Any) -> tuple[Any, ...]:

@@ -156,9 +156,10 @@ def test_fit_leaves_the_classifier_untouched(timm_resnet):
     assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
 
 
-def test_fit_restores_the_classifier_after_an_exception(timm_resnet):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fit_restores_the_classifier_after_an_exception(timm_resnet, channels_last):
     timm_resnet.train()
-    before = snapshot_model(timm_resnet, tensors=True)
+    before, layout = snapshot_model(timm_resnet, tensors=True), _layout(timm_resnet)
     x, y = _batch()
 
     def loader():
@@ -167,7 +168,47 @@ def test_fit_restores_the_classifier_after_an_exception(timm_resnet):
 
     attr = RealTimeMaskAttribution(timm_resnet)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        attr.fit(loader(), epochs=1, progress=False)
+        attr.fit(loader(), epochs=1, progress=False, channels_last=channels_last)
+    assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
+    assert _layout(timm_resnet) == layout
+
+
+def _layout(model: torch.nn.Module) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """Storage address and strides of every parameter and buffer."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return {name: (t.data_ptr(), t.stride()) for name, t in named}
+
+
+def test_channels_last_fit_trains_alike_and_gives_both_models_their_layout_back(timm_resnet):
+    cl = torch.channels_last
+    x, y = _batch()
+    before, layout = snapshot_model(timm_resnet, tensors=True), _layout(timm_resnet)
+    seen = []
+
+    def record(module, args):
+        weight = next(p for p in module.parameters() if p.dim() == 4)
+        seen.append((args[0].is_contiguous(memory_format=cl), weight.is_contiguous()))
+
+    runs = {}
+    for channels_last in (False, True):
+        attr = RealTimeMaskAttribution(timm_resnet, seed=0)
+        handle = timm_resnet.register_forward_pre_hook(record)
+        try:
+            attr.fit([(x, y)], epochs=2, progress=False, channels_last=channels_last)
+        finally:
+            handle.remove()
+        runs[channels_last] = attr
+    # The option reached the classifier: channels-last images and weights, only when asked.
+    assert {s for s, _ in seen} == {False, True}
+    assert seen[0] == (False, True) and seen[-1] == (True, False)
+    # Only rounding differs: the first step's terms (before any update) agree closely; Adam's
+    # first update is about lr * sign(gradient), so near-zero gradients let it grow a little.
+    for plain, nhwc, rel in zip(runs[False].history, runs[True].history, (1e-5, 2e-2)):
+        assert plain.keys() == nhwc.keys()
+        for k in plain:
+            assert nhwc[k] == pytest.approx(plain[k], rel=rel, abs=1e-6), k
+    assert all(p.is_contiguous() for p in runs[True].masker.parameters())
+    assert _layout(timm_resnet) == layout  # the same storage and strides as before
     assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
 
 

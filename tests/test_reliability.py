@@ -269,6 +269,8 @@ def test_exhausted_iterator_and_bad_fit_options():
         {"area_warmup": 2.0},
         {"weight_decay": -1.0},
         {"embedding_lr_scale": 0.0},
+        {"channels_last": "yes"},
+        {"amp": 1},
     ):
         with pytest.raises(InputError, match=next(iter(option))):
             FitConfig(**option)
