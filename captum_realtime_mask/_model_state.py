@@ -153,7 +153,7 @@ def weights_in_format(
     finally:
         with torch.no_grad():
             for t, data in saved:
-                if t.data is not data:
+                if t.data_ptr() != data.data_ptr():  # converted: move the values back
                     data.copy_(t.data)
                     t.data = data
 

@@ -590,14 +590,6 @@ def fit_masker(
             Path(resume_from), masker, opt, scaler, generator, device, config
         )
 
-    train_step_model: nn.Module = masker
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_step_model = DistributedDataParallel(
-            masker, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
     def save(tag: str, epoch_states: dict[str, Any]) -> None:
         if config.checkpoint_dir is None or rank != 0:
             return
@@ -657,6 +649,13 @@ def fit_masker(
             if config.channels_last:
                 cl = torch.channels_last
                 stack.enter_context(weights_in_format([classifier, masker], cl))
+            train_step_model: nn.Module = masker
+            if distributed:  # wrapped after the layout change: DDP's buckets follow the strides
+                from torch.nn.parallel import DistributedDataParallel
+
+                train_step_model = DistributedDataParallel(
+                    masker, device_ids=[device.index] if device.type == "cuda" else None
+                )
             masker.train()
             epoch = state.epoch
             while (epochs is None or epoch < epochs) and (total is None or state.step < total):

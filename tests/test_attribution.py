@@ -20,7 +20,7 @@ from captum_realtime_mask import (
     InputError,
     RealTimeMaskAttribution,
 )
-from captum_realtime_mask._model_state import snapshot_model
+from captum_realtime_mask._model_state import snapshot_model, weights_in_format
 
 
 def _batch(n=4, size=64, seed=0):
@@ -177,6 +177,25 @@ def _layout(model: torch.nn.Module) -> dict[str, tuple[int, tuple[int, ...]]]:
     """Storage address and strides of every parameter and buffer."""
     named = [*model.named_parameters(), *model.named_buffers()]
     return {name: (t.data_ptr(), t.stride()) for name, t in named}
+
+
+def test_weights_in_format_keeps_updates_and_gives_each_weight_its_storage_back():
+    cl = torch.channels_last
+    conv = torch.nn.Conv2d(3, 4, 3)
+    nhwc = torch.nn.Conv2d(3, 4, 3).to(memory_format=cl)
+    ptr, ptr_nhwc = conv.weight.data_ptr(), nhwc.weight.data_ptr()
+    # conv's weight is reached through two modules; it is converted and restored once.
+    modules = [conv, torch.nn.Sequential(conv), nhwc]
+    with pytest.raises(RuntimeError, match="boom"), weights_in_format(modules, cl):
+        assert conv.weight.is_contiguous(memory_format=cl) and not conv.weight.is_contiguous()
+        assert nhwc.weight.data_ptr() == ptr_nhwc  # already channels-last: not copied
+        with torch.no_grad():
+            conv.weight.add_(1.0)  # training in the block
+        updated = conv.weight.detach().clone()
+        raise RuntimeError("boom")
+    assert conv.weight.data_ptr() == ptr and conv.weight.is_contiguous()
+    assert torch.equal(conv.weight, updated)
+    assert nhwc.weight.data_ptr() == ptr_nhwc and nhwc.weight.is_contiguous(memory_format=cl)
 
 
 def test_channels_last_fit_trains_alike_and_gives_both_models_their_layout_back(timm_resnet):

@@ -70,7 +70,9 @@ def _drop_batchnorm(module: nn.Module) -> None:
             _drop_batchnorm(child)
 
 
-def _train(batch_size: int, checkpoint_dir: str | None, progress: bool) -> dict[str, torch.Tensor]:
+def _train(
+    batch_size: int, checkpoint_dir: str | None, progress: bool, channels_last: bool = False
+) -> dict[str, torch.Tensor]:
     from torch.utils.data import DataLoader, TensorDataset
 
     attr = _attribution()
@@ -84,17 +86,19 @@ def _train(batch_size: int, checkpoint_dir: str | None, progress: bool) -> dict[
         progress=progress,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=3,
+        channels_last=channels_last,
     )
     return {k: v.detach().clone() for k, v in attr.masker.state_dict().items()}
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, world: int, init_file: str, out_dir: str, channels_last: bool) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        state = _train(PER_RANK_BATCH, os.path.join(out_dir, f"ckpt-rank{rank}"), progress=True)
+        ckpt = os.path.join(out_dir, f"ckpt-rank{rank}")
+        state = _train(PER_RANK_BATCH, ckpt, progress=True, channels_last=channels_last)
         torch.save(state, os.path.join(out_dir, f"masker-rank{rank}.pt"))
         dist.barrier()
     finally:
@@ -112,7 +116,8 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, channels_last):
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with the gloo backend is not available")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -127,6 +132,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
                 str(WORLD),
                 str(init_file),
                 str(tmp_path),
+                str(int(channels_last)),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -148,7 +154,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
 
     torch.set_num_threads(1)
     ranks = [torch.load(tmp_path / f"masker-rank{r}.pt", weights_only=True) for r in range(WORLD)]
-    single = _train(PER_RANK_BATCH * WORLD, None, progress=False)
+    single = _train(PER_RANK_BATCH * WORLD, None, progress=False, channels_last=channels_last)
     initial = {k: v.detach().clone() for k, v in _attribution().masker.state_dict().items()}
 
     # Gradients were in sync: both ranks hold the same masker.
@@ -158,7 +164,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
     # Not trivially: training moved the weights far beyond that tolerance, and training on
     # the per-rank batch alone (no gradient averaging, twice the steps) ends elsewhere.
     assert _max_diff(single, initial) > 1e-2
-    per_rank_alone = _train(PER_RANK_BATCH, None, progress=False)
+    per_rank_alone = _train(PER_RANK_BATCH, None, progress=False, channels_last=channels_last)
     assert _max_diff(per_rank_alone, single) > 1e-3
 
     # Rank 0 alone shows progress and writes checkpoints.
@@ -170,5 +176,5 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
     assert not rank1_dir.exists() or not any(rank1_dir.iterdir())
 
 
-if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "worker":
-    _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "worker":
+    _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6] == "1")
