@@ -49,7 +49,9 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert results["machine"]["processes"] == 2
     assert results["masker_fit"] == BENCHMARK_FIT and results["config"]["channels_last"]
     assert results["blackboxes"]["cspdarknet"]["arch"] == "cs3darknet_s"
-    assert [bb["masker_epochs"] for bb in results["blackboxes"].values()] == [3, 2]
+    epochs = [bb["masker_epochs"] for bb in results["blackboxes"].values()]
+    assert epochs == [{"frozen": 3, "scratch": 3}, {"frozen": 2, "scratch": 2}]
+    assert results["scratch_masker_fit"] == {"channels_last": True}
     assert all(bb["channels_last"] for bb in results["blackboxes"].values())
     rows = results["blackboxes"]["resnet"]["rows"]
     names = [r["method"] for r in rows]
@@ -157,6 +159,7 @@ def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
         ({"masker_epochs_by_blackbox": {"vgg": 2}}, "masker_epochs_by_blackbox.*vgg"),
         ({"masker_epochs_by_blackbox": {"resnet": 0}}, "masker_epochs_by_blackbox.*resnet"),
         ({"masker_epochs_by_blackbox": 4}, "masker_epochs_by_blackbox.*dict"),
+        ({"scratch_masker_epochs": 0}, "scratch_masker_epochs"),
     ],
 )
 def test_benchmark_config_names_bad_options(overrides, match):
@@ -168,3 +171,4 @@ def test_benchmark_config_names_bad_options(overrides, match):
     cfg = BenchmarkConfig.for_mode("full", threshold_images=100)
     assert cfg.threshold_images == 100 and cfg.n_val == 500
     assert cfg.masker_epochs_for("resnet") == 4 and cfg.masker_epochs_for("cspdarknet") == 3
+    assert cfg.masker_epochs_for("cspdarknet", scratch=True) == 4
