@@ -112,7 +112,8 @@ class BenchmarkConfig:
         scratch_masker_epochs: Epochs of the from-scratch encoder's maskers (None: the same
             as the black box's frozen-encoder masker). The full mode uses 4: on the
             validation split CSPDarknet's went from 36.6% localisation error and no class
-            selectivity (ratio 0.85) with 3 epochs to 21.2% (ratio 0.26) with 4.
+            selectivity (ratio 0.85) with 3 epochs to 21.2% (ratio 0.26) with 4. In the full
+            run it still collapsed to empty masks there (see the docs' benchmark page).
         masker_max_steps: Cap on each masker's optimiser steps (smoke tests).
         iterative_images: Test and validation images given to the iterative mask (it is slow).
         iterative_steps: Iterations of the iterative mask.
