@@ -349,9 +349,8 @@ def _masker_key(
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _fit_masker(model, encoder, loader, val_loader, cfg: BenchmarkConfig, row_fit, folder, log):
-    """Load the cached masker in ``folder`` or train one; ``row_fit`` = (epochs, options)."""
-    epochs, options = row_fit
+def _fit_masker(model, encoder, loader, val_loader, cfg, epochs, options, folder, log):
+    """Load the cached masker in ``folder`` or train one (``options``: the row's fit options)."""
     if (folder / "config.json").is_file():
         log(f"loading the cached masker {folder}")
         return RealTimeMaskAttribution.load(folder, model)
@@ -600,7 +599,7 @@ def _evaluate_blackbox(
         epochs = cfg.masker_epochs_for(bb_name, scratch=encoder is SCRATCH_ENCODER)
         key = _masker_key(model, encoder, cfg, data_cfg, epochs, options)
         folder = cache / "maskers" / f"{bb_name}-{key}"
-        attr = _fit_masker(model, encoder, loader, val_loader, cfg, (epochs, options), folder, log)
+        attr = _fit_masker(model, encoder, loader, val_loader, cfg, epochs, options, folder, log)
         log(f"[{bb_name}] masker '{label}' ready ({time.perf_counter() - t0:.0f} s)")
         for k in cfg.refine_steps if encoder is FROZEN_ENCODER else (0,):
             name = label if k == 0 else f"{label} + {k} refinement steps"
