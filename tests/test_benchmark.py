@@ -21,7 +21,12 @@ def _have_fashion_mnist() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _have_fashion_mnist(), reason="apt-get install dataset-fashion-mnist")
 def test_runner_writes_every_method_and_the_report(tmp_path):
-    from captum_realtime_mask.benchmark.runner import BENCHMARK_FIT, BenchmarkConfig, run_benchmark
+    from captum_realtime_mask.benchmark.runner import (
+        BENCHMARK_FIT,
+        SCRATCH_FIT,
+        BenchmarkConfig,
+        run_benchmark,
+    )
 
     cfg = BenchmarkConfig.for_mode(
         "quick",
@@ -51,7 +56,7 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert results["blackboxes"]["cspdarknet"]["arch"] == "cs3darknet_s"
     epochs = [bb["masker_epochs"] for bb in results["blackboxes"].values()]
     assert epochs == [{"frozen": 3, "scratch": 3}, {"frozen": 2, "scratch": 2}]
-    assert results["scratch_masker_fit"] == {"channels_last": True}
+    assert results["scratch_masker_fit"] == SCRATCH_FIT
     assert all(bb["channels_last"] for bb in results["blackboxes"].values())
     rows = results["blackboxes"]["resnet"]["rows"]
     names = [r["method"] for r in rows]
@@ -110,6 +115,36 @@ def test_throughput_is_the_median_call_within_a_time_budget(monkeypatch):
     assert ips == pytest.approx(10 / 0.75)  # median of 1.0, 0.5, 0.3, 2.0
     durations = iter([0.0] + [0.1] * 5 + [9.0])
     assert runner._throughput(fn, x, x)[1] == 5  # fast: stops at the call cap
+
+
+def test_each_method_row_starts_from_the_seed_whatever_ran_before(monkeypatch):
+    from captum_realtime_mask.benchmark import runner
+    from captum_realtime_mask.benchmark.methods import Method
+
+    monkeypatch.setattr(runner, "_throughput", lambda fn, x, y: (fn(x, y) is None, 1))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    images = torch.rand(6, 3, 8, 8)
+    boxes = torch.tensor([[1.0, 1.0, 5.0, 5.0]]).expand(6, 4)
+    split = (images, torch.arange(6) % 3, boxes)
+    drawn = Method("random", lambda x, t: torch.rand(len(x), 1, 8, 8), kind="mask")
+    cfg = runner.BenchmarkConfig.for_mode("quick", seed=3)
+    correct = torch.ones(6, dtype=torch.bool)
+
+    def row_after(draws: int) -> tuple[dict, torch.Tensor]:
+        torch.rand(draws)  # what earlier methods would have drawn
+        before = torch.random.get_rng_state()
+        maps: dict[str, torch.Tensor] = {}
+        row = runner._method_row(model, drawn, cfg, split, split, correct, maps)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the global stream is restored
+        row.pop("seconds")
+        return row, maps["random"]
+
+    first, first_maps = row_after(1)
+    second, second_maps = row_after(1000)
+    assert first == second
+    assert torch.equal(first_maps, second_maps)
+    torch.manual_seed(3)
+    assert torch.equal(first_maps, torch.rand(6, 1, 8, 8))  # the draws start at the seed
 
 
 def test_error_on_a_subset_counts_only_its_images():
