@@ -84,8 +84,9 @@ SCRATCH_ENCODER = EncoderSpec(kind="small_cnn", width=16, min_reduction=2)
 #: fit() options of row (b)'s maskers on top of ``BENCHMARK_FIT``. Channels-last training
 #: took 9-13% off their step on one CPU thread (about 1% off the frozen encoder's). The area
 #: weight ramps up over half the run instead of a fifth: with a fifth, CSPDarknet's masker
-#: collapsed to empty masks before its random encoder told classes apart; with half, two
-#: seeds reached 20.4% and 20.6% localisation error (see the docs' benchmark page).
+#: collapsed to empty masks (100% localisation error) before its random encoder told classes
+#: apart; with half, two separate trainings reached 20.4% and 20.6%, and the full run 50.9%
+#: (see the docs' benchmark page: this row still depends heavily on its batch order).
 SCRATCH_FIT: dict[str, Any] = {"channels_last": True, "area_warmup": 0.5}
 
 
@@ -663,7 +664,16 @@ def _method_row(
         return _scored_row(model, method, cfg, val, test, correct, figure_maps)
 
 
-def _scored_row(model, method, cfg, val, test, correct, figure_maps) -> dict[str, Any]:
+def _scored_row(
+    model: nn.Module,
+    method: Method,
+    cfg: BenchmarkConfig,
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    correct: torch.Tensor,
+    figure_maps: dict[str, torch.Tensor],
+) -> dict[str, Any]:
+    """The body of :func:`_method_row`, run inside its seeded random state."""
     xv, yv, bv = val
     xt, yt, bt = test
     bs = cfg.batch_size
