@@ -661,66 +661,55 @@ def _method_row(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return _scored_row(model, method, cfg, val, test, correct, figure_maps)
-
-
-def _scored_row(
-    model: nn.Module,
-    method: Method,
-    cfg: BenchmarkConfig,
-    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    correct: torch.Tensor,
-    figure_maps: dict[str, torch.Tensor],
-) -> dict[str, Any]:
-    """The body of :func:`_method_row`, run inside its seeded random state."""
-    xv, yv, bv = val
-    xt, yt, bt = test
-    bs = cfg.batch_size
-    size = xt.shape[-1]
-    t0 = time.perf_counter()
-    subset = min(cfg.iterative_images, len(xt)) if method.per_image_optimisation else len(xt)
-    x, y, b = xt[:subset], yt[:subset], bt[:subset]
-    row: dict[str, Any] = {"method": method.name, "kind": method.kind, "n_test": subset}
-    if method.kind == "box":
-        boxes = _fixed_boxes(method.box, b, size)
-        loc = localisation_details(None, list(b.unsqueeze(1)), boxes=list(boxes.unsqueeze(1)))
-        sal = saliency_metric(
-            model, x, None, y, boxes=list(boxes.unsqueeze(1)), max_examples_per_batch=bs
-        )
-        area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-        row.update(
-            {
-                "localisation_error": None if method.box == "gt" else 100.0 * float(loc.error),
-                "localisation_error_correct": None
-                if method.box == "gt"
-                else _error_on(loc.hits, correct[:subset]),
-                "saliency_metric": float(sal.mean()),
-                "box_area": float(area.mean() / size**2),
-                "threshold": None,
-                "images_per_s": None,
-            }
-        )
-    else:
-        if method.kind == "mask":
-            threshold, normalize = 0.5, "none"
+        xv, yv, bv = val
+        xt, yt, bt = test
+        bs = cfg.batch_size
+        size = xt.shape[-1]
+        t0 = time.perf_counter()
+        subset = min(cfg.iterative_images, len(xt)) if method.per_image_optimisation else len(xt)
+        x, y, b = xt[:subset], yt[:subset], bt[:subset]
+        row: dict[str, Any] = {"method": method.name, "kind": method.kind, "n_test": subset}
+        if method.kind == "box":
+            boxes = _fixed_boxes(method.box, b, size)
+            loc = localisation_details(None, list(b.unsqueeze(1)), boxes=list(boxes.unsqueeze(1)))
+            sal = saliency_metric(
+                model, x, None, y, boxes=list(boxes.unsqueeze(1)), max_examples_per_batch=bs
+            )
+            area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+            row.update(
+                {
+                    "localisation_error": None if method.box == "gt" else 100.0 * float(loc.error),
+                    "localisation_error_correct": None
+                    if method.box == "gt"
+                    else _error_on(loc.hits, correct[:subset]),
+                    "saliency_metric": float(sal.mean()),
+                    "box_area": float(area.mean() / size**2),
+                    "threshold": None,
+                    "images_per_s": None,
+                }
+            )
         else:
-            nv = cfg.threshold_images or len(xv)
-            vmaps = _batched(method.explain, xv[:nv], yv[:nv], bs)
-            threshold, normalize = _best_threshold(xv[:nv], yv[:nv], bv[:nv], vmaps), "minmax"
-            row["threshold_images"] = nv
-        maps = _batched(method.explain, x, y, bs)
-        row.update(_score(model, x, y, b, maps, threshold, normalize, bs, correct[:subset]))
-        row["threshold"] = threshold
-        tb = min(cfg.throughput_batch, len(x))
-        row["images_per_s"], row["throughput_calls"] = _throughput(method.explain, x[:tb], y[:tb])
-        if method.kind == "mask":
-            row["mask_mean"] = float(maps.mean())
-        if method.masker is not None:
-            row.update(_absent_class_area(method.masker, x, y, maps, cfg))
-        figure_maps[method.name] = maps[:8]
-    row["seconds"] = time.perf_counter() - t0
-    return row
+            if method.kind == "mask":
+                threshold, normalize = 0.5, "none"
+            else:
+                nv = cfg.threshold_images or len(xv)
+                vmaps = _batched(method.explain, xv[:nv], yv[:nv], bs)
+                threshold, normalize = _best_threshold(xv[:nv], yv[:nv], bv[:nv], vmaps), "minmax"
+                row["threshold_images"] = nv
+            maps = _batched(method.explain, x, y, bs)
+            row.update(_score(model, x, y, b, maps, threshold, normalize, bs, correct[:subset]))
+            row["threshold"] = threshold
+            tb = min(cfg.throughput_batch, len(x))
+            row["images_per_s"], row["throughput_calls"] = _throughput(
+                method.explain, x[:tb], y[:tb]
+            )
+            if method.kind == "mask":
+                row["mask_mean"] = float(maps.mean())
+            if method.masker is not None:
+                row.update(_absent_class_area(method.masker, x, y, maps, cfg))
+            figure_maps[method.name] = maps[:8]
+        row["seconds"] = time.perf_counter() - t0
+        return row
 
 
 def _absent_class_area(attr, x, y, maps, cfg: BenchmarkConfig) -> dict[str, float]:
