@@ -151,6 +151,35 @@ def test_each_method_row_starts_from_the_seed_whatever_ran_before(monkeypatch):
     assert torch.equal(first_maps, torch.rand(6, 1, 8, 8))  # the draws start at the seed
 
 
+def test_each_masker_shuffles_its_own_batches_from_the_seed(monkeypatch, tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from captum_realtime_mask.benchmark import runner
+
+    seen: list[list[int]] = []
+
+    class RecordingAttribution:  # stands in for training: records the batch order it gets
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def fit(self, loader, **kwargs):
+            seen.append([int(i) for _, labels in loader for i in labels])
+
+        def save(self, folder):
+            pass
+
+    monkeypatch.setattr(runner, "RealTimeMaskAttribution", RecordingAttribution)
+    train = TensorDataset(torch.zeros(40, 1), torch.arange(40))
+    cfg = runner.BenchmarkConfig.for_mode("quick", batch_size=8, seed=5)
+    for row in ("frozen", "scratch"):  # row (b) trained right after row (a), in one run
+        runner._fit_masker(None, None, train, None, cfg, 1, {}, tmp_path / row, print)
+    assert seen[0] == seen[1]
+    assert seen[0] != list(range(40)) and sorted(seen[0]) == list(range(40))
+    other = runner.replace(cfg, seed=6)
+    runner._fit_masker(None, None, train, None, other, 1, {}, tmp_path / "other", print)
+    assert seen[2] != seen[0]  # the order follows the seed
+
+
 def test_error_on_a_subset_counts_only_its_images():
     from captum_realtime_mask.benchmark.runner import _error_on
 
