@@ -89,8 +89,8 @@ SCRATCH_ENCODER = EncoderSpec(kind="small_cnn", width=16, min_reduction=2)
 #: took 9-13% off their step on one CPU thread (about 1% off the frozen encoder's). The area
 #: weight ramps up over half the run instead of a fifth: with a fifth, CSPDarknet's masker
 #: collapsed to empty masks (100% localisation error) before its random encoder told classes
-#: apart; with half, two separate trainings reached 20.4% and 20.6%, and the full run 50.9%
-#: (see the docs' benchmark page: this row still depends heavily on its batch order).
+#: apart; with half, two separate trainings reached 20.4% and 20.6%, and the full run, once
+#: each masker had its own batches (and 40% fake selectors), 25.4% (docs: benchmark page).
 SCRATCH_FIT: dict[str, Any] = {"channels_last": True, "area_warmup": 0.5}
 
 
