@@ -36,6 +36,7 @@ from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.iterative import IterativeMaskAttribution
 from captum_realtime_mask.masker.encoders import EncoderSpec
 from captum_realtime_mask.metrics import (
+    box_area_fraction,
     centre_box,
     localisation_details,
     max_box,
@@ -288,11 +289,11 @@ def _score(model, x, y, boxes, maps, threshold, normalize, bs, correct) -> dict[
     sal = saliency_metric(
         model, x, maps, y, threshold=threshold, normalize=normalize, max_examples_per_batch=bs
     )
-    area = (loc.boxes[:, 2] - loc.boxes[:, 0] + 1) * (loc.boxes[:, 3] - loc.boxes[:, 1] + 1)
+    area = box_area_fraction(loc.boxes.float(), x.shape[-2], x.shape[-1])
     return {
         "localisation_error": 100.0 * float(loc.error),
         "saliency_metric": float(sal.mean()),
-        "box_area": float(area.float().mean() / (x.shape[-1] * x.shape[-2])),
+        "box_area": float(area.mean()),
         "empty_maps": float(loc.empty.float().mean()),
         "localisation_error_correct": _error_on(loc.hits, correct),
     }
@@ -693,7 +694,7 @@ def _method_row(
             sal = saliency_metric(
                 model, x, None, y, boxes=list(boxes.unsqueeze(1)), max_examples_per_batch=bs
             )
-            area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+            area = box_area_fraction(boxes.float(), size, size)
             row.update(
                 {
                     "localisation_error": None if method.box == "gt" else 100.0 * float(loc.error),
@@ -701,7 +702,7 @@ def _method_row(
                     if method.box == "gt"
                     else _error_on(loc.hits, correct[:subset]),
                     "saliency_metric": float(sal.mean()),
-                    "box_area": float(area.mean() / size**2),
+                    "box_area": float(area.mean()),
                     "threshold": None,
                     "images_per_s": None,
                 }
