@@ -90,10 +90,22 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert max_row["box_area"] == 1.0
     # The whole image never overlaps an item by IoU > 0.5, on any subset of the images.
     assert max_row["localisation_error_correct"] in (None, 100.0)
+    assert max_row["localisation_error_misclassified"] in (None, 100.0)
+    # The correctly classified and the misclassified images split the whole test set.
+    share = results["blackboxes"]["resnet"]["test_correct_share"]
+    assert 0.0 <= share <= 1.0
+    for r in rows:
+        if r["localisation_error"] is None or r["n_test"] != cfg.n_test:
+            continue
+        parts = [(share, r["localisation_error_correct"])]
+        parts.append((1.0 - share, r["localisation_error_misclassified"]))
+        mixed = sum(w * e for w, e in parts if e is not None)
+        assert abs(mixed - r["localisation_error"]) < 1e-6, r["method"]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["blackboxes"]["resnet"]["rows"][0]["method"] == names[0]
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Occlusion |" in table
+    assert "| loc. error, misclassified (%) |" in table
     assert "chosen on 12 validation images" in table
     assert "(on " in table.split("## Black box: resnet")[1].splitlines()[0]  # accuracy's split
     assert (tmp_path / "out" / "figure.png").stat().st_size > 1000
