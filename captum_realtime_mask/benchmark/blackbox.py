@@ -176,8 +176,9 @@ def _jsonable(value: Any) -> Any:
 #: so a 4x4 final map at 64x64; 1.2 M parameters); ``"cspdarknet"``: timm's CSPDarknet-S
 #: (``cs3darknet_s``, the YOLOv5-style cross-stage-partial backbone; 2.8 M parameters, output
 #: stride 32). Trained 16 epochs each on the default
-#: :class:`~captum_realtime_mask.datasets.ClutteredConfig`, they reached 83.6% and 81.3% test
-#: accuracy (21 and 43 minutes on one shared CPU thread). MobileNetV4-Conv-Small, MobileNetV3,
+#: :class:`~captum_realtime_mask.datasets.ClutteredConfig`, they reached 84.1% and 80.8% test
+#: accuracy (16 and 25 minutes on one CPU thread each, trained at once; 83.6% and 81.3% on an
+#: earlier machine, whose floating point differed). MobileNetV4-Conv-Small, MobileNetV3,
 #: MobileNetV2 and RegNetX-200MF learned far more slowly at 64 px (70% after 12 epochs for
 #: MobileNetV4; 13-23% validation accuracy after 200 steps against 50-58% for the two presets).
 BLACKBOX_PRESETS: dict[str, BlackBoxConfig] = {

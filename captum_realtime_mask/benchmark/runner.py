@@ -61,10 +61,11 @@ Mode = Literal["quick", "full"]
 #: Objective weights of the benchmark's maskers (tuned on the validation split; see the docs).
 #: The destroyed image is inpainted from the pixels around the mask: with the paper's blur,
 #: removing only the item's pixels leaves a recognisable blur of it, and masks kept a margin
-#: of background around the item. Fake selectors on half the samples: over four seeds per
-#: black box, 40% localised no better on average (ResNet validation error 25.9% against
-#: 25.7%) and broke the absent-class target (ratio above 0.2) in two of seven trainings,
-#: where 50% never did (at most 0.13); 30% lost CSPDarknet's class selectivity (ratio 0.62).
+#: of background around the item. Fake selectors on half the samples: over three or four
+#: seeds per black box, 40% localised about as well on average (validation error: ResNet
+#: 25.9% against 25.7%, CSPDarknet 20.5% against 21.7%) but broke the absent-class target
+#: (ratio above 0.2) in two of eight trainings, where 50% never did in seven (at most 0.13);
+#: 30% lost CSPDarknet's class selectivity (ratio 0.62). See the docs' benchmark page.
 BENCHMARK_OBJECTIVE: dict[str, Any] = {
     "area_weight": 10.0,
     "tv_weight": 5.0,
@@ -91,8 +92,9 @@ SCRATCH_ENCODER = EncoderSpec(kind="small_cnn", width=16, min_reduction=2)
 #: took 9-13% off their step on one CPU thread (about 1% off the frozen encoder's). The area
 #: weight ramps up over half the run instead of a fifth: with a fifth, CSPDarknet's masker
 #: collapsed to empty masks (100% localisation error) before its random encoder told classes
-#: apart; with half, two separate trainings reached 20.4% and 20.6%, and the full run, once
-#: each masker had its own batches (and 40% fake selectors), 25.4% (docs: benchmark page).
+#: apart; with half, two separate trainings reached 20.4% and 20.6%, and the full runs, once
+#: each masker had its own batches, 25.4% with 40% fake selectors and 32.7% with 50% (with
+#: new black boxes; docs: benchmark page).
 SCRATCH_FIT: dict[str, Any] = {"channels_last": True, "area_warmup": 0.5}
 
 
