@@ -107,7 +107,9 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert "| Occlusion |" in table
     assert "| loc. error, misclassified (%) |" in table
     assert "chosen on 12 validation images" in table
-    assert "(on " in table.split("## Black box: resnet")[1].splitlines()[0]  # accuracy's split
+    heading = table.split("## Black box: resnet")[1].splitlines()[0]
+    assert "(on " in heading  # where the black box's own accuracy was measured
+    assert f"{share:.3f} on this benchmark's 8 test images" in heading
     assert (tmp_path / "out" / "figure.png").stat().st_size > 1000
 
 

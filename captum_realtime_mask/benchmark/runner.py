@@ -776,12 +776,13 @@ def _threshold_images(config: dict[str, Any]) -> int:
     return config.get("threshold_images") or config["n_val"]
 
 
-def _accuracy_images(bb: dict[str, Any]) -> str:
+def _accuracy_images(bb: dict[str, Any], n_test: int) -> str:
+    """Where the black box's accuracies were measured: its training run and this benchmark."""
     n = bb.get("test_accuracy_images")
-    text = f" (on {n:,} test composites of its own)" if n else ""
+    text = f" (on {n:,} test composites, when it was trained)" if n else ""
     share = bb.get("test_correct_share")
     if share is not None:
-        text += f"; {share:.3f} on the benchmark's test images"
+        text += f"; {share:.3f} on this benchmark's {n_test:,} test images"
     return text
 
 
@@ -807,7 +808,8 @@ def _markdown(results: dict[str, Any]) -> str:
     for name, bb in results["blackboxes"].items():
         lines += [
             f"## Black box: {name} ({bb['arch']}), "
-            f"test accuracy {_fmt(bb['test_accuracy'], '.3f')}{_accuracy_images(bb)}",
+            f"test accuracy {_fmt(bb['test_accuracy'], '.3f')}"
+            f"{_accuracy_images(bb, results['config']['n_test'])}",
             "",
             "| method | loc. error (%) | loc. error, correctly classified (%) "
             "| loc. error, misclassified (%) | empty maps (%) "
