@@ -91,6 +91,9 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     # The whole image never overlaps an item by IoU > 0.5, on any subset of the images.
     assert max_row["localisation_error_correct"] in (None, 100.0)
     assert max_row["localisation_error_misclassified"] in (None, 100.0)
+    gt_row = next(r for r in rows if r["method"] == "Ground-truth boxes")
+    split = ("localisation_error_correct", "localisation_error_misclassified")
+    assert all(gt_row[k] is None for k in ("localisation_error", *split))  # nothing to localise
     # The correctly classified and the misclassified images split the whole test set.
     share = results["blackboxes"]["resnet"]["test_correct_share"]
     assert 0.0 <= share <= 1.0

@@ -297,8 +297,15 @@ def _score(model, x, y, boxes, maps, threshold, normalize, bs, correct) -> dict[
         "saliency_metric": float(sal.mean()),
         "box_area": float(area.mean()),
         "empty_maps": float(loc.empty.float().mean()),
-        "localisation_error_correct": _error_on(loc.hits, correct),
-        "localisation_error_misclassified": _error_on(loc.hits, ~correct),
+        **_errors_by_outcome(loc.hits, correct),
+    }
+
+
+def _errors_by_outcome(hits: torch.Tensor, correct: torch.Tensor) -> dict[str, float | None]:
+    """Localisation error (%) on the images the black box classifies correctly, and the others."""
+    return {
+        "localisation_error_correct": _error_on(hits, correct),
+        "localisation_error_misclassified": _error_on(hits, ~correct),
     }
 
 
@@ -700,15 +707,15 @@ def _method_row(
                 model, x, None, y, boxes=list(boxes.unsqueeze(1)), max_examples_per_batch=bs
             )
             area = box_area_fraction(boxes.float(), size, size)
+            errors = {
+                "localisation_error": 100.0 * float(loc.error),
+                **_errors_by_outcome(loc.hits, correct[:subset]),
+            }
+            if method.box == "gt":  # the item's own boxes: scored on the saliency metric only
+                errors = dict.fromkeys(errors)
             row.update(
                 {
-                    "localisation_error": None if method.box == "gt" else 100.0 * float(loc.error),
-                    "localisation_error_correct": None
-                    if method.box == "gt"
-                    else _error_on(loc.hits, correct[:subset]),
-                    "localisation_error_misclassified": None
-                    if method.box == "gt"
-                    else _error_on(loc.hits, ~correct[:subset]),
+                    **errors,
                     "saliency_metric": float(sal.mean()),
                     "box_area": float(area.mean()),
                     "threshold": None,
