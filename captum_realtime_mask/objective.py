@@ -68,6 +68,12 @@ class ObjectiveConfig:
         preserve_margin: Margin of the preserve hinge, in logits.
         destroy_margin: Margin of the destroy hinge, in logits.
         fake_prob: Probability that a sample's class selector is replaced by a wrong class.
+        fake_max_prob: If set, a fake selector is drawn only from the classes to which the
+            classifier gives less than this probability on the clean image, so the masker is
+            never taught to blank a class the classifier sees evidence for (such as the
+            runner-up of a confused pair). Costs one extra classifier forward pass per step,
+            without gradients. A sample with no such class keeps its label. None: any class
+            other than the label (the paper).
         embedding_weight: Weight of the gate (embedding speed-up) term; 0 turns it off.
         blur_prob: Probability that the alternative image is a blur of the input (otherwise a
             random colour plus noise).
@@ -98,6 +104,7 @@ class ObjectiveConfig:
     preserve_margin: float = 1.0
     destroy_margin: float = 5.0
     fake_prob: float = 0.3
+    fake_max_prob: float | None = None
     embedding_weight: float = 1.0
     blur_prob: float = 0.5
     blur_sigma: float = 10.0
@@ -118,6 +125,11 @@ class ObjectiveConfig:
                     f"ObjectiveConfig.{name} must be a probability in [0, 1], "
                     f"got {getattr(self, name)}"
                 )
+        if self.fake_max_prob is not None and not 0.0 < self.fake_max_prob <= 1.0:
+            raise ValueError(
+                "ObjectiveConfig.fake_max_prob must be None or a probability in (0, 1], "
+                f"got {self.fake_max_prob}"
+            )
         if self.preserve not in ("log_prob", "hinge"):
             raise ValueError(
                 f"ObjectiveConfig.preserve must be 'log_prob' or 'hinge', got {self.preserve!r}"

@@ -434,6 +434,37 @@ def _shape_bucket(idx: torch.Tensor, real: torch.Tensor, multiple: int = 8) -> t
     return torch.cat([idx, (~real).nonzero().squeeze(1)[:extra]])
 
 
+def _evidence_free_fakes(
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    real: torch.Tensor,
+    num_classes: int,
+    objective: ObjectiveConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fake selectors drawn from the classes the classifier finds absent from the clean image.
+
+    A class is a candidate when it is not the label and its probability is below
+    ``objective.fake_max_prob``; a sample without a candidate keeps its label (real). Only
+    the fake samples go to the classifier; every row is drawn from, so the random stream does
+    not depend on the probabilities.
+    """
+    fake = ~real
+    candidates = torch.ones(len(x), num_classes, dtype=torch.bool, device=x.device)
+    if fake.any():
+        with torch.no_grad():
+            logits = classifier(x[fake])
+        _check_logits(logits, int(fake.sum()), num_classes)
+        candidates[fake] = logits.float().softmax(1) < objective.fake_max_prob
+    candidates.scatter_(1, y[:, None], False)
+    has = candidates.any(1)
+    weights = torch.where(has[:, None], candidates, torch.ones_like(candidates)).float()
+    drawn = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    real = real | ~has
+    return real, torch.where(real, y, drawn)
+
+
 def _step_terms(
     masker: nn.Module,
     classifier: nn.Module,
@@ -445,12 +476,17 @@ def _step_terms(
 ) -> tuple[LossTerms, torch.Tensor]:
     """Forward pass of one training step: returns the loss terms and the real-selector flags.
 
-    A share ``objective.fake_prob`` of the selectors is replaced by a random other class. Only
+    A share ``objective.fake_prob`` of the selectors is replaced by a random other class (with
+    ``objective.fake_max_prob``, one the classifier finds absent). Only
     the real selectors' preserved and destroyed images go to the classifier, in one batched call.
     """
     n = len(x)
     real = torch.rand(n, device=x.device, generator=generator) >= objective.fake_prob
-    if num_classes > 1:
+    if num_classes > 1 and objective.fake_max_prob is not None:
+        real, selector = _evidence_free_fakes(
+            classifier, x, y, real, num_classes, objective, generator
+        )
+    elif num_classes > 1:
         shift = torch.randint(1, num_classes, (n,), device=x.device, generator=generator)
         selector = torch.where(real, y, (y + shift) % num_classes)
     else:

@@ -459,6 +459,44 @@ def test_shape_bucket_pads_real_selectors_with_fake_ones():
         assert len(set(used.tolist())) == len(used)
 
 
+def test_fake_selectors_avoid_classes_the_classifier_sees(timm_resnet):
+    from captum_realtime_mask.objective import ObjectiveConfig
+    from captum_realtime_mask.training import _step_terms
+
+    # Fixed logits: class 4 is the only class under 5% on images 0-3; on images 4-5 every
+    # class is likely (uniform), so they have no candidate and keep their label.
+    logits = torch.full((6, 5), 3.0)
+    logits[:4, 4] = -3.0
+    logits[4:] = 0.0
+
+    class Fixed(torch.nn.Module):
+        def forward(self, images):
+            return logits[: len(images)] if len(images) == 6 else timm_resnet(images)
+
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
+    attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn", seed=0)
+    objective = ObjectiveConfig(fake_prob=1.0, fake_max_prob=0.05)
+    seen = []
+    masker_forward = attr.masker.forward
+
+    def spy(images, selector):
+        seen.append(selector.clone())
+        return masker_forward(images, selector)
+
+    attr.masker.forward = spy
+    for seed in range(5):
+        _, real = _step_terms(
+            attr.masker, Fixed(), x, y, 5, objective, torch.Generator().manual_seed(seed)
+        )
+        assert real.tolist() == [False] * 4 + [True] * 2
+        assert seen[-1].tolist() == [4, 4, 4, 4, 0, 1]
+    with pytest.raises(ValueError, match="fake_max_prob"):
+        ObjectiveConfig(fake_max_prob=0.0)
+    saved = ObjectiveConfig().to_dict()
+    del saved["fake_max_prob"]  # a configuration saved before the option existed
+    assert ObjectiveConfig.from_dict(saved).fake_max_prob is None
+
+
 def test_padded_classifier_batches_leave_the_loss_unchanged(timm_resnet, monkeypatch):
     from captum_realtime_mask import training
     from captum_realtime_mask.objective import ObjectiveConfig
