@@ -71,9 +71,9 @@ class ObjectiveConfig:
         fake_max_prob: If set, a fake selector is drawn only from the classes to which the
             classifier gives less than this probability on the clean image, so the masker is
             never taught to blank a class the classifier sees evidence for (such as the
-            runner-up of a confused pair). Costs one extra classifier forward pass per step,
-            without gradients. A sample with no such class keeps its label. None: any class
-            other than the label (the paper).
+            runner-up of a confused pair). Costs one extra classifier forward pass on the fake
+            samples per step, without gradients. A sample with no such class keeps its
+            label. None: any class other than the label (the paper).
         embedding_weight: Weight of the gate (embedding speed-up) term; 0 turns it off.
         blur_prob: Probability that the alternative image is a blur of the input (otherwise a
             random colour plus noise).
