@@ -387,7 +387,6 @@ def bench_training(config_name: str, args, device: torch.device) -> dict:
                 part_times[name].append(_timed(fn, device))
     step = statistics.median(step_times)
     step_cl = statistics.median(cl_times)
-    attr.objective = objective
     medians = {k: statistics.median(v) for k, v in part_times.items()}
     total = sum(medians.values())
     row = {

@@ -459,7 +459,8 @@ def _evidence_free_fakes(
         candidates[fake] = logits.float().softmax(1) < objective.fake_max_prob
     candidates.scatter_(1, y[:, None], False)
     has = candidates.any(1)
-    weights = torch.where(has[:, None], candidates, torch.ones_like(candidates)).float()
+    # A row without a candidate stays real; any class will do for its (discarded) draw.
+    weights = (candidates | ~has[:, None]).float()
     drawn = torch.multinomial(weights, 1, generator=generator).squeeze(1)
     real = real | ~has
     return real, torch.where(real, y, drawn)
