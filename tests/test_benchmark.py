@@ -46,6 +46,7 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
         batch_size=16,
         blackboxes=("resnet", "cspdarknet"),
         masker_epochs_by_blackbox={"cspdarknet": 2},
+        objective_by_blackbox={"cspdarknet": {"destroy_power": 1.0}},
         jobs=2,  # one spawned process per black box
         threads=2,
     )
@@ -57,6 +58,14 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     epochs = [bb["masker_epochs"] for bb in results["blackboxes"].values()]
     assert epochs == [{"frozen": 3, "scratch": 3}, {"frozen": 2, "scratch": 2}]
     assert results["scratch_masker_fit"] == SCRATCH_FIT
+    # Each black box's maskers were trained, and are saved, with its own objective.
+    powers = {b: bb["masker_objective"]["destroy_power"] for b, bb in results["blackboxes"].items()}
+    assert powers == {"resnet": 0.3, "cspdarknet": 1.0}
+    saved_configs = sorted((tmp_path / "cache" / "maskers").glob("*/config.json"))
+    assert len(saved_configs) == 4  # two rows per black box
+    for path in saved_configs:
+        saved_power = json.loads(path.read_text())["objective"]["destroy_power"]
+        assert saved_power == powers[path.parent.name.split("-")[0]], path
     assert all(bb["channels_last"] for bb in results["blackboxes"].values())
     rows = results["blackboxes"]["resnet"]["rows"]
     names = [r["method"] for r in rows]
@@ -245,10 +254,14 @@ def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
         ({"masker_epochs_by_blackbox": {"resnet": 0}}, "masker_epochs_by_blackbox.*resnet"),
         ({"masker_epochs_by_blackbox": 4}, "masker_epochs_by_blackbox.*dict"),
         ({"scratch_masker_epochs": 0}, "scratch_masker_epochs"),
+        ({"objective_by_blackbox": {"vgg": {}}}, "objective_by_blackbox.*vgg"),
+        ({"objective_by_blackbox": {"resnet": {"destroy_powr": 1}}}, r"blackbox\['resnet'\].*powr"),
+        ({"objective_by_blackbox": {"resnet": 1.0}}, r"objective_by_blackbox\['resnet'\].*dict"),
+        ({"objective_by_blackbox": 3}, "objective_by_blackbox.*dict"),
     ],
 )
 def test_benchmark_config_names_bad_options(overrides, match):
-    from captum_realtime_mask.benchmark.runner import BenchmarkConfig
+    from captum_realtime_mask.benchmark.runner import BENCHMARK_OBJECTIVE, BenchmarkConfig
     from captum_realtime_mask.errors import InputError
 
     with pytest.raises(InputError, match=match):
@@ -257,3 +270,8 @@ def test_benchmark_config_names_bad_options(overrides, match):
     assert cfg.threshold_images == 100 and cfg.n_val == 500
     assert cfg.masker_epochs_for("resnet") == 4 and cfg.masker_epochs_for("cspdarknet") == 3
     assert cfg.masker_epochs_for("cspdarknet", scratch=True) == 4
+    assert cfg.objective_for("cspdarknet") == BENCHMARK_OBJECTIVE
+    assert cfg.objective_for("resnet") == BENCHMARK_OBJECTIVE
+    cfg = BenchmarkConfig.for_mode("full", objective_by_blackbox={"resnet": {"destroy_power": 1}})
+    assert cfg.objective_for("resnet") == {**BENCHMARK_OBJECTIVE, "destroy_power": 1}
+    assert cfg.objective_for("cspdarknet") == BENCHMARK_OBJECTIVE

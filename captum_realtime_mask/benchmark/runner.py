@@ -140,6 +140,10 @@ class BenchmarkConfig:
         seed: Seed of datasets, training and evaluation.
         objective: Overrides of :class:`~captum_realtime_mask.ObjectiveConfig` for the
             maskers (recorded in the results).
+        objective_by_blackbox: Further overrides for some black boxes' maskers, by key, on
+            top of ``objective`` (both rows of that black box; part of their cache keys).
+            For example ``{"resnet": {"destroy_power": 1.0}}``, the setting of the docs'
+            section "A destroy term that pays less below chance".
         jobs: Black boxes evaluated at once, each in its own process with
             ``threads // jobs`` torch threads (1: one after the other in this process).
         threads: Torch threads in all (None: ``torch.get_num_threads()``).
@@ -171,6 +175,7 @@ class BenchmarkConfig:
     throughput_batch: int = 32
     seed: int = 0
     objective: dict[str, Any] = field(default_factory=lambda: dict(BENCHMARK_OBJECTIVE))
+    objective_by_blackbox: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: int = 2
     threads: int | None = None
     channels_last: bool = True
@@ -225,12 +230,37 @@ class BenchmarkConfig:
             ObjectiveConfig.from_dict(self.objective)
         except (TypeError, ValueError) as err:
             raise InputError(f"BenchmarkConfig.objective: {err}") from None
+        if not isinstance(self.objective_by_blackbox, dict):
+            raise InputError(
+                "BenchmarkConfig.objective_by_blackbox: expected a dict of black-box keys to "
+                f"dicts of ObjectiveConfig fields, got {self.objective_by_blackbox!r}"
+            )
+        for key in self.objective_by_blackbox:
+            if key not in BLACKBOX_PRESETS:
+                raise InputError(
+                    f"BenchmarkConfig.objective_by_blackbox: {key!r} is not a key of "
+                    f"BLACKBOX_PRESETS {list(BLACKBOX_PRESETS)}"
+                )
+            try:
+                ObjectiveConfig.from_dict(self.objective_for(key))
+            except (TypeError, ValueError) as err:
+                raise InputError(f"BenchmarkConfig.objective_by_blackbox[{key!r}]: {err}") from None
 
     def masker_epochs_for(self, blackbox: str, scratch: bool = False) -> int:
         """Epochs of masker training for one black box (``scratch``: row (b)'s masker)."""
         if scratch and self.scratch_masker_epochs is not None:
             return self.scratch_masker_epochs
         return self.masker_epochs_by_blackbox.get(blackbox, self.masker_epochs)
+
+    def objective_for(self, blackbox: str) -> dict[str, Any]:
+        """Objective overrides of one black box's maskers: ``objective`` and its own."""
+        overrides = self.objective_by_blackbox.get(blackbox, {})
+        if not isinstance(overrides, dict):
+            raise InputError(
+                f"BenchmarkConfig.objective_by_blackbox[{blackbox!r}]: expected a dict of "
+                f"ObjectiveConfig fields, got {overrides!r}"
+            )
+        return {**self.objective, **overrides}
 
     @classmethod
     def for_mode(cls, mode: Mode, **overrides: Any) -> BenchmarkConfig:
@@ -591,6 +621,7 @@ def _blackbox_job(
             "frozen": config.masker_epochs_for(bb_name),
             "scratch": config.masker_epochs_for(bb_name, scratch=True),
         },
+        "masker_objective": ObjectiveConfig(**config.objective_for(bb_name)).to_dict(),
         "test_correct_share": correct_share,
         "rows": rows,
     }
@@ -627,6 +658,8 @@ def _evaluate_blackbox(
     xt, yt, _ = test
     bs = cfg.batch_size
     size = xt.shape[-1]
+    # This black box's objective, for its maskers' cache keys, training and refinement.
+    cfg = replace(cfg, objective=cfg.objective_for(bb_name), objective_by_blackbox={})
     methods: list[Method] = []
     for label, encoder, options in (
         ("RealTimeMask (frozen classifier encoder)", FROZEN_ENCODER, {}),
