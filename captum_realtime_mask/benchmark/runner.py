@@ -198,17 +198,8 @@ class BenchmarkConfig:
         for name in (*optional, "scratch_masker_epochs"):
             if getattr(self, name) is not None:
                 _check_count(name, getattr(self, name), minimum=1)
-        if not isinstance(self.masker_epochs_by_blackbox, dict):
-            raise InputError(
-                "BenchmarkConfig.masker_epochs_by_blackbox: expected a dict of black-box keys "
-                f"to epochs, got {self.masker_epochs_by_blackbox!r}"
-            )
+        _check_by_blackbox("masker_epochs_by_blackbox", self.masker_epochs_by_blackbox, "epochs")
         for key, epochs in self.masker_epochs_by_blackbox.items():
-            if key not in BLACKBOX_PRESETS:
-                raise InputError(
-                    f"BenchmarkConfig.masker_epochs_by_blackbox: {key!r} is not a key of "
-                    f"BLACKBOX_PRESETS {list(BLACKBOX_PRESETS)}"
-                )
             _check_count(f"masker_epochs_by_blackbox[{key!r}]", epochs, minimum=1)
         if self.threshold_images is not None:
             _check_count("threshold_images", self.threshold_images, minimum=1)
@@ -230,16 +221,14 @@ class BenchmarkConfig:
             ObjectiveConfig.from_dict(self.objective)
         except (TypeError, ValueError) as err:
             raise InputError(f"BenchmarkConfig.objective: {err}") from None
-        if not isinstance(self.objective_by_blackbox, dict):
-            raise InputError(
-                "BenchmarkConfig.objective_by_blackbox: expected a dict of black-box keys to "
-                f"dicts of ObjectiveConfig fields, got {self.objective_by_blackbox!r}"
-            )
-        for key in self.objective_by_blackbox:
-            if key not in BLACKBOX_PRESETS:
+        _check_by_blackbox(
+            "objective_by_blackbox", self.objective_by_blackbox, "dicts of ObjectiveConfig fields"
+        )
+        for key, overrides in self.objective_by_blackbox.items():
+            if not isinstance(overrides, dict):
                 raise InputError(
-                    f"BenchmarkConfig.objective_by_blackbox: {key!r} is not a key of "
-                    f"BLACKBOX_PRESETS {list(BLACKBOX_PRESETS)}"
+                    f"BenchmarkConfig.objective_by_blackbox[{key!r}]: expected a dict of "
+                    f"ObjectiveConfig fields, got {overrides!r}"
                 )
             try:
                 ObjectiveConfig.from_dict(self.objective_for(key))
@@ -254,13 +243,7 @@ class BenchmarkConfig:
 
     def objective_for(self, blackbox: str) -> dict[str, Any]:
         """Objective overrides of one black box's maskers: ``objective`` and its own."""
-        overrides = self.objective_by_blackbox.get(blackbox, {})
-        if not isinstance(overrides, dict):
-            raise InputError(
-                f"BenchmarkConfig.objective_by_blackbox[{blackbox!r}]: expected a dict of "
-                f"ObjectiveConfig fields, got {overrides!r}"
-            )
-        return {**self.objective, **overrides}
+        return {**self.objective, **self.objective_by_blackbox.get(blackbox, {})}
 
     @classmethod
     def for_mode(cls, mode: Mode, **overrides: Any) -> BenchmarkConfig:
@@ -297,6 +280,20 @@ class BenchmarkConfig:
 def _check_count(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"BenchmarkConfig.{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _check_by_blackbox(name: str, value: Any, values: str) -> None:
+    """Check a per-black-box option: a dict of ``BLACKBOX_PRESETS`` keys to ``values``."""
+    if not isinstance(value, dict):
+        raise InputError(
+            f"BenchmarkConfig.{name}: expected a dict of black-box keys to {values}, got {value!r}"
+        )
+    for key in value:
+        if key not in BLACKBOX_PRESETS:
+            raise InputError(
+                f"BenchmarkConfig.{name}: {key!r} is not a key of "
+                f"BLACKBOX_PRESETS {list(BLACKBOX_PRESETS)}"
+            )
 
 
 def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, y, bs: int):
