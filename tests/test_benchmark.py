@@ -271,7 +271,11 @@ def test_benchmark_config_names_bad_options(overrides, match):
     assert cfg.masker_epochs_for("resnet") == 4 and cfg.masker_epochs_for("cspdarknet") == 3
     assert cfg.masker_epochs_for("cspdarknet", scratch=True) == 4
     assert cfg.objective_for("cspdarknet") == BENCHMARK_OBJECTIVE
+    assert cfg.objective_for("resnet") == {**BENCHMARK_OBJECTIVE, "destroy_power": 1.0}
+    assert cfg.iterative_images == 64 and cfg.refine_steps == (0, 10)
+    # The preset's per-black-box dict is copied: editing one config leaves the next intact.
+    cfg.objective_by_blackbox["resnet"]["destroy_power"] = 0.5
+    assert BenchmarkConfig.for_mode("full").objective_for("resnet")["destroy_power"] == 1.0
+    cfg = BenchmarkConfig.for_mode("full", objective_by_blackbox={"cspdarknet": {"tv_weight": 1}})
+    assert cfg.objective_for("cspdarknet") == {**BENCHMARK_OBJECTIVE, "tv_weight": 1}
     assert cfg.objective_for("resnet") == BENCHMARK_OBJECTIVE
-    cfg = BenchmarkConfig.for_mode("full", objective_by_blackbox={"resnet": {"destroy_power": 1}})
-    assert cfg.objective_for("resnet") == {**BENCHMARK_OBJECTIVE, "destroy_power": 1}
-    assert cfg.objective_for("cspdarknet") == BENCHMARK_OBJECTIVE

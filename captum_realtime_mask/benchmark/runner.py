@@ -9,6 +9,7 @@ box), the saliency metric, the mean box area, and throughput on the same batch.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import platform
@@ -85,6 +86,13 @@ BENCHMARK_OBJECTIVE: dict[str, Any] = {
 #: the constant rate, and the two seeds differed by 4 points instead of 12-16.
 BENCHMARK_FIT: dict[str, Any] = {"lr_schedule": "cosine"}
 
+#: The full mode's objective overrides by black box, on top of ``BENCHMARK_OBJECTIVE``: the
+#: ResNet's maskers use destroy power 1 (the paper's destroy term is ``5 p^0.3``). Ranked over
+#: seeds 0, 2 and 3 on the validation split, its frozen-encoder masker's error fell from 20.1%
+#: to 16.4% on average (saliency metric and absent-class ratios unchanged, at most 0.15);
+#: CSPDarknet's rose from 19.5% to 21.8% with one ratio at 0.26, so it keeps the paper's power.
+BENCHMARK_OBJECTIVE_BY_BLACKBOX: dict[str, dict[str, Any]] = {"resnet": {"destroy_power": 1.0}}
+
 #: Encoder of row (a): the black box's own backbone, frozen, with its stride-2 map feeding the
 #: decoder too, so that the mask is computed at 32x32 for 64-pixel images (tuned on the
 #: validation split: localisation error 41.6% with the stride-4 default, 32.6% with this).
@@ -131,10 +139,12 @@ class BenchmarkConfig:
             validation split CSPDarknet's went from 36.6% localisation error and no class
             selectivity (ratio 0.85) with 3 epochs to 21.2% (ratio 0.26) with 4.
         masker_max_steps: Cap on each masker's optimiser steps (smoke tests).
-        iterative_images: Test and validation images given to the iterative mask (it is slow).
+        iterative_images: Test images given to the methods that optimise every image (the
+            iterative mask and the refinement rows; they are slow). The full mode uses 64.
         iterative_steps: Iterations of the iterative mask.
         ig_steps: Integrated-gradients steps (50 as in the issue's throughput target).
-        refine_steps: Refinement steps reported for the learned masks (0 is the plain mask).
+        refine_steps: Refinement steps reported for the learned masks (0 is the plain mask;
+            the full mode reports 0 and 10).
         batch_size: Images per batch everywhere.
         throughput_batch: Batch on which every method's images/s is timed.
         seed: Seed of datasets, training and evaluation.
@@ -142,8 +152,8 @@ class BenchmarkConfig:
             maskers (recorded in the results).
         objective_by_blackbox: Further overrides for some black boxes' maskers, by key, on
             top of ``objective`` (both rows of that black box; part of their cache keys).
-            For example ``{"resnet": {"destroy_power": 1.0}}``, the setting of the docs'
-            section "A destroy term that pays less below chance".
+            The full mode uses ``BENCHMARK_OBJECTIVE_BY_BLACKBOX``, destroy power 1 for the
+            ResNet (the docs' section "A destroy term that pays less below chance").
         jobs: Black boxes evaluated at once, each in its own process with
             ``threads // jobs`` torch threads (1: one after the other in this process).
         threads: Torch threads in all (None: ``torch.get_num_threads()``).
@@ -264,10 +274,12 @@ class BenchmarkConfig:
         elif mode == "full":
             base = cls(
                 mode="full",
-                iterative_images=128,
+                iterative_images=64,
+                refine_steps=(0, 10),
                 threshold_images=250,
                 masker_epochs_by_blackbox={"resnet": 4},
                 scratch_masker_epochs=4,
+                objective_by_blackbox=copy.deepcopy(BENCHMARK_OBJECTIVE_BY_BLACKBOX),
             )
         else:
             raise ValueError(f"mode: expected 'quick' or 'full', got {mode!r}")
