@@ -118,6 +118,11 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Occlusion |" in table
     assert "| loc. error, misclassified (%) |" in table
+    assert "scored on the first 4 of the test images" in table
+    # Only CSPDarknet's maskers differ from the run's objective, and the report says how.
+    assert table.count("maskers use the run's objective with") == 1
+    csp_part = table.split("## Black box: cspdarknet")[1]
+    assert "maskers use the run's objective with `destroy_power=1.0`" in csp_part
     assert "chosen on 12 validation images" in table
     heading = table.split("## Black box: resnet")[1].splitlines()[0]
     assert "(on " in heading  # where the black box's own accuracy was measured

@@ -50,6 +50,7 @@ from captum_realtime_mask.training import RUN_SHAPING_OPTIONS, FitConfig
 __all__ = [
     "BENCHMARK_FIT",
     "BENCHMARK_OBJECTIVE",
+    "BENCHMARK_OBJECTIVE_BY_BLACKBOX",
     "FROZEN_ENCODER",
     "SCRATCH_ENCODER",
     "SCRATCH_FIT",
@@ -840,6 +841,31 @@ def _accuracy_images(bb: dict[str, Any], n_test: int) -> str:
     return text
 
 
+def _subset_note(results: dict[str, Any]) -> list[str]:
+    """The sentence on rows scored on fewer test images (per-image optimisation), if any."""
+    n_test = results["config"]["n_test"]
+    rows = [r for bb in results["blackboxes"].values() for r in bb["rows"]]
+    smaller = sorted({r["n_test"] for r in rows if r["n_test"] < n_test})
+    if not smaller:
+        return []
+    counts = " or ".join(str(n) for n in smaller)
+    return [
+        f"The iterative mask and the refinement rows optimise every image; they are scored on "
+        f"the first {counts} of the test images."
+    ]
+
+
+def _objective_note(bb: dict[str, Any], run_objective: dict[str, Any]) -> list[str]:
+    """The sentence on a black box whose maskers' objective differs from the run's, if any."""
+    base = ObjectiveConfig.from_dict(run_objective).to_dict()
+    own = bb.get("masker_objective") or base
+    changed = {k: v for k, v in own.items() if base.get(k) != v}
+    if not changed:
+        return []
+    items = ", ".join(f"`{k}={v!r}`" for k, v in sorted(changed.items()))
+    return [f"This black box's maskers use the run's objective with {items}.", ""]
+
+
 def _markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Cluttered Fashion-MNIST localisation benchmark",
@@ -857,6 +883,7 @@ def _markdown(results: dict[str, Any]) -> str:
         f"{_THROUGHPUT_CALLS} timed calls on the same {results['config']['throughput_batch']} "
         f"test images (none started after {_THROUGHPUT_BUDGET_S:.0f} s), in the black box's "
         "own process.",
+        *_subset_note(results),
         "",
     ]
     for name, bb in results["blackboxes"].items():
@@ -865,6 +892,7 @@ def _markdown(results: dict[str, Any]) -> str:
             f"test accuracy {_fmt(bb['test_accuracy'], '.3f')}"
             f"{_accuracy_images(bb, results['config']['n_test'])}",
             "",
+            *_objective_note(bb, results["config"]["objective"]),
             "| method | loc. error (%) | loc. error, correctly classified (%) "
             "| loc. error, misclassified (%) | empty maps (%) "
             "| saliency metric | box area | threshold | images/s |",
