@@ -220,6 +220,46 @@ def test_error_on_a_subset_counts_only_its_images():
     assert _error_on(hits, torch.zeros(5, dtype=torch.bool)) is None
 
 
+def test_report_names_subset_rows_and_objective_overrides_only_when_present():
+    import copy
+
+    from captum_realtime_mask.benchmark.runner import BENCHMARK_OBJECTIVE, _markdown
+
+    def row(method, n_test):
+        return {
+            "method": method,
+            "n_test": n_test,
+            "localisation_error": 10.0,
+            "saliency_metric": -1.0,
+            "box_area": 0.2,
+            "threshold": 0.5,
+            "images_per_s": 1.0,
+        }
+
+    bb = {"arch": "resnet10t", "test_accuracy": 0.9, "rows": [row("A", 10), row("B", 10)]}
+    results = {
+        "config": {
+            "mode": "quick",
+            "n_test": 10,
+            "n_val": 5,
+            "throughput_batch": 4,
+            "objective": dict(BENCHMARK_OBJECTIVE),
+        },
+        "dataset": {"image_size": 64},
+        "machine": {"threads": 2},
+        "elapsed_s": 60.0,
+        "blackboxes": {"resnet": bb},
+    }
+    plain = _markdown(results)
+    assert "scored on the first" not in plain and "maskers use" not in plain
+    changed = copy.deepcopy(results)
+    changed["blackboxes"]["resnet"]["rows"][1]["n_test"] = 3
+    changed["blackboxes"]["resnet"]["masker_objective"] = {**BENCHMARK_OBJECTIVE, "tv_weight": 1.0}
+    text = _markdown(changed)
+    assert "scored on the first 3 of the test images" in text
+    assert "maskers use the run's objective with `tv_weight=1.0`." in text
+
+
 def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
     import multiprocessing
 
