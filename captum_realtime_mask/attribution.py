@@ -71,6 +71,36 @@ def _encoder_spec(
     return EncoderSpec(kind="timm", name=name, pretrained=pretrained is not False), None
 
 
+_REFINE_FIXED = (
+    "additional_forward_args",
+    "init_mask",
+    "inputs",
+    "n_iter",
+    "return_history",
+    "target",
+)
+
+
+def _check_refinement(steps: Any, options: Any) -> None:
+    """Check the refinement arguments of :meth:`RealTimeMaskAttribution.attribute`."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise InputError(
+            f"refine_steps: expected an int >= 0 (0 for no refinement), got {steps!r}."
+        )
+    if options is not None and not isinstance(options, dict):
+        raise InputError(
+            f"refine_options: expected a dict of optimise_masks arguments or None, got "
+            f"{type(options).__name__}."
+        )
+    fixed = sorted(set(options or {}) & set(_REFINE_FIXED))
+    if fixed:
+        raise InputError(
+            f"refine_options: {', '.join(fixed)} cannot be set through attribute(). Pass the "
+            "steps as refine_steps and extra classifier arguments as additional_forward_args; "
+            "for the loss history call captum_realtime_mask.iterative.optimise_masks directly."
+        )
+
+
 class RealTimeMaskAttribution(PerturbationAttribution):
     r"""Learned real-time saliency masks (Dabkowski & Gal, NIPS 2017) as a Captum method.
 
@@ -304,6 +334,41 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         self.masker.eval()
         return masker_forward(self.masker, x, target, confidence, self._inference)
 
+    def _refined_masks(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        confidence: float,
+        steps: int,
+        additional_forward_args: Any,
+        refine_options: dict[str, Any] | None,
+    ) -> torch.Tensor:
+        """Per-image optimisation started from the learned masks, on the masker's own grid.
+
+        The optimisation starts from the masker's mask before its final resize
+        (``small_mask``), so that zero steps give back the learned mask (up to the clamp of
+        ``init_mask``) and TV and area are taken at the resolution the masker was trained at;
+        the iterative method's coarser default grid would blur a fine mask before the first
+        step. ``refine_options`` may still set ``mask_size``, ``objective``, ``lr``, ...
+        """
+        from captum_realtime_mask.iterative import optimise_masks
+
+        self.masker.to(x.device)
+        self.masker.eval()
+        small = self.masker(x.float(), target, confidence).small_mask
+        options = dict(refine_options or {})
+        options.setdefault("objective", self.objective)
+        options.setdefault("mask_size", tuple(small.shape[-2:]))
+        return optimise_masks(
+            self.forward_func,
+            x,
+            target,
+            init_mask=small,
+            n_iter=steps,
+            additional_forward_args=additional_forward_args,
+            **options,
+        ).to(x.dtype)
+
     def optimize_for_inference(
         self,
         channels_last: bool = False,
@@ -384,30 +449,25 @@ class RealTimeMaskAttribution(PerturbationAttribution):
             confidence: Offset added to the feature filter's gate logits: > 0 keeps more of
                 the image, < 0 makes masks stricter.
             refine_steps: When > 0, start per-image mask optimisation from the learned masks
-                and run this many steps (see :mod:`captum_realtime_mask.iterative`).
-            refine_options: Extra keyword arguments for the refinement.
+                and run this many steps of the masker's own objective, on the masker's mask
+                grid (see :mod:`captum_realtime_mask.iterative`).
+            refine_options: Extra keyword arguments for
+                :func:`~captum_realtime_mask.iterative.optimise_masks` (``lr``,
+                ``mask_size``, ``objective``, ``generator``, ...).
 
         Returns:
             Masks in ``[0, 1]`` broadcast over the channels (a contiguous tensor shaped like
             ``inputs``, same device and dtype), or a 1-tuple of it when ``inputs`` was a tuple.
             For the single-channel mask use :meth:`mask`.
         """
+        _check_refinement(refine_steps, refine_options)
         x, tgt, was_tuple = self._prepare(inputs, target, additional_forward_args)
-        mask = self._masks(x, tgt, confidence)
         if refine_steps:
-            from captum_realtime_mask.iterative import optimise_masks
-
-            options = dict(refine_options or {})
-            options.setdefault("objective", self.objective)
-            mask = optimise_masks(
-                self.forward_func,
-                x,
-                tgt,
-                init_mask=mask,
-                n_iter=int(refine_steps),
-                additional_forward_args=additional_forward_args,
-                **options,
-            ).to(x.dtype)
+            mask = self._refined_masks(
+                x, tgt, confidence, refine_steps, additional_forward_args, refine_options
+            )
+        else:
+            mask = self._masks(x, tgt, confidence)
         out = mask.expand_as(x).contiguous()
         return (out,) if was_tuple else out
 

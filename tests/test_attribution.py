@@ -144,6 +144,50 @@ def test_bad_inputs_raise_named_errors(fitted):
         attr.attribute(bad, target=y)
 
 
+def test_refinement_starts_from_the_learned_mask_on_its_own_grid(fitted):
+    attr, x, y = fitted
+    learned = attr.mask(x, target=y)
+    assert learned.std() > 0.01  # a mask with detail, which a coarser grid would blur
+    # Steps too small to move the logits give back the learned mask, up to init_mask's clamp.
+    still = attr.attribute(x, target=y, refine_steps=1, refine_options={"lr": 1e-12})
+    assert still.shape == x.shape and still.dtype == x.dtype
+    assert torch.allclose(still[:, :1], learned.clamp(0.01, 0.99), atol=1e-5)
+    # The iterative method's default grid for 64 px (8 x 8) is coarser than the masker's.
+    coarse = attr.attribute(
+        x, target=y, refine_steps=1, refine_options={"lr": 1e-12, "mask_size": 8}
+    )
+    assert (coarse[:, :1] - learned.clamp(0.01, 0.99)).abs().max() > 0.01
+
+
+def test_refinement_moves_the_mask_and_leaves_the_classifier_alone(fitted):
+    attr, x, y = fitted
+    model = attr.model
+    model.train()
+    before = snapshot_model(model, tensors=True)
+    refined = attr.attribute(x, target=y, refine_steps=30)
+    assert before.differences(snapshot_model(model, tensors=True)) == []
+    assert (refined[:, :1] - attr.mask(x, target=y)).abs().max() > 0.05
+    assert float(refined.min()) >= 0.0 and float(refined.max()) <= 1.0
+
+
+@pytest.mark.parametrize(
+    "steps, options, match",
+    [
+        (-1, None, "refine_steps"),
+        (2.5, None, "refine_steps"),
+        (True, None, "refine_steps"),
+        (2, [("lr", 0.1)], "refine_options"),
+        (2, {"n_iter": 5}, "refine_options: n_iter"),
+        (2, {"init_mask": None}, "refine_options: init_mask"),
+        (2, {"return_history": True}, "refine_options: return_history"),
+    ],
+)
+def test_bad_refinement_arguments_raise_named_errors(fitted, steps, options, match):
+    attr, x, y = fitted
+    with pytest.raises(InputError, match=match):
+        attr.attribute(x, target=y, refine_steps=steps, refine_options=options)
+
+
 def test_fit_leaves_the_classifier_untouched(timm_resnet):
     timm_resnet.train()
     timm_resnet.fc.weight.requires_grad_(False)  # a mixed state must survive too

@@ -87,6 +87,12 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert any("refinement" in n for n in names)
     refined = next(r for r in rows if "refinement" in r["method"])
     assert refined["n_test"] == 4  # per-image optimisation runs on the smaller subset
+    # The iterative mask and the refinement optimise the objective of the black box's maskers.
+    for bb in results["blackboxes"].values():
+        optimising = [r for r in bb["rows"] if r["n_test"] < cfg.n_test]
+        assert [r["method"].split(" (")[0] for r in optimising][-1] == "Iterative mask"
+        assert len(optimising) == 2
+        assert all(r["objective"] == bb["masker_objective"] for r in optimising)
     for r in rows:
         assert r["saliency_metric"] == r["saliency_metric"]  # not NaN
         if r["method"] != "Ground-truth boxes":
@@ -118,7 +124,10 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| Occlusion |" in table
     assert "| loc. error, misclassified (%) |" in table
-    assert "scored on the first 4 of the test images" in table
+    subset = [line for line in table.splitlines() if "scored on the first 4 of" in line]
+    assert len(subset) == 1
+    assert "Iterative mask" in subset[0] and "+ 2 refinement steps" in subset[0]
+    assert "Occlusion" not in subset[0]
     # Only CSPDarknet's maskers differ from the run's objective, and the report says how.
     assert table.count("maskers use the run's objective with") == 1
     csp_part = table.split("## Black box: cspdarknet")[1]
@@ -256,7 +265,7 @@ def test_report_names_subset_rows_and_objective_overrides_only_when_present():
     changed["blackboxes"]["resnet"]["rows"][1]["n_test"] = 3
     changed["blackboxes"]["resnet"]["masker_objective"] = {**BENCHMARK_OBJECTIVE, "tv_weight": 1.0}
     text = _markdown(changed)
-    assert "scored on the first 3 of the test images" in text
+    assert "scored on the first 3 of the test images: B." in text
     assert "maskers use the run's objective with `tv_weight=1.0`." in text
 
 
@@ -317,7 +326,7 @@ def test_benchmark_config_names_bad_options(overrides, match):
     assert cfg.masker_epochs_for("cspdarknet", scratch=True) == 4
     assert cfg.objective_for("cspdarknet") == BENCHMARK_OBJECTIVE
     assert cfg.objective_for("resnet") == {**BENCHMARK_OBJECTIVE, "destroy_power": 1.0}
-    assert cfg.iterative_images == 64 and cfg.refine_steps == (0, 10)
+    assert cfg.iterative_images == 64 and cfg.refine_steps == (0, 10, 50)
     # The preset's per-black-box dict is copied: editing one config leaves the next intact.
     cfg.objective_by_blackbox["resnet"]["destroy_power"] = 0.5
     assert BenchmarkConfig.for_mode("full").objective_for("resnet")["destroy_power"] == 1.0

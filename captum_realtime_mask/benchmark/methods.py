@@ -33,6 +33,7 @@ class Method:
         masker: For learned-mask rows: the attribution object, to measure absent classes.
         per_image_optimisation: Optimises every image (iterative mask, refinement): scored on
             the benchmark's smaller ``iterative_images`` subset.
+        objective: For per-image optimisation: the objective's fields (recorded in the row).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Method:
     box: str | None = None
     masker: Any = None
     per_image_optimisation: bool = False
+    objective: dict[str, Any] | None = None
 
 
 def find_last_conv(model: nn.Module) -> nn.Module:
