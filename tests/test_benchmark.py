@@ -102,6 +102,12 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert chosen.count(12) == 6 and chosen.count(None) == len(chosen) - 6  # Captum's six maps
     max_row = next(r for r in rows if r["method"] == "Max box")
     assert max_row["box_area"] == 1.0
+    # The other rows are also scored on the per-image rows' images, for a fair comparison.
+    assert max_row["first_images"] == 4 and max_row["first_localisation_error"] == 100.0
+    gt_row = next(r for r in rows if r["method"] == "Ground-truth boxes")
+    assert gt_row["first_localisation_error"] is None
+    assert gt_row["first_saliency_metric"] == gt_row["first_saliency_metric"]  # not NaN
+    assert all("first_images" not in r for r in rows if r["n_test"] == 4)
     # The whole image never overlaps an item by IoU > 0.5, on any subset of the images.
     assert max_row["localisation_error_correct"] in (None, 100.0)
     assert max_row["localisation_error_misclassified"] in (None, 100.0)
@@ -121,6 +127,7 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["blackboxes"]["resnet"]["rows"][0]["method"] == names[0]
     table = (tmp_path / "out" / "results.md").read_text()
+    assert table.count("On the first 4 test images") == 2  # one table per black box
     assert "| Occlusion |" in table
     assert "| loc. error, misclassified (%) |" in table
     subset = [line for line in table.splitlines() if "scored on the first 4 of" in line]
@@ -265,6 +272,12 @@ def test_report_names_subset_rows_and_objective_overrides_only_when_present():
     changed["blackboxes"]["resnet"]["masker_objective"] = {**BENCHMARK_OBJECTIVE, "tv_weight": 1.0}
     text = _markdown(changed)
     assert "scored on the first 3 of the test images: B." in text
+    assert "On the first" not in text  # no other row was scored on those images
+    changed["blackboxes"]["resnet"]["rows"][0].update(
+        first_images=3, first_localisation_error=20.0, first_saliency_metric=-2.0
+    )
+    table = _markdown(changed).split("On the first 3 test images")[1]
+    assert "| A | 20.0 | -2.000 |" in table and "| B | 10.0 | -1.000 |" in table
     assert "maskers use the run's objective with `tv_weight=1.0`." in text
 
 

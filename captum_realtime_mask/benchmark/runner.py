@@ -330,8 +330,13 @@ def _throughput(fn, x, y) -> tuple[float, int]:
     return len(x) / max(statistics.median(times), 1e-9), len(times)
 
 
-def _score(model, x, y, boxes, maps, threshold, normalize, bs, correct) -> dict[str, float]:
-    """Scores of one method's maps; ``correct`` marks the images the black box classifies right."""
+def _score(
+    model, x, y, boxes, maps, threshold, normalize, bs, correct, first: int
+) -> dict[str, float]:
+    """Scores of one method's maps; ``correct`` marks the images the black box classifies right.
+
+    ``first``: also score the first images alone (the per-image optimisation subset).
+    """
     loc = localisation_details(maps, list(boxes.unsqueeze(1)), threshold, normalize=normalize)
     sal = saliency_metric(
         model, x, maps, y, threshold=threshold, normalize=normalize, max_examples_per_batch=bs
@@ -343,6 +348,18 @@ def _score(model, x, y, boxes, maps, threshold, normalize, bs, correct) -> dict[
         "box_area": float(area.mean()),
         "empty_maps": float(loc.empty.float().mean()),
         **_errors_by_outcome(loc.hits, correct),
+        **_first_images(loc.hits, sal, first),
+    }
+
+
+def _first_images(hits: torch.Tensor, sal: torch.Tensor, first: int) -> dict[str, float]:
+    """Localisation error (%) and saliency metric on the first images, if they are fewer."""
+    if not 0 < first < len(hits):
+        return {}
+    return {
+        "first_images": first,
+        "first_localisation_error": 100.0 * (1.0 - float(hits[:first].float().mean())),
+        "first_saliency_metric": float(sal[:first].mean()),
     }
 
 
@@ -768,11 +785,14 @@ def _method_row(
                 "localisation_error": 100.0 * float(loc.error),
                 **_errors_by_outcome(loc.hits, correct[:subset]),
             }
+            first = _first_images(loc.hits, sal, cfg.iterative_images)
             if method.box == "gt":  # the item's own boxes: scored on the saliency metric only
                 errors = dict.fromkeys(errors)
+                first = {**first, "first_localisation_error": None} if first else first
             row.update(
                 {
                     **errors,
+                    **first,
                     "saliency_metric": float(sal.mean()),
                     "box_area": float(area.mean()),
                     "threshold": None,
@@ -788,7 +808,20 @@ def _method_row(
                 threshold, normalize = _best_threshold(xv[:nv], yv[:nv], bv[:nv], vmaps), "minmax"
                 row["threshold_images"] = nv
             maps = _batched(method.explain, x, y, bs)
-            row.update(_score(model, x, y, b, maps, threshold, normalize, bs, correct[:subset]))
+            row.update(
+                _score(
+                    model,
+                    x,
+                    y,
+                    b,
+                    maps,
+                    threshold,
+                    normalize,
+                    bs,
+                    correct[:subset],
+                    first=cfg.iterative_images,
+                )
+            )
             row["threshold"] = threshold
             tb = min(cfg.throughput_batch, len(x))
             row["images_per_s"], row["throughput_calls"] = _throughput(
@@ -867,6 +900,30 @@ def _subset_note(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _first_images_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Every row on the first images, where rows that optimise every image were scored."""
+    counts = {r["first_images"] for r in rows if "first_images" in r}
+    if len(counts) != 1:
+        return []
+    n = counts.pop()
+    lines = [
+        "",
+        f"On the first {n} test images, the images of the rows that optimise every image:",
+        "",
+        "| method | loc. error (%) | saliency metric |",
+        "|---|---:|---:|",
+    ]
+    for r in rows:
+        if r["n_test"] == n:
+            error, sal = r["localisation_error"], r["saliency_metric"]
+        elif r.get("first_images") == n:
+            error, sal = r["first_localisation_error"], r["first_saliency_metric"]
+        else:
+            continue
+        lines.append(f"| {r['method']} | {_fmt(error, '.1f')} | {_fmt(sal, '.3f')} |")
+    return lines
+
+
 def _objective_note(bb: dict[str, Any], run_objective: dict[str, Any]) -> list[str]:
     """The sentence on a black box whose maskers' objective differs from the run's, if any."""
     base = ObjectiveConfig.from_dict(run_objective).to_dict()
@@ -919,6 +976,7 @@ def _markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(r['saliency_metric'], '.3f')} | {_fmt(r['box_area'], '.3f')} | "
                 f"{_fmt(r['threshold'], '.2f')} | {_fmt(r['images_per_s'], '.1f')} |"
             )
+        lines += _first_images_table(bb["rows"])
         for r in bb["rows"]:
             if "absent_to_true_area_ratio" in r:
                 lines.append(
