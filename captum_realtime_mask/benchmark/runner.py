@@ -358,7 +358,7 @@ def _first_images(hits: torch.Tensor, sal: torch.Tensor, first: int) -> dict[str
         return {}
     return {
         "first_images": first,
-        "first_localisation_error": 100.0 * (1.0 - float(hits[:first].float().mean())),
+        "first_localisation_error": _error_on(hits, torch.arange(len(hits)) < first),
         "first_saliency_metric": float(sal[:first].mean()),
     }
 
@@ -788,7 +788,8 @@ def _method_row(
             first = _first_images(loc.hits, sal, cfg.iterative_images)
             if method.box == "gt":  # the item's own boxes: scored on the saliency metric only
                 errors = dict.fromkeys(errors)
-                first = {**first, "first_localisation_error": None} if first else first
+                if first:
+                    first["first_localisation_error"] = None
             row.update(
                 {
                     **errors,
@@ -889,14 +890,12 @@ def _subset_note(results: dict[str, Any]) -> list[str]:
     names: dict[int, list[str]] = {}
     for bb in results["blackboxes"].values():
         for r in bb["rows"]:
-            same = names.setdefault(r["n_test"], [])
-            if r["n_test"] < n_test and r["method"] not in same:
-                same.append(r["method"])
+            if r["n_test"] < n_test and r["method"] not in names.get(r["n_test"], []):
+                names.setdefault(r["n_test"], []).append(r["method"])
     return [
         "These rows optimise every image, on the objective of the black box's maskers, and are "
         f"scored on the first {n} of the test images: " + ", ".join(rows) + "."
         for n, rows in sorted(names.items())
-        if rows
     ]
 
 
