@@ -6,6 +6,7 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from captum._utils.common import (
     ExpansionTypes,
@@ -101,8 +102,8 @@ def _format_target(
     """Turn every target form Captum sends into one class index per example.
 
     Accepted: an int (same class for all); a 0-d or 1-element integer tensor (same); a list
-    or tuple of ``n`` ints; a 1-D integer tensor of length ``n``. ``None`` is not accepted
-    here: resolve it with :func:`_predicted_target` first.
+    or tuple of ``n`` ints; a 1-D integer tensor (or NumPy array) of length ``n``. ``None``
+    is not accepted here: resolve it with :func:`_predicted_target` first.
 
     Args:
         target: The target as the user or a Captum wrapper passed it.
@@ -127,6 +128,8 @@ def _format_target(
             "target: None must be resolved to the predicted classes before formatting "
             "(internal error: call _predicted_target first)."
         )
+    if isinstance(target, np.ndarray):  # as a tensor: same rules (integer dtype, 0-d or 1-D)
+        target = torch.from_numpy(np.ascontiguousarray(target))
     if _is_int(target):
         _check_class_range([int(target)], num_classes)
         out = torch.full((n,), int(target), dtype=torch.long, device=device)

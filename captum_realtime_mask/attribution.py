@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -38,9 +41,16 @@ EncoderArg = str | EncoderSpec | nn.Module
 
 
 def _infer_num_classes(model: nn.Module | None) -> int | None:
-    """Classes of a timm / torchvision classifier: ``num_classes`` or the last Linear's width."""
+    """Classes of a timm / torchvision classifier: ``num_classes`` or the last Linear's width.
+
+    A Linear that is the model's last module with weights decides (a replaced ``fc``, or a
+    head appended in an ``nn.Sequential``, leaves a stale ``num_classes`` attribute behind).
+    """
     if model is None:
         return None
+    weighted = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
+    if weighted and isinstance(weighted[-1], nn.Linear):
+        return int(weighted[-1].out_features)
     for m in reversed(list(model.modules())):
         n = getattr(m, "num_classes", None)
         if isinstance(n, int) and n > 0:
@@ -68,7 +78,48 @@ def _encoder_spec(
         name = encoder.split(":", 1)[1]
         return EncoderSpec(kind="torchvision", name=name, pretrained=pretrained is not False), None
     name = encoder.split(":", 1)[1] if encoder.startswith("timm:") else encoder
+    import timm
+
+    if not timm.is_model(name):
+        raise InputError(
+            f"encoder: {encoder!r} is not a timm model name. Hint: pass 'classifier' (the "
+            "default), 'small_cnn', a name from timm.list_models() such as 'resnet50', or "
+            "'torchvision:<name>'."
+        )
     return EncoderSpec(kind="timm", name=name, pretrained=pretrained is not False), None
+
+
+def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveConfig:
+    """Check the plain arguments of the constructor; return the objective to use."""
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+        or num_classes < 1
+    ):  # fmt: skip
+        raise InputError(
+            f"num_classes: expected a positive int (or None to read it from the classifier), "
+            f"got {num_classes!r}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InputError(f"seed: expected an int, got {seed!r}.")
+    if objective is None:
+        return ObjectiveConfig()
+    if isinstance(objective, dict):
+        return ObjectiveConfig.from_dict(objective)
+    if not isinstance(objective, ObjectiveConfig):
+        raise InputError(
+            "objective: expected an ObjectiveConfig, a dict of its fields or None, got "
+            f"{type(objective).__name__}."
+        )
+    return objective
+
+
+def _check_confidence(confidence: Any) -> float:
+    """``confidence`` as a float, refusing non-numbers, NaN and infinities."""
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
+        raise InputError(f"confidence: expected a number (0 by default), got {confidence!r}.")
+    if not math.isfinite(confidence):
+        raise InputError(f"confidence: expected a finite number, got {confidence!r}.")
+    return float(confidence)
 
 
 _REFINE_FIXED = (
@@ -92,6 +143,15 @@ def _check_refinement(steps: Any, options: Any) -> None:
             f"refine_options: expected a dict of optimise_masks arguments or None, got "
             f"{type(options).__name__}."
         )
+    from captum_realtime_mask.iterative import optimise_masks
+
+    known = set(inspect.signature(optimise_masks).parameters) - {"forward_func"}
+    unknown = sorted(set(options or {}) - known)
+    if unknown:
+        raise InputError(
+            f"refine_options: unknown options {unknown}; accepted: "
+            f"{sorted(known - set(_REFINE_FIXED))}."
+        )
     fixed = sorted(set(options or {}) & set(_REFINE_FIXED))
     if fixed:
         raise InputError(
@@ -108,7 +168,8 @@ class RealTimeMaskAttribution(PerturbationAttribution):
     the smallest smooth mask whose kept region alone lets the classifier recognise the class
     and whose removal destroys it (the objective in :mod:`captum_realtime_mask.objective`).
     Afterwards :meth:`attribute` explains a batch in one forward pass of the masker; the
-    classifier is not called when ``target`` is given.
+    classifier's prediction is needed only when ``target`` is None (with the default
+    ``encoder="classifier"`` its backbone runs anyway, as the masker's encoder).
 
     Args:
         forward_func: The classifier (logits ``(N, K)``); any differentiable timm or
@@ -162,6 +223,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 "forward_func: expected the classifier (a callable), got "
                 f"{type(forward_func).__name__}."
             )
+        objective = _check_init_args(num_classes, seed, objective)
         super().__init__(forward_func)
         self.model = find_module(forward_func)
         if masker_config is None:
@@ -181,8 +243,9 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 "an nn.Module (or its bound forward); got a plain callable. Hint: pass "
                 "encoder='small_cnn' or a timm model name."
             )
-        self.objective = objective or ObjectiveConfig()
-        self.seed = seed
+        self.objective = objective
+        self.seed = int(seed)
+        self._trained = False  # set by fit() and load(); attribute() warns before
         self.history: list[dict[str, float]] = []
         self._encoder_module = module
         with torch.random.fork_rng(devices=[]):
@@ -232,12 +295,16 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         Args:
             loader: Any iterable of ``(images, labels[, ...])`` batches, e.g. a DataLoader.
                 Images in the classifier's input space; labels are class indices.
+                Floating images of any precision (float64 from ``torch.from_numpy``, float16,
+                bfloat16) are cast to the masker's float32. A one-shot iterator that runs out
+                before ``epochs`` or ``max_steps`` ends training with a warning.
             epochs: Passes over the loader (default 1 when ``max_steps`` is None too).
             max_steps: Stop after this many optimiser steps.
             lr: Adam learning rate.
             device: Where to train; None picks CUDA when present, else the classifier's
                 device. The classifier is moved there for the fit and moved back after.
-            val_loader: Optional loader; its mean loss terms enter each epoch's history.
+            val_loader: Optional loader; its mean loss terms enter each epoch's history. Its
+                batches are checked and cast like the training batches.
             resume_from: A checkpoint directory (or a ``checkpoint_dir``) of an earlier run.
                 Pass the same loader and options: the interrupted epoch is replayed from its
                 start's random states (global torch, NumPy and Python RNGs and the
@@ -247,8 +314,24 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 (``amp``, ``seed``, ``progress``, ``grad_clip``, ``lr_schedule``,
                 ``checkpoint_dir``, ``checkpoint_every``, ``keep_last``, ...).
 
+        Training runs with gradients enabled, also when called inside ``torch.no_grad()`` or
+        ``torch.inference_mode()``. Each call is a run of its own (a new optimiser, learning
+        rate schedule and area warm-up), continuing the masker's weights.
+
         Returns:
-            self, with :attr:`history` extended by one dict of mean loss terms per epoch.
+            self, with :attr:`history` extended by one dict of mean loss terms per epoch. The
+            new entries continue the ``epoch`` and ``steps`` numbering of earlier calls (like
+            a Keras or Lightning history appended to). With ``resume_from`` it is replaced by
+            the interrupted run's history (read from its checkpoint) and the epochs added now.
+
+        Raises:
+            InputError: Bad arguments or batches (the message names the argument), an
+                unavailable ``device``, a ``checkpoint_dir`` that is a file, or a classifier
+                converted to another dtype (``model.double()``) whose backbone is the
+                masker's encoder. Checked before the first step where possible; a failed
+                call leaves :attr:`history` as it was.
+            TrainingError: The loss or gradient stayed non-finite for ``nonfinite_patience``
+                steps.
         """
         if self.model is None:
             raise InputError(
@@ -261,9 +344,11 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 f"fit(): unknown options {sorted(unknown)}; accepted: "
                 f"{sorted(FitConfig.__dataclass_fields__)}."
             )
+        from captum_realtime_mask.training import _check_device
+
         options.setdefault("seed", self.seed)
         config = FitConfig(epochs=epochs, max_steps=max_steps, lr=lr, **options)
-        dev = self._training_device(device)
+        dev = self._training_device(None if device is None else _check_device(device))
         history = fit_masker(
             self.masker,
             self.model,
@@ -275,7 +360,17 @@ class RealTimeMaskAttribution(PerturbationAttribution):
             resume_from=resume_from,
             save_extra=self._config_dict,
         )
-        self.history = list(history) if resume_from is not None else self.history + history
+        self._trained = True
+        if resume_from is not None:
+            self.history = list(history)
+            return self
+        # Continue the numbering of earlier fit() calls, as an appended-to history would.
+        last = self.history[-1] if self.history else {}
+        epoch0 = int(last.get("epoch", len(self.history) - 1)) + 1
+        steps0 = int(last.get("steps", 0))
+        self.history = self.history + [
+            {**h, "epoch": h["epoch"] + epoch0, "steps": h["steps"] + steps0} for h in history
+        ]
         return self
 
     def _training_device(self, device: str | torch.device | None) -> torch.device:
@@ -328,6 +423,15 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                     self.forward_func, xp, additional_forward_args, self.num_classes
                 )
         return x, _format_target(target, len(x), x.device, self.num_classes), was_tuple
+
+    def _warn_if_untrained(self, stacklevel: int) -> None:
+        if not getattr(self, "_trained", True):  # objects pickled before the flag: trained
+            warnings.warn(
+                "RealTimeMaskAttribution: the masker has not been trained, so its masks mean "
+                "nothing. Call fit() first, or build it with RealTimeMaskAttribution.load().",
+                UserWarning,
+                stacklevel=stacklevel + 1,
+            )
 
     def _masks(self, x: torch.Tensor, target: torch.Tensor, confidence: float) -> torch.Tensor:
         self.masker.to(x.device)
@@ -421,6 +525,8 @@ class RealTimeMaskAttribution(PerturbationAttribution):
 
         Same arguments as :meth:`attribute` (without refinement).
         """
+        self._warn_if_untrained(stacklevel=3)  # past torch.no_grad's wrapper
+        confidence = _check_confidence(confidence)
         x, tgt, _ = self._prepare(inputs, target, additional_forward_args)
         return self._masks(x, tgt, confidence)
 
@@ -443,7 +549,8 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 largest stride (:attr:`masker.max_stride`).
             target: The class to explain per image: int, list/tuple of ints, 0-d or 1-D
                 tensor. None explains the classifier's predicted class, which costs one
-                classifier call; with a target the classifier is not called.
+                classifier call; with a target the classifier's own prediction is not needed (with
+                ``encoder="classifier"`` its backbone still runs, as the masker's encoder).
             additional_forward_args: Extra classifier arguments (used only when ``target``
                 is None or when refining).
             confidence: Offset added to the feature filter's gate logits: > 0 keeps more of
@@ -460,7 +567,9 @@ class RealTimeMaskAttribution(PerturbationAttribution):
             ``inputs``, same device and dtype), or a 1-tuple of it when ``inputs`` was a tuple.
             For the single-channel mask use :meth:`mask`.
         """
+        self._warn_if_untrained(stacklevel=4)  # past torch.no_grad's and log_usage's wrappers
         _check_refinement(refine_steps, refine_options)
+        confidence = _check_confidence(confidence)
         x, tgt, was_tuple = self._prepare(inputs, target, additional_forward_args)
         if refine_steps:
             mask = self._refined_masks(
@@ -485,10 +594,31 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         """Save the masker: ``masker.safetensors`` and ``config.json`` (atomic).
 
         The classifier's weights are not saved; pass the classifier to :meth:`load`.
+
+        Nothing the package did not write is ever deleted or replaced. ``directory`` may be a
+        new path (created), an empty folder (``"."`` included), or a folder holding an earlier
+        :meth:`save` or a training ``step-*`` checkpoint: that version is replaced, and other
+        files you put there (a README, say) are kept. Any other existing path (a file, or a
+        folder with other content) raises :class:`InputError` and is left as it is. A
+        symbolic link is followed: the folder it points to is written and the link stays. An
+        interrupted save leaves the previous version loadable (see
+        :func:`~captum_realtime_mask.checkpoint.write_checkpoint`).
+
+        Args:
+            directory: The folder to write (a ``str`` or ``os.PathLike``).
+
+        Raises:
+            InputError: ``directory`` is not a path, is a file, or is a folder holding other
+                files and no checkpoint of this package.
         """
         write_checkpoint(
             directory,
-            {**self._config_dict(), "history": self.history},
+            {
+                **self._config_dict(),
+                "history": self.history,
+                # Read the way load() reads the classifier it is given, to compare the two.
+                "classifier_num_classes": _infer_num_classes(self.model),
+            },
             {"masker": self.masker.state_dict()},
         )
 
@@ -503,25 +633,80 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         """Rebuild a saved masker (no training data needed; nothing is unpickled).
 
         Args:
-            directory: What :meth:`save` wrote (or a training checkpoint folder).
+            directory: What :meth:`save` wrote, a training ``step-*`` checkpoint folder, or
+                the ``checkpoint_dir`` given to :meth:`fit` (its newest ``step-*`` folder is
+                loaded).
             forward_func: The classifier the masker was trained for.
             encoder: The custom encoder module, for maskers saved with one.
-            device: Where to put the masker.
+            device: Where to put the masker (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+                :class:`torch.device`; not ``"meta"``).
 
         Raises:
-            CheckpointError: Missing, truncated, tampered or incompatible files.
+            InputError: An argument of the wrong type (for example ``directory`` and
+                ``forward_func`` swapped), or a device that is unknown, unavailable or
+                ``"meta"``.
+            CheckpointError: Missing, truncated, tampered or incompatible files, or a
+                classifier whose number of classes differs from the one the masker was
+                trained for.
         """
-        meta, tensors = read_checkpoint(directory, device=device)
+        from pathlib import Path
+
+        from captum_realtime_mask.checkpoint import CONFIG_NAME, previous_version
+        from captum_realtime_mask.training import _step_dirs
+
+        if not isinstance(directory, str | os.PathLike):
+            hint = (
+                "the arguments look swapped: call load(directory, forward_func), the folder "
+                "first and the classifier second."
+                if isinstance(forward_func, str | os.PathLike)
+                else "pass the folder that save() wrote, e.g. 'runs/masker'."
+            )
+            raise InputError(
+                "directory: expected the checkpoint folder (a str or os.PathLike), got "
+                f"{type(directory).__name__}. Hint: {hint}"
+            )
+        if not callable(forward_func):
+            raise InputError(
+                "forward_func: expected the classifier the masker was trained for (a callable "
+                f"such as an nn.Module), got {type(forward_func).__name__}. Hint: call "
+                "load(directory, forward_func), the folder first and the classifier second."
+            )
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise InputError(
+                f"encoder: expected the custom encoder (an nn.Module) or None, got "
+                f"{type(encoder).__name__}. Hint: pass the module the masker was built with."
+            )
+        path = Path(directory)
+        if (
+            path.is_dir()
+            and not (path / CONFIG_NAME).is_file()
+            and Path(os.path.abspath(path)).name
+            and not (previous_version(path) / CONFIG_NAME).is_file()
+        ):
+            steps = _step_dirs(path)  # a fit(checkpoint_dir=...) folder: take its newest step
+            if steps:
+                path = steps[-1]
+        meta, tensors = read_checkpoint(path, device=device)
         if meta.get("kind") != "RealTimeMaskAttribution" or "masker" not in tensors:
-            raise CheckpointError(f"{directory}: not a RealTimeMaskAttribution checkpoint.")
+            raise CheckpointError(f"{path}: not a RealTimeMaskAttribution checkpoint.")
         try:
             masker_config = MaskerConfig.from_dict(meta["masker"])
             obj = ObjectiveConfig.from_dict(meta["objective"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(
-                f"{directory}: the masker or objective config cannot be read "
+                f"{path}: the masker or objective config cannot be read "
                 f"({type(exc).__name__}: {exc}). Hint: load it with the release that wrote it."
             ) from exc
+        saved = meta.get("classifier_num_classes")
+        if isinstance(saved, bool) or not isinstance(saved, int):
+            saved = masker_config.num_classes  # older saves and training checkpoints
+        found = _infer_num_classes(find_module(forward_func))
+        if found is not None and found != saved:
+            raise CheckpointError(
+                f"forward_func: the masker in {str(path)!r} was trained for a classifier with "
+                f"{saved} classes, but the classifier given has {found}. Hint: load it with "
+                "the classifier it was trained for."
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if masker_config.encoder.pretrained:
@@ -539,9 +724,10 @@ class RealTimeMaskAttribution(PerturbationAttribution):
             attr.masker.load_state_dict(tensors["masker"], strict=True)
         except RuntimeError as exc:
             raise CheckpointError(
-                f"{directory}: the weights do not fit the masker described by its config "
+                f"{path}: the weights do not fit the masker described by its config "
                 f"({exc}). Hint: load it with the classifier it was trained for."
             ) from exc
         attr.masker.to(device)
+        attr._trained = True
         attr.history = meta.get("history", [])
         return attr

@@ -6,10 +6,14 @@ non-tensor training state in ``config.json``. Nothing is ever unpickled: tensors
 safetensors and everything else through JSON. ``config.json`` records the SHA-256 of every
 tensor file and of its own content, so a truncated or edited file fails to load with
 :class:`CheckpointError`.
+
+:func:`write_checkpoint` never deletes what it did not write: it writes only to a new path, an
+empty folder, or a folder holding a checkpoint of this package (whose other files it keeps).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from captum_realtime_mask.errors import CheckpointError
+from captum_realtime_mask.errors import CheckpointError, InputError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -39,6 +43,8 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 _DIGEST_KEY = "config_sha256"
 _TENSOR_FILE = re.compile(r"[A-Za-z0-9_.-]+\.safetensors")
+# What atomic_write leaves of one of the package's own files when the process is killed.
+_OWN_TEMP = re.compile(r"\.(config\.json|[A-Za-z0-9_.-]+\.safetensors)\..+\.tmp")
 
 
 def _fsync(path: Path) -> None:
@@ -63,9 +69,58 @@ def _config_digest(config: dict[str, Any]) -> str:
 
 
 def previous_version(directory: str | os.PathLike[str]) -> Path:
-    """Where :func:`write_checkpoint` parks the previous ``directory`` while replacing it."""
-    directory = Path(directory)
+    """Where :func:`write_checkpoint` parks the previous ``directory`` while replacing it.
+
+    Relative paths are made absolute first, so ``"."`` and ``".."`` have a name to park under.
+    """
+    directory = Path(os.path.abspath(directory))
+    if not directory.name:
+        raise InputError(
+            f"directory: the filesystem root {str(directory)!r} cannot hold a checkpoint. "
+            "Hint: pass a folder inside it, e.g. a new 'masker' folder."
+        )
     return directory.with_name(f".{directory.name}.old")
+
+
+def _as_path(directory: Any) -> Path:
+    """Check that ``directory`` is a non-empty ``str`` or ``os.PathLike`` path."""
+    raw = os.fspath(directory) if isinstance(directory, str | os.PathLike) else None
+    if not isinstance(raw, str):
+        raise InputError(
+            "directory: expected a folder path (a str or os.PathLike such as pathlib.Path), "
+            f"got {type(directory).__name__}. Hint: pass e.g. 'runs/masker'."
+        )
+    if not raw:
+        raise InputError(
+            "directory: expected a folder path, got an empty string. Hint: pass '.' for the "
+            "current folder, or e.g. 'runs/masker'."
+        )
+    return Path(raw)
+
+
+def _as_device(device: Any) -> torch.device:
+    """Check that ``device`` names a device that exists here and can hold tensor data."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"device: expected a torch device such as 'cpu', 'cuda' or 'cuda:0', got "
+            f"{device!r}. Hint: pass device='cpu', or a torch.device."
+        ) from exc
+    if dev.type == "meta":
+        raise InputError(
+            "device: expected a device that holds data, got 'meta' (shapes only: the saved "
+            "weights would be dropped). Hint: load on 'cpu' or a GPU."
+        )
+    if dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as exc:  # AssertionError: torch without CUDA
+            raise InputError(
+                f"device: {str(dev)!r} is not available on this machine ({exc}). Hint: pass "
+                "device='cpu', or a device that torch can use here."
+            ) from exc
+    return dev
 
 
 def _umask() -> int:
@@ -117,52 +172,220 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _target_path(directory: Any) -> Path:
+    """The absolute folder to write; a symbolic link is followed to the folder it names."""
+    path = Path(os.path.abspath(_as_path(directory)))
+    if path.is_symlink():
+        try:
+            path = path.resolve(strict=False)
+        except (OSError, RuntimeError) as exc:  # a loop of links
+            raise InputError(
+                f"directory: {str(path)!r} is a symbolic link that cannot be followed ({exc}). "
+                "Hint: pass a new or empty folder."
+            ) from exc
+    return path
+
+
+def _package_config(directory: Path) -> dict[str, Any] | None:
+    """The ``config.json`` in ``directory`` if it is one this package wrote (else None).
+
+    It must be a JSON object with the markers :func:`write_checkpoint` adds (a
+    ``format_version``, the ``files`` it hashed and the config's own hash), so that the
+    ``config.json`` of another tool (a Hugging Face model folder, say) is never taken for one.
+    """
+    try:
+        meta = json.loads((directory / CONFIG_NAME).read_text())
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON
+        return None
+    markers = isinstance(meta, dict) and "format_version" in meta and _DIGEST_KEY in meta
+    return meta if markers and isinstance(meta.get("files"), dict) else None
+
+
+def _target_kind(directory: Path) -> tuple[str, dict[str, Any] | None]:
+    """``("new" | "empty" | "checkpoint", old config)``; anything else raises InputError."""
+    if not directory.exists():
+        return "new", None
+    if not directory.is_dir():
+        raise InputError(
+            f"directory: expected a folder for the checkpoint, but {str(directory)!r} is a "
+            "file (left as it is). Hint: pass the path of a new or empty folder."
+        )
+    entries = sorted(p.name for p in directory.iterdir())
+    if not entries:
+        return "empty", None
+    meta = _package_config(directory)
+    if meta is not None:
+        return "checkpoint", meta
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    raise InputError(
+        f"directory: expected a new folder, an empty one or a checkpoint folder written by this "
+        f"package, but {str(directory)!r} holds other files ({shown}) and no checkpoint "
+        f"{CONFIG_NAME}; nothing was written. Hint: pass a new or empty folder, e.g. "
+        f"{str(directory / 'masker')!r}."
+    )
+
+
+def _write_files(
+    folder: Path, config: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
+) -> None:
+    """Write the tensor files, then ``config.json`` with their hashes (each one atomically)."""
+    hashes = {}
+    for stem, named in tensors.items():
+        file = folder / f"{stem}.safetensors"
+        cpu = {k: v.detach().contiguous().cpu() for k, v in named.items()}
+        atomic_write(file, lambda tmp, cpu=cpu: save_file(cpu, str(tmp)))
+        hashes[file.name] = _sha256(file)
+    meta = {**config, "format_version": FORMAT_VERSION, "files": hashes}
+    meta[_DIGEST_KEY] = _config_digest(meta)
+    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(meta, indent=2).encode())
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Hard-link ``src`` as ``dst`` (no data copied), or copy it where links are refused."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _carry_over(source: Path, target: Path, own: set[str], created: list[Path]) -> None:
+    """Put every entry of ``source`` except the package's own files into ``target``.
+
+    Files are hard-linked (copied where the filesystem refuses links), so the originals stay
+    in ``source`` until it is swapped out: an interruption loses none of them. Each entry made
+    in ``target`` is appended to ``created``.
+    """
+    for entry in sorted(source.iterdir()):
+        if entry.name in own or _OWN_TEMP.fullmatch(entry.name):
+            continue
+        dst = target / entry.name
+        created.append(dst)
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), dst)
+        elif entry.is_dir():
+            shutil.copytree(entry, dst, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dst)
+
+
+def _cwd_inside(directory: Path) -> str | None:
+    """The working directory if it is ``directory`` or inside it (a swap would orphan it)."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    real, here = directory.resolve(), Path(cwd)
+    return cwd if here == real or real in here.parents else None
+
+
 def write_checkpoint(
     directory: str | os.PathLike[str],
     config: dict[str, Any],
     tensors: dict[str, dict[str, torch.Tensor]],
 ) -> Path:
-    """Write a checkpoint directory atomically.
+    """Write a checkpoint directory atomically, never deleting what it did not write.
 
-    The files are first written into a fresh sibling directory (``.<name>.<random>``) and
-    flushed to disk, which then replaces ``directory`` by rename, so an interrupted save leaves
-    the previous checkpoint intact. Replacing an existing directory takes two renames (POSIX
-    cannot swap folders atomically); if the process dies between them, the previous version
-    waits in ``.<name>.old`` and :func:`read_checkpoint` reads it from there.
+    ``directory`` may be
+
+    * a path that does not exist yet (created, with missing parents);
+    * an empty folder: the files are written into it (the folder itself stays, so ``"."``
+      works, as does a mount point);
+    * a folder holding a checkpoint of this package (a saved masker or a training ``step-*``
+      folder, recognised by its ``config.json`` with ``format_version``, ``files`` and
+      ``config_sha256``): it is replaced by the new version, and every other file or folder a
+      user put there (a README, say) is kept. The package's own files are ``config.json``
+      and the ``*.safetensors`` files its old and new ``config.json`` list; only they change.
+
+    Anything else (a file, a folder with other content such as the current directory of a
+    project, another tool's model folder) raises :class:`InputError` and is left untouched, as
+    does a ``.<name>.old`` beside it that is not a version parked by this package.
+    Relative paths are made absolute first; a symbolic link is followed and the folder it
+    points to is written (the link stays a link).
+
+    A new or replacing version is first written into a fresh sibling directory
+    (``.<name>.<random>``) and flushed to disk, which then replaces ``directory`` by rename, so
+    an interrupted save leaves the previous checkpoint intact and a failed one leaves no
+    temporary folder. Replacing an existing directory takes two renames (POSIX cannot swap
+    folders atomically); if the process dies between them, the previous version waits in
+    ``.<name>.old`` and :func:`read_checkpoint` reads it from there. Into an empty folder the
+    tensor files are written first and ``config.json`` last, so no reader sees a partial
+    checkpoint there either.
 
     Args:
-        directory: Target directory (created; replaced if it exists).
+        directory: Target directory (see above).
         config: JSON-serialisable metadata; ``format_version`` and file hashes are added.
         tensors: File stem -> flat dict of tensors, each saved as ``<stem>.safetensors``.
 
     Returns:
-        The directory path.
+        The directory written (absolute; a link's target).
+
+    Raises:
+        InputError: ``directory`` is not a path, is a file, or is a folder that holds other
+            files and no checkpoint of this package.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    directory = _target_path(directory)
+    kind, meta = _target_kind(directory)
     old = previous_version(directory)
+    # The user's files come from the current version or, after a save that died between its
+    # renames, from the parked one.
+    parked = _package_config(old)
+    if parked is None and (old.exists() or old.is_symlink()):
+        raise InputError(
+            f"directory: {str(old)!r}, where a save parks the previous version of "
+            f"{str(directory)!r}, exists and is not a checkpoint of this package; nothing was "
+            "written. Hint: rename or move it, or pass another folder."
+        )
+    source = directory if kind == "checkpoint" else old
+    if kind != "checkpoint":
+        meta = parked
+    new_names = {f"{stem}.safetensors" for stem in tensors} | {CONFIG_NAME}
+    own = new_names | {n for n in (meta or {}).get("files", {}) if _TENSOR_FILE.fullmatch(n)}
+    created: list[Path] = []
     try:
-        hashes = {}
-        for stem, named in tensors.items():
-            file = staging / f"{stem}.safetensors"
-            save_file({k: v.detach().contiguous().cpu() for k, v in named.items()}, str(file))
-            _fsync(file)
-            hashes[file.name] = _sha256(file)
-        meta = {**config, "format_version": FORMAT_VERSION, "files": hashes}
-        meta[_DIGEST_KEY] = _config_digest(meta)
-        atomic_write_bytes(staging / CONFIG_NAME, json.dumps(meta, indent=2).encode())
+        directory.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise InputError(
+            f"directory: cannot create {str(directory)!r}: a part of its path is a file "
+            f"({exc}). Hint: pass a folder whose parent folders are folders."
+        ) from exc
+
+    if kind == "empty":
+        try:
+            _write_files(directory, config, tensors)
+            if meta is not None:
+                _carry_over(source, directory, own, created)
+            _fsync(directory)
+        except BaseException:
+            # The folder was empty: everything in it now is ours (or a link to a kept file).
+            for path in [*(directory / name for name in new_names), *created]:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)  # a stale parked version is now superseded
+        return directory
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        _write_files(staging, config, tensors)
+        if meta is not None:
+            _carry_over(source, staging, own, created)
+        if kind == "checkpoint":
+            shutil.copymode(directory, staging)
+        else:
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's folders are private (0o700)
         _fsync(staging)
-        if (directory / CONFIG_NAME).is_file() or not old.exists():
-            # Park the current version (if any); keep an older parked one only while the
-            # current directory is not a complete checkpoint.
+        cwd = _cwd_inside(directory) if kind == "checkpoint" else None
+        if kind == "checkpoint":
+            # Park the current version; an older parked one is superseded by it.
             shutil.rmtree(old, ignore_errors=True)
-            if directory.exists():
-                os.replace(directory, old)
-        elif directory.exists():
-            shutil.rmtree(directory)
+            os.replace(directory, old)
         os.replace(staging, directory)
         _fsync(directory.parent)
+        if cwd is not None:  # the process was inside the folder just swapped out
+            with contextlib.suppress(OSError):
+                os.chdir(cwd)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -177,28 +400,38 @@ def read_checkpoint(
 
     Args:
         directory: The checkpoint directory.
-        device: Where to put the tensors.
+        device: Where to put the tensors (checked before anything is read).
 
     Returns:
         ``(config, tensors)`` with ``tensors`` keyed by file stem.
 
     Raises:
+        InputError: ``directory`` is not a path, or ``device`` is not a device available here
+            that holds data (``"meta"`` does not).
         CheckpointError: The directory or a file is missing, a hash does not match, the
             config is not valid JSON, or the format version is not supported.
     """
-    directory = Path(directory)
+    directory = _as_path(directory)
+    device = _as_device(device)
     if (
         not (directory / CONFIG_NAME).is_file()
+        and Path(os.path.abspath(directory)).name
         and (previous_version(directory) / CONFIG_NAME).is_file()
     ):
         # A replacing save was interrupted between its two renames: the previous version is
         # complete and verified below like any other.
         directory = previous_version(directory)
     cfg_path = directory / CONFIG_NAME
+    if directory.is_file():
+        raise CheckpointError(
+            f"directory: {str(directory)!r} is a file; a checkpoint is a folder. Hint: pass "
+            "the folder that holds it."
+        )
     if not cfg_path.is_file():
         raise CheckpointError(
-            f"path: no {CONFIG_NAME} in {str(directory)!r}. Hint: pass the directory that "
-            "RealTimeMaskAttribution.save() or fit(checkpoint_dir=...) wrote."
+            f"directory: no {CONFIG_NAME} in {str(directory)!r}. Hint: pass the folder that "
+            "RealTimeMaskAttribution.save() wrote, or a step-* folder (or the checkpoint_dir) "
+            "that fit(checkpoint_dir=...) wrote."
         )
     try:
         config = json.loads(cfg_path.read_text())

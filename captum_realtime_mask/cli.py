@@ -80,7 +80,12 @@ def _add_classifier(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-normalize", action="store_true", help="feed [0, 1] images to the model unchanged"
     )
-    g.add_argument("--image-size", type=int, help="side images are resized to (default 224)")
+    g.add_argument(
+        "--image-size",
+        type=int,
+        help="side images are resized to (default 224; with --builtin the benchmark's 64, which "
+        "train --builtin always uses)",
+    )
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
 
 
@@ -135,7 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the benchmark (the paper's tables at CPU scale) and write "
         "results.json, results.md and figure.png.",
     )
-    p.add_argument("--mode", choices=("quick", "full"), default="quick")
+    p.add_argument(
+        "--mode",
+        choices=("quick", "full"),
+        default="quick",
+        help="quick: minutes, one black box (the main job); full: the docs' results, under an "
+        "hour on 2 CPU cores (default quick)",
+    )
     p.add_argument("--output", default=None, help="output folder (default runs/<mode>)")
     p.add_argument(
         "--blackboxes", nargs="+", help="black box presets (resnet, cspdarknet; default: mode's)"
@@ -200,8 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset's normalisation",
     )
     p.add_argument("--target", type=int, nargs="+", help="class per image, or one for all")
-    p.add_argument("--output", default="runs/explain", help="folder for the overlays")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--output", default="runs/explain", help="folder for the overlays (default runs/explain)"
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     _add_cache(p)
 
     p = sub.add_parser(
@@ -255,6 +268,8 @@ def _fill_from_record(args: argparse.Namespace, record: dict[str, Any]) -> None:
         args.builtin = True
     if record.get("no_normalize"):
         args.no_normalize = True
+    if record.get("pretrained") and not args.checkpoint:
+        args.pretrained = True
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
@@ -435,6 +450,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from captum_realtime_mask.attribution import RealTimeMaskAttribution
 
     device = _device(args.device)
+    if args.builtin and args.image_size not in (None, 64):
+        raise CLIError(
+            f"--image-size: the built-in benchmark's images are 64 px, got {args.image_size}; "
+            "leave --image-size out with --builtin."
+        )
     if args.builtin:
         dataset = _builtin_split(args, "train")
         num_classes = 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import numbers
 import os
 import random
 import re
@@ -36,6 +37,7 @@ from captum_realtime_mask.checkpoint import (
 )
 from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
 from captum_realtime_mask.masker.blocks import FeatureFilter
+from captum_realtime_mask.masker.encoders import ClassifierBackbone
 from captum_realtime_mask.masker.model import MaskingModel
 from captum_realtime_mask.objective import (
     LossTerms,
@@ -55,25 +57,33 @@ TERMS = ("loss", "tv", "area", "preserve", "destroy", "gate")
 class FitConfig:
     """Options of :func:`fit_masker` (all have working defaults).
 
+    Every option is checked on construction and a wrong one raises :class:`InputError` naming
+    it: counts must be ints (a bool is not a count), rates and weights real numbers (NumPy
+    scalars are converted to Python ones).
+
     Attributes:
         epochs: Passes over the loader. None with ``max_steps`` None means 1.
         max_steps: Stop after this many optimiser steps (across epochs).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         lr_schedule: ``"constant"`` or ``"cosine"`` (decays to 0 over the run; needs a loader
-            with a length or ``max_steps``).
+            with a length or ``max_steps``, else it runs constant with a warning).
         grad_clip: Clip the gradient norm to this value (None: no clipping).
         amp: Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling).
             Ignored on CPU.
-        seed: Seed of the training randomness (fake selectors, alternative images).
+        seed: Seed of the training randomness (fake selectors, alternative images); an int.
         progress: Show a tqdm progress bar with the loss terms (rank 0 only).
-        checkpoint_dir: Write training checkpoints here, one ``step-<n>`` folder each.
+        checkpoint_dir: Write training checkpoints here, one folder per checkpoint named
+            after its step (``step-000000123``); a str or ``os.PathLike``, stored as a str. It
+            must not be a file; this is checked before the first step.
         checkpoint_every: Steps between checkpoints (also one at the end of every epoch).
         keep_last: Number of step checkpoints kept (at least 1).
         area_warmup: Fraction of the run (of ``max_steps``, or of the loader's length times
             ``epochs``) over which the area weight ramps linearly from 0 to its value. Not in
             the paper: without it the area term can win before the masker has found the
-            object, and the masker collapses to an empty mask. 0 turns it off.
+            object, and the masker collapses to an empty mask. 0 turns it off. Without a
+            loader length or ``max_steps`` the run's length is unknown and it is off (with a
+            warning).
         nonfinite_patience: Consecutive non-finite losses or gradients tolerated (each step
             skipped with a warning) before training stops with :class:`TrainingError`.
         embedding_lr_scale: The class embeddings of the feature filters learn at ``lr`` times
@@ -109,24 +119,36 @@ class FitConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "max_steps", "checkpoint_every"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise InputError(f"{name}: expected a positive int or None, got {value!r}.")
+            if value is not None:
+                setattr(self, name, _positive_int(name, value, "a positive int or None"))
         for name in ("keep_last", "nonfinite_patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}: expected a positive int, got {value!r}.")
-        if not self.lr > 0:
-            raise InputError(f"lr: expected a positive learning rate, got {self.lr!r}.")
-        if self.grad_clip is not None and not self.grad_clip > 0:
+            setattr(self, name, _positive_int(name, getattr(self, name), "a positive int"))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise InputError(
-                f"grad_clip: expected a positive max gradient norm or None, got {self.grad_clip!r}."
+                f"seed: expected an int (the seed of the training randomness), got "
+                f"{_describe(self.seed)}. Hint: pass e.g. seed=0, or leave it out to use the "
+                "seed given to RealTimeMaskAttribution."
             )
-        if not self.embedding_lr_scale > 0:
+        self.seed = int(self.seed)
+        self.lr = _real("lr", self.lr, "1e-3")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"lr: expected a positive learning rate, got {self.lr!r}.")
+        if self.grad_clip is not None:
+            self.grad_clip = _real("grad_clip", self.grad_clip, "1.0")
+            if not self.grad_clip > 0:
+                raise InputError(
+                    "grad_clip: expected a positive max gradient norm or None, got "
+                    f"{self.grad_clip!r}."
+                )
+        self.embedding_lr_scale = _real("embedding_lr_scale", self.embedding_lr_scale, "10.0")
+        if not (self.embedding_lr_scale > 0 and math.isfinite(self.embedding_lr_scale)):
             raise InputError(
                 f"embedding_lr_scale: expected a positive factor, got {self.embedding_lr_scale!r}."
             )
-        if not self.weight_decay >= 0:
+        self.weight_decay = _real("weight_decay", self.weight_decay, "1e-4")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise InputError(f"weight_decay: expected >= 0, got {self.weight_decay!r}.")
+        self.area_warmup = _real("area_warmup", self.area_warmup, "0.2")
         if not 0 <= self.area_warmup <= 1:
             raise InputError(
                 f"area_warmup: expected a fraction of the run in [0, 1], got {self.area_warmup!r}."
@@ -134,14 +156,58 @@ class FitConfig:
         for name in ("amp", "progress", "channels_last"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name}: expected True or False, got {getattr(self, name)!r}.")
-        if self.lr_schedule not in ("constant", "cosine"):
+        if not isinstance(self.lr_schedule, str) or self.lr_schedule not in ("constant", "cosine"):
             raise InputError(
                 f"lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}."
             )
+        if self.checkpoint_dir is not None:
+            path = self.checkpoint_dir
+            if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
+                raise InputError(
+                    "checkpoint_dir: expected a folder path (a str or os.PathLike) or None, got "
+                    f"{_describe(path)}. Hint: pass e.g. checkpoint_dir='runs/ckpt'."
+                )
+            self.checkpoint_dir = os.fspath(path)  # stored as JSON in the checkpoints
+        if not isinstance(self.extra, dict):
+            raise InputError(f"extra: expected a dict, got {_describe(self.extra)}.")
 
 
-def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _describe(value: Any) -> str:
+    """``type value`` for error messages (``str '1e-3'``, ``NoneType None``)."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _positive_int(name: str, value: Any, expected: str) -> int:
+    """``value`` as an int >= 1; bools and other types raise :class:`InputError`."""
+    if isinstance(value, bool):
+        raise InputError(
+            f"{name}: expected {expected}, got the bool {value!r}. Hint: pass a number, "
+            f"e.g. {name}=1 (a bool is not accepted as a count)."
+        )
+    if not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name}: expected {expected}, got {value!r}.")
+    return int(value)
+
+
+def _real(name: str, value: Any, example: str) -> float:
+    """``value`` as a float; bools, strings and other types raise :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(
+            f"{name}: expected a number, got {_describe(value)}. Hint: pass a float, e.g. "
+            f"{name}={example}."
+        )
+    return float(value)
+
+
+def unpack_batch(batch: Any, name: str = "loader") -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels from a batch ``(images, labels, ...)`` or a dict with those keys.
+
+    Args:
+        batch: One batch of a loader.
+        name: The loader's argument name, for error messages.
 
     Raises:
         InputError: The batch has no images and labels.
@@ -153,56 +219,254 @@ def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     elif isinstance(batch, (list, tuple)) and len(batch) >= 2:
         return batch[0], batch[1]
     raise InputError(
-        "loader: each batch must be (images, labels[, ...]) or a dict with 'images' and "
+        f"{name}: each batch must be (images, labels[, ...]) or a dict with 'images' and "
         f"'labels'; got {type(batch).__name__}."
     )
 
 
-def _check_batch(x: Any, y: Any, num_classes: int, in_chans: int, stride: int) -> None:
+def _check_batch(
+    x: Any, y: Any, num_classes: int, in_chans: int, stride: int, name: str = "loader"
+) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise InputError(f"loader: images must be a 4-D tensor (N, C, H, W); got {shape}.")
+        hint = ""
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            hint = (
+                " That looks like a single image: the loader must yield batches. Hint: wrap a "
+                "Dataset in torch.utils.data.DataLoader(dataset, batch_size=32)."
+            )
+        raise InputError(f"{name}: images must be a 4-D tensor (N, C, H, W); got {shape}.{hint}")
     if not x.is_floating_point():
         raise InputError(
-            f"loader: images must be a floating-point tensor; got dtype {x.dtype}. Hint: "
+            f"{name}: images must be a floating-point tensor; got dtype {x.dtype}. Hint: "
             "convert and normalise them as the classifier expects, e.g. x.float() / 255."
         )
     if x.shape[0] == 0 or x.shape[-2] == 0 or x.shape[-1] == 0:
-        raise InputError(f"loader: got an empty image batch of shape {tuple(x.shape)}.")
+        raise InputError(f"{name}: got an empty image batch of shape {tuple(x.shape)}.")
     if x.shape[1] != in_chans:
         raise InputError(
-            f"loader: images have {x.shape[1]} channels but the encoder takes {in_chans}."
+            f"{name}: images have {x.shape[1]} channels but the encoder takes {in_chans}."
         )
     if x.shape[-2] % stride or x.shape[-1] % stride:
         raise InputError(
-            f"loader: image size {tuple(x.shape[-2:])} is not divisible by the encoder's "
+            f"{name}: image size {tuple(x.shape[-2:])} is not divisible by the encoder's "
             f"stride {stride}. Hint: resize or pad the images to a multiple of {stride}."
         )
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
         raise InputError(
-            f"loader: labels must be a 1-D tensor of length {len(x)} (class indices); got "
+            f"{name}: labels must be a 1-D tensor of length {len(x)} (class indices); got "
             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}."
         )
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise InputError(
-            f"loader: labels must be integer class indices; got dtype {y.dtype}. Hint: "
+            f"{name}: labels must be integer class indices; got dtype {y.dtype}. Hint: "
             "labels.long()."
         )
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise InputError(
-            f"loader: labels must be integer classes in [0, {num_classes}) (num_classes="
+            f"{name}: labels must be integer classes in [0, {num_classes}) (num_classes="
             f"{num_classes}); got range [{y.min().item()}, {y.max().item()}]."
         )
 
 
-def _check_finite(x: torch.Tensor) -> None:
+def _check_finite(x: torch.Tensor, name: str = "loader") -> None:
     """Images with NaN or Inf would only show up later as a non-finite loss."""
     finite = torch.isfinite(x)
     if not finite.all():
         raise InputError(
-            f"loader: images must be finite; got {int((~finite).sum())} NaN or Inf values in "
+            f"{name}: images must be finite; got {int((~finite).sum())} NaN or Inf values in "
             f"a batch of shape {tuple(x.shape)}. Hint: check the dataset's preprocessing."
         )
+
+
+def _check_loader(loader: Any, name: str) -> None:
+    """Reject what cannot be a loader of batches before anything trains."""
+    from torch.utils.data import Dataset, IterableDataset
+
+    wrap = "Hint: wrap it, e.g. torch.utils.data.DataLoader(dataset, batch_size=32)."
+    if loader is None:
+        raise InputError(
+            f"{name}: expected an iterable of (images, labels) batches, e.g. a "
+            f"torch.utils.data.DataLoader or a list of (images, labels) tuples; got None."
+        )
+    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
+        raise InputError(
+            f"{name}: expected batches, got the dataset {type(loader).__name__}, which holds "
+            f"single samples. {wrap}"
+        )
+    if isinstance(loader, str | bytes | os.PathLike):
+        raise InputError(
+            f"{name}: expected an iterable of (images, labels) batches, got the path "
+            f"{loader!r}. Hint: build a Dataset from it (e.g. torchvision.datasets."
+            "ImageFolder) and pass torch.utils.data.DataLoader(dataset, batch_size=32)."
+        )
+    if isinstance(loader, torch.Tensor):
+        raise InputError(
+            f"{name}: expected an iterable of (images, labels) batches, got a tensor of shape "
+            f"{tuple(loader.shape)}. Hint: pass [(images, labels)] for a single batch."
+        )
+    if not (isinstance(loader, Iterable) or hasattr(loader, "__getitem__")):
+        raise InputError(
+            f"{name}: expected an iterable of (images, labels) batches, got "
+            f"{type(loader).__name__}. Hint: pass a torch.utils.data.DataLoader or a list of "
+            "(images, labels) tuples."
+        )
+
+
+def _check_device(device: Any) -> torch.device:
+    """``device`` as a :class:`torch.device` that exists on this machine.
+
+    Args:
+        device: A :class:`torch.device`, a string such as ``"cpu"`` or ``"cuda:1"``, or a
+            CUDA device index.
+
+    Returns:
+        The device.
+
+    Raises:
+        InputError: Not a device, an unknown device string, or a device type whose backend
+            is not available (CUDA without a GPU, for example) or an index past the last GPU.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str) or (
+        isinstance(device, numbers.Integral) and not isinstance(device, bool)
+    ):
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise InputError(
+                f"device: {device!r} is not a device torch knows ({exc}). Hint: pass 'cpu', "
+                "'cuda', 'cuda:0', a torch.device, or None to choose automatically."
+            ) from exc
+    else:
+        raise InputError(
+            f"device: expected a torch.device, a string such as 'cpu' or 'cuda:0', or None; got "
+            f"{_describe(device)}."
+        )
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"device: {str(dev)!r} was asked, but CUDA is not available here "
+                "(torch.cuda.is_available() is False: no NVIDIA GPU or driver, or a CPU-only "
+                "torch build). Hint: pass device='cpu', or device=None to use CUDA only when "
+                "it is present."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"device: {str(dev)!r} was asked, but only {torch.cuda.device_count()} CUDA "
+                f"device(s) are visible. Hint: pass an index below {torch.cuda.device_count()}."
+            )
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(
+                f"device: {str(dev)!r} was asked, but the MPS backend is not available here. "
+                "Hint: pass device='cpu'."
+            )
+    elif dev.type not in ("cpu", "meta"):
+        backend = getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if callable(available) and not available():
+            raise InputError(
+                f"device: {str(dev)!r} was asked, but torch.{dev.type} is not available here. "
+                "Hint: pass device='cpu'."
+            )
+    return dev
+
+
+def _check_checkpoint_dir(path: str) -> None:
+    """``checkpoint_dir`` must be a folder or creatable as one, before any step is trained."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise InputError(
+            f"checkpoint_dir: {path!r} exists but is a file, not a folder. Hint: pass a folder "
+            "path (it is created if missing), or move the file away."
+        )
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(
+                    f"checkpoint_dir: {path!r} cannot be created because {str(parent)!r} is a "
+                    "file, not a folder. Hint: pass a path under an existing folder."
+                )
+            break
+
+
+def _check_trainable_tensors(masker: nn.Module, classifier: nn.Module) -> None:
+    """Tensors made inside ``torch.inference_mode()`` cannot take part in training."""
+    problems = (
+        (
+            classifier,
+            "forward_func: the classifier's weights were created inside "
+            "torch.inference_mode(), so no gradient can flow through it to the masker. "
+            "Hint: create or load the classifier outside torch.inference_mode() (fit() "
+            "itself may run inside it).",
+        ),
+        (
+            masker,
+            "masker: its weights were created inside torch.inference_mode() (the "
+            "RealTimeMaskAttribution was built there), and inference tensors cannot be "
+            "trained. Hint: build the RealTimeMaskAttribution outside "
+            "torch.inference_mode(); fit() itself may then run inside it.",
+        ),
+    )
+    for module, message in problems:
+        if any(t.is_inference() for t in itertools.chain(module.parameters(), module.buffers())):
+            raise InputError(message)
+
+
+def _training_dtypes(
+    masker: MaskingModel, classifier: nn.Module
+) -> tuple[torch.dtype, torch.dtype | None]:
+    """The masker's dtype (images are cast to it) and the classifier's (its inputs are).
+
+    Raises:
+        InputError: The masker's weights mix dtypes, e.g. a float32 decoder on the backbone of a
+            classifier converted with ``model.double()`` (``encoder="classifier"``).
+    """
+    own = masker.filter.embedding.weight.dtype
+    classifier_dtype = _floating_dtype(classifier)
+    # The classifier's backbone as encoder is held outside the masker's module tree.
+    backbone = masker.encoder.classifier if isinstance(masker.encoder, ClassifierBackbone) else None
+    backbone_dtype = _floating_dtype(backbone) if backbone is not None else None
+    if backbone_dtype is not None and backbone_dtype != own:
+        raise InputError(
+            f"forward_func: the classifier's weights are {backbone_dtype}, but the masker trains "
+            f"in {own} and its encoder is the classifier's own backbone (encoder='classifier'), "
+            "which cannot run in both. Hint: convert the classifier with model.float() (on "
+            "CUDA, amp=True trains in bf16/fp16 through autocast anyway), or give the masker "
+            "an encoder of its own, e.g. encoder='small_cnn' or a timm model name."
+        )
+    for pname, t in itertools.chain(masker.named_parameters(), masker.named_buffers()):
+        if not t.is_floating_point() or t.dtype == own:
+            continue
+        raise InputError(
+            f"encoder: the masker's weights mix dtypes ({pname} is {t.dtype}, the class "
+            f"embedding {own}). Hint: convert the encoder module with .float() before building "
+            "the RealTimeMaskAttribution."
+        )
+    return own, classifier_dtype
+
+
+def _floating_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of a module's first floating parameter (else buffer), or None."""
+    return next(
+        (
+            t.dtype
+            for t in itertools.chain(module.parameters(), module.buffers())
+            if t.is_floating_point()
+        ),
+        None,
+    )
+
+
+def _trainable_batchnorm(masker: MaskingModel) -> bool:
+    """Whether the masker's encoder has BatchNorm layers that train (need 2+ values each)."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+        for m in masker.encoder.modules()
+    )
 
 
 @dataclass
@@ -442,6 +706,7 @@ def _evidence_free_fakes(
     num_classes: int,
     objective: ObjectiveConfig,
     generator: torch.Generator,
+    classifier_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fake selectors drawn from the classes the classifier finds absent from the clean image.
 
@@ -454,7 +719,7 @@ def _evidence_free_fakes(
     candidates = torch.ones(len(x), num_classes, dtype=torch.bool, device=x.device)
     if fake.any():
         with torch.no_grad():
-            logits = classifier(x[fake])
+            logits = classifier(_as_dtype(x[fake], classifier_dtype))
         _check_logits(logits, int(fake.sum()), num_classes)
         candidates[fake] = logits.float().softmax(1) < objective.fake_max_prob
     candidates.scatter_(1, y[:, None], False)
@@ -474,18 +739,21 @@ def _step_terms(
     num_classes: int,
     objective: ObjectiveConfig,
     generator: torch.Generator,
+    classifier_dtype: torch.dtype | None = None,
 ) -> tuple[LossTerms, torch.Tensor]:
     """Forward pass of one training step: returns the loss terms and the real-selector flags.
 
     A share ``objective.fake_prob`` of the selectors is replaced by a random other class (with
     ``objective.fake_max_prob``, one the classifier finds absent). Only
     the real selectors' preserved and destroyed images go to the classifier, in one batched call.
+    With ``classifier_dtype`` the classifier's inputs are cast to it (a classifier converted
+    with ``model.double()`` beside a float32 masker); its logits are used in float32.
     """
     n = len(x)
     real = torch.rand(n, device=x.device, generator=generator) >= objective.fake_prob
     if num_classes > 1 and objective.fake_max_prob is not None:
         real, selector = _evidence_free_fakes(
-            classifier, x, y, real, num_classes, objective, generator
+            classifier, x, y, real, num_classes, objective, generator, classifier_dtype
         )
     elif num_classes > 1:
         shift = torch.randint(1, num_classes, (n,), device=x.device, generator=generator)
@@ -503,7 +771,7 @@ def _step_terms(
         preserved = remove_evidence(xr, mr, alternative_images(xr, objective, generator))
         alt = destroy_alternative(xr, mr, alternative_images(xr, objective, generator), objective)
         destroyed = remove_evidence(xr, 1 - mr, alt)
-        logits = classifier(torch.cat([preserved, destroyed]))
+        logits = classifier(_as_dtype(torch.cat([preserved, destroyed]), classifier_dtype))
         _check_logits(logits, 2 * len(used), num_classes)
         logits = logits.float()
         lp, ld = (part[: len(idx)] for part in logits.chunk(2))
@@ -514,6 +782,10 @@ def _step_terms(
         out.small_mask, logits_p, logits_d, selector, real, objective, out.gate_logit
     )
     return terms, real
+
+
+def _as_dtype(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return x if dtype is None or x.dtype == dtype else x.to(dtype)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -529,6 +801,36 @@ def _batches(loader: Iterable, skip: int) -> Iterator[tuple[int, Any]]:
             yield i, batch
 
 
+def _prepare_batch(
+    batch: Any,
+    masker: MaskingModel,
+    device: torch.device,
+    dtype: torch.dtype,
+    name: str,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check one batch and move it to ``device``, images cast to the masker's ``dtype``.
+
+    Floating images of another precision (float64 from ``torch.from_numpy``, float16,
+    bfloat16) are cast; integer images keep their error. Batches made inside
+    ``torch.inference_mode()`` are copied into ordinary tensors that autograd can use.
+    """
+    x, y = unpack_batch(batch, name)
+    _check_batch(
+        x, y, masker.config.num_classes, masker.config.encoder.in_chans, masker.max_stride, name
+    )
+    x = x.to(device, dtype=dtype, non_blocking=True)
+    y = y.to(device, non_blocking=True)
+    if x.is_inference():
+        x = x.clone()
+    if y.is_inference():
+        y = y.clone()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    _check_finite(x, name)  # on the training device: cheap there
+    return x, y
+
+
 def evaluate_terms(
     masker: MaskingModel,
     classifier: nn.Module,
@@ -536,8 +838,29 @@ def evaluate_terms(
     objective: ObjectiveConfig,
     device: torch.device,
     seed: int = 0,
+    name: str = "val_loader",
 ) -> dict[str, float]:
-    """Mean loss terms over a loader, without training (a fixed seed makes runs comparable)."""
+    """Mean loss terms over a loader, without training (a fixed seed makes runs comparable).
+
+    Its batches are checked like training batches and cast to the masker's dtype.
+
+    Args:
+        masker: The masking model (evaluated in eval mode, its mode restored afterwards).
+        classifier: The black box.
+        loader: Iterable of ``(images, labels[, ...])`` batches.
+        objective: Loss weights and evidence removal.
+        device: Where the batches go (the masker and classifier must be there already).
+        seed: Seed of the fake selectors and alternative images.
+        name: The loader's argument name in error messages.
+
+    Returns:
+        ``{"val_<term>": mean}`` over the loader's images.
+
+    Raises:
+        InputError: A bad batch, or a loader that yields nothing.
+    """
+    _check_loader(loader, name)
+    dtype, classifier_dtype = _training_dtypes(masker, classifier)
     generator = torch.Generator(device).manual_seed(seed)
     sums: dict[str, float] = {}
     count = 0
@@ -546,10 +869,16 @@ def evaluate_terms(
     try:
         with torch.no_grad():
             for batch in loader:
-                x, y = unpack_batch(batch)
-                x, y = x.to(device), y.to(device)
+                x, y = _prepare_batch(batch, masker, device, dtype, name)
                 terms, real = _step_terms(
-                    masker, classifier, x, y, masker.config.num_classes, objective, generator
+                    masker,
+                    classifier,
+                    x,
+                    y,
+                    masker.config.num_classes,
+                    objective,
+                    generator,
+                    classifier_dtype=classifier_dtype,
                 )
                 for k, v in terms.means(real).items():
                     sums[k] = sums.get(k, 0.0) + v * len(x)
@@ -557,7 +886,7 @@ def evaluate_terms(
     finally:
         masker.train(was_training)
     if count == 0:
-        raise InputError("val_loader: the validation loader yielded no batches.")
+        raise InputError(f"{name}: the validation loader yielded no batches.")
     return {f"val_{k}": v / count for k, v in sums.items()}
 
 
@@ -567,28 +896,77 @@ def fit_masker(
     loader: Iterable,
     objective: ObjectiveConfig,
     config: FitConfig,
-    device: torch.device,
+    device: torch.device | str,
     val_loader: Iterable | None = None,
     resume_from: str | os.PathLike[str] | None = None,
     save_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``masker`` in place; the classifier is frozen and restored exactly afterwards.
 
+    Training runs with gradients enabled whatever the caller's mode: inside
+    ``torch.no_grad()`` or ``torch.inference_mode()`` too (batches made in inference mode are
+    copied into ordinary tensors; a masker or classifier *created* in inference mode cannot be
+    trained and raises :class:`InputError`). Images of another floating dtype than the
+    masker's (float64, float16, bfloat16) are cast to it; a classifier of another dtype gets
+    its inputs cast to its own dtype, unless the masker's encoder is the classifier's backbone.
+
     Args:
         masker: The masking model (moved to ``device``).
         classifier: The black box. Its parameters, buffers, modes, ``requires_grad`` flags
             and device are the same after the call as before, even after an exception.
-        loader: Iterable of ``(images, labels[, ...])`` batches.
+        loader: Iterable of ``(images, labels[, ...])`` batches. A one-shot iterator that runs
+            out before ``epochs`` or ``max_steps`` is reached ends training with a warning
+            (the history holds the epochs trained); one that yields nothing raises.
         objective: Loss weights and evidence removal.
         config: Loop options.
         device: Where to train.
         val_loader: Optional loader whose mean loss terms are added to each epoch's history.
+            Its batches are checked like the training batches.
         resume_from: A checkpoint directory (or a ``checkpoint_dir``) to continue from.
         save_extra: Returns extra JSON metadata stored in checkpoints (the masker config).
 
     Returns:
         The per-epoch history: one dict of mean loss terms per epoch.
+
+    Raises:
+        InputError: Bad loaders, batches, device, ``checkpoint_dir`` or dtypes; checked before
+            the first step where they can be (a batch when it arrives).
+        TrainingError: The loss or gradient stayed non-finite for ``nonfinite_patience`` steps.
     """
+    device = _check_device(device)
+    _check_loader(loader, "loader")
+    if val_loader is not None:
+        _check_loader(val_loader, "val_loader")
+    if config.checkpoint_dir is not None:
+        _check_checkpoint_dir(config.checkpoint_dir)
+    _check_trainable_tensors(masker, classifier)
+    # Training needs autograd whatever the caller's mode (no_grad, inference_mode).
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit(
+            masker,
+            classifier,
+            loader,
+            objective,
+            config,
+            device,
+            val_loader,
+            resume_from,
+            save_extra,
+        )
+
+
+def _fit(
+    masker: MaskingModel,
+    classifier: nn.Module,
+    loader: Iterable,
+    objective: ObjectiveConfig,
+    config: FitConfig,
+    device: torch.device,
+    val_loader: Iterable | None,
+    resume_from: str | os.PathLike[str] | None,
+    save_extra: Callable[[], dict[str, Any]] | None,
+) -> list[dict[str, float]]:
+    """The body of :func:`fit_masker`, run with gradients enabled."""
     distributed, rank, world = _distributed()
     if distributed:
         loader = _shard_loader(loader, config.seed)
@@ -600,7 +978,6 @@ def fit_masker(
     if per_epoch == 0:
         raise InputError("loader: the training loader is empty (len 0). Hint: check the dataset.")
     total = config.max_steps or (per_epoch * epochs if per_epoch and epochs else None)
-
     param_device = next(
         itertools.chain(classifier.parameters(), classifier.buffers()), torch.empty(0)
     ).device
@@ -611,6 +988,22 @@ def fit_masker(
             "classifier's weights (e.g. model.to_empty(device='cpu') and load_state_dict) first."
         )
     num_classes = masker.config.num_classes
+    dtype, classifier_dtype = _training_dtypes(masker, classifier)
+    if total is None:
+        lost = []
+        if config.lr_schedule == "cosine":
+            lost.append("lr_schedule='cosine' runs as 'constant'")
+        if config.area_warmup > 0:
+            lost.append(f"area_warmup={config.area_warmup} is off (full area weight from step 1)")
+        if lost:
+            warnings.warn(
+                "loader: it has no length and max_steps is None, so the length of the run is "
+                f"unknown and {' and '.join(lost)}. Hint: pass max_steps=<number of steps> "
+                "(or a loader with a length); area_warmup=0 turns the warm-up off explicitly.",
+                UserWarning,
+                stacklevel=4,
+            )
+
     masker.to(device)
     groups = _param_groups(masker, config)
     params = [p for group in groups for p in group["params"]]
@@ -662,7 +1055,7 @@ def fit_masker(
             f"non-finite {what} at step {state.step}; step skipped "
             f"({state.nonfinite}/{config.nonfinite_patience} in a row).",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         if state.nonfinite >= config.nonfinite_patience:
             raise TrainingError(
@@ -680,6 +1073,7 @@ def fit_masker(
         dynamic_ncols=True,
     )
     first_epoch = state.epoch
+    warned_single = False
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(frozen_model(classifier))
@@ -695,6 +1089,7 @@ def fit_masker(
                     masker, device_ids=[device.index] if device.type == "cuda" else None
                 )
             masker.train()
+            single_fails = _trainable_batchnorm(masker)
             epoch = state.epoch
             while (epochs is None or epoch < epochs) and (total is None or state.step < total):
                 resuming = epoch_rng is not None
@@ -707,18 +1102,30 @@ def fit_masker(
                 sampler = getattr(loader, "sampler", None)
                 if hasattr(sampler, "set_epoch"):
                     sampler.set_epoch(epoch)
-                seen_batches = False
+                seen_batches = skipped_single = 0
                 for i, batch in _batches(loader, state.batch_in_epoch if resuming else 0):
-                    seen_batches = True
-                    x, y = unpack_batch(batch)
-                    _check_batch(
-                        x, y, num_classes, masker.config.encoder.in_chans, masker.max_stride
+                    seen_batches += 1
+                    x, y = _prepare_batch(
+                        batch, masker, device, dtype, "loader", config.channels_last
                     )
-                    x = x.to(device, non_blocking=True)
-                    y = y.to(device, non_blocking=True)
-                    if config.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    _check_finite(x)  # on the training device: cheap there
+                    if single_fails and len(x) == 1 and _one_pixel_map(x, masker):
+                        if getattr(loader, "batch_size", None) == 1:
+                            raise _single_image_error(x, "the DataLoader's batch_size is 1")
+                        if not warned_single:
+                            warned_single = True
+                            warnings.warn(
+                                f"loader: skipped a batch of 1 image of size "
+                                f"{tuple(x.shape[-2:])}: the masker's encoder trains "
+                                "BatchNorm layers, which cannot normalise a single 1x1 feature "
+                                "map. Further such batches are skipped without a warning. "
+                                "Hint: DataLoader(..., drop_last=True) avoids the short last "
+                                "batch.",
+                                UserWarning,
+                                stacklevel=4,
+                            )
+                        skipped_single += 1
+                        state.batch_in_epoch = i + 1
+                        continue
                     factor = _lr_factor(config.lr_schedule, state.step, total)
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor
@@ -728,7 +1135,7 @@ def fit_masker(
                         step_objective = replace(
                             objective, area_weight=objective.area_weight * ramp
                         )
-                    with _autocast(device, use_amp):
+                    with _autocast(device, use_amp), _single_value_batch_norm(x):
                         terms, real = _step_terms(
                             train_step_model,
                             classifier,
@@ -737,6 +1144,7 @@ def fit_masker(
                             num_classes,
                             step_objective,
                             generator,
+                            classifier_dtype=classifier_dtype,
                         )
                     loss = terms.total
                     opt.zero_grad(set_to_none=True)
@@ -772,15 +1180,28 @@ def fit_masker(
                     if total is not None and state.step >= total:
                         break
                 if not seen_batches and not resuming:
-                    hint = (
-                        "Hint: check the dataset."
-                        if epoch == first_epoch
-                        else "A generator or iterator can be consumed only once; pass a "
-                        "re-iterable loader (a list or a DataLoader) for several epochs."
+                    if epoch == first_epoch:
+                        raise InputError(
+                            f"loader: the training loader yielded no batches in epoch {epoch}. "
+                            "Hint: check the dataset."
+                        )
+                    asked = (
+                        f"max_steps={config.max_steps}"
+                        if config.max_steps
+                        else f"epochs={config.epochs}"
                     )
-                    raise InputError(
-                        f"loader: the training loader yielded no batches in epoch {epoch}. {hint}"
+                    warnings.warn(
+                        f"loader: the training loader yielded no batches in epoch {epoch}, so "
+                        f"training stopped after {state.step} steps, before {asked}; the "
+                        f"history holds the {len(state.history)} epoch(s) trained. A generator "
+                        "or iterator can be consumed only once. Hint: pass a re-iterable "
+                        "loader (a list or a DataLoader) for several epochs.",
+                        UserWarning,
+                        stacklevel=4,
                     )
+                    break
+                if seen_batches and seen_batches == skipped_single:
+                    raise _single_image_error(x, "every batch of the epoch had 1 image")
                 epoch_rng = None
                 if state.epoch_count:
                     record = {"epoch": epoch, "steps": state.step}
@@ -788,7 +1209,13 @@ def fit_masker(
                     if val_loader is not None:
                         record.update(
                             evaluate_terms(
-                                masker, classifier, val_loader, objective, device, config.seed
+                                masker,
+                                classifier,
+                                val_loader,
+                                objective,
+                                device,
+                                config.seed,
+                                name="val_loader",
                             )
                         )
                         masker.train()
@@ -802,6 +1229,38 @@ def fit_masker(
         classifier.to(param_device)
         masker.eval()
     return state.history
+
+
+def _one_pixel_map(x: torch.Tensor, masker: MaskingModel) -> bool:
+    """Whether the encoder's deepest map is 1x1 for images like ``x``."""
+    stride = masker.max_stride
+    return x.shape[-2] // stride == 1 and x.shape[-1] // stride == 1
+
+
+def _single_image_error(x: torch.Tensor, why: str) -> InputError:
+    return InputError(
+        f"loader: {why}, but the masker's encoder trains BatchNorm layers, which need more "
+        f"than one value per channel: a single image of size {tuple(x.shape[-2:])} gives them "
+        "a 1x1 map. Hint: use batches of 2 or more images (DataLoader(..., batch_size=32, "
+        "drop_last=True)), larger images, or a frozen encoder (pretrained=True or "
+        "encoder='classifier')."
+    )
+
+
+@contextlib.contextmanager
+def _single_value_batch_norm(x: torch.Tensor) -> Iterator[None]:
+    """Turn BatchNorm's error on a one-value batch (a custom encoder) into an InputError."""
+    try:
+        yield
+    except ValueError as exc:
+        if "Expected more than 1 value per channel" not in str(exc):
+            raise
+        raise InputError(
+            f"loader: a batch of {len(x)} image(s) of size {tuple(x.shape[-2:])} gives a "
+            f"BatchNorm layer of the masker a single value per channel ({exc}). Hint: use "
+            "batches of 2 or more images (DataLoader(..., drop_last=True) drops a short last "
+            "batch), or larger images."
+        ) from exc
 
 
 def _resume(
@@ -866,6 +1325,6 @@ def _resume(
             f"resume_from: {ckpt} was written with other options ({', '.join(changed)}); the "
             "run goes on with the new ones, so it will not match an uninterrupted run.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     return state, epoch_rng

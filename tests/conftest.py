@@ -69,3 +69,22 @@ def timm_resnet():
 
     torch.manual_seed(0)
     return timm.create_model("test_resnet", pretrained=False, num_classes=5).eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny ops: threads gain nothing there and stall on a
+    loaded machine (OpenMP oversubscription). Use with ``pytest.mark.usefixtures``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_test_resnet(num_classes: int = 10) -> nn.Module:
+    """timm's tiny ``test_resnet`` with seeded random weights, in eval mode."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return timm.create_model("test_resnet", pretrained=False, num_classes=num_classes).eval()

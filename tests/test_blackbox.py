@@ -35,12 +35,7 @@ TINY_NET = BlackBoxConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -156,3 +156,26 @@ def test_wrong_shapes_and_files(workspace, tmp_path, capsys):
     argv += [*classifier_args(workspace), "--image-size", str(SIZE), "--target", "7"]
     err = error_of(argv, capsys)
     assert "--target" in err
+
+
+def test_record_restores_pretrained_classifier():
+    from argparse import Namespace
+
+    from captum_realtime_mask.cli import _fill_from_record
+
+    record = {"model": "resnet18", "checkpoint": None, "pretrained": True, "num_classes": 1000}
+    args = Namespace(model=None, checkpoint=None, pretrained=False, num_classes=None, mean=None,
+                     std=None, image_size=None, blackbox=None, no_normalize=False)  # fmt: skip
+    _fill_from_record(args, record)
+    assert args.model == "resnet18" and args.pretrained is True
+    # Weights given on the command line win over the recorded pretrained flag.
+    args = Namespace(model=None, checkpoint="w.pt", pretrained=False, num_classes=None, mean=None,
+                     std=None, image_size=None, blackbox=None, no_normalize=False)  # fmt: skip
+    _fill_from_record(args, record)
+    assert args.pretrained is False
+
+
+def test_builtin_train_refuses_other_image_size(tmp_path, capsys):
+    argv = ["train", "--builtin", "--image-size", "128", "--output", str(tmp_path / "m")]
+    err = error_of(argv, capsys)
+    assert "--image-size" in err and "64" in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import gzip
 import subprocess
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,12 +76,7 @@ def write_fake_fashion_mnist(
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -353,6 +350,12 @@ def test_cache_round_trip(fake_root, tmp_path, monkeypatch):
     again = ClutteredFashionMNIST("val", SMALL, cache_dir=tmp_path)
     for name in ("images", "labels", "boxes", "masks", "item_indices"):
         assert torch.equal(getattr(first, name), getattr(again, name)), name
+    # Another training-set size shares the validation split's file and reads it silently.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        other = ClutteredFashionMNIST("val", replace(SMALL, n_train=SMALL.n_train + 7),
+                                      cache_dir=tmp_path)  # fmt: skip
+    assert other.cache_path == path and torch.equal(other.images, first.images)
     monkeypatch.undo()
     monkeypatch.setenv(FASHION_MNIST_ENV, str(fake_root))
     path.write_bytes(b"truncated")

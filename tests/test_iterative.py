@@ -32,13 +32,7 @@ SQUARE = 8
 BOXES = [(8, 16, 16, 24), (20, 28, 4, 12), (0, 8, 0, 8)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads and lose a lot on a loaded machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class BrightSquare(nn.Module):

@@ -122,7 +122,7 @@ class BenchmarkConfig:
         output: Folder for ``results.json``, ``results.md`` and ``figure.png``.
         cache_dir: Cache for datasets, black boxes and maskers (default: the package's).
         blackboxes: Keys of ``BLACKBOX_PRESETS``.
-        n_train: Training composites per epoch (for the maskers; black boxes use their own).
+        n_train: Training composites per epoch, for the black boxes and the maskers.
         n_val: Validation images (thresholds of non-mask methods are chosen on them).
         threshold_images: Validation images on which each non-mask method's threshold is
             chosen (the first ones; None: all ``n_val``). The full mode uses 250 to keep

@@ -31,19 +31,38 @@ EncoderKind = Literal["classifier", "timm", "torchvision", "small_cnn", "module"
 class EncoderSpec:
     """How to build the masker's encoder; saved in the masker's JSON config.
 
+    Every encoder receives the masker's input unchanged: images exactly as the classifier
+    takes them. ``"classifier"`` runs a leading preprocessing module of the classifier (for
+    example the ``Normalize`` of ``nn.Sequential(Normalize(mean, std), net)``) because it is
+    part of the classifier. The named encoders (``"timm"``, ``"torchvision"``) do **not**
+    normalise their input: with ``pretrained=True`` their ImageNet weights expect ImageNet-
+    normalised images, which they get when the classifier itself takes normalised images (the
+    usual timm / torchvision transforms). If your classifier takes ``[0, 1]`` images and
+    normalises inside, give a pretrained encoder its own normalisation as a module encoder,
+    e.g. ``encoder=nn.Sequential(Normalize(mean, std), timm.create_model("resnet50",
+    pretrained=True, features_only=True))`` with ``pretrained=True`` (which freezes it; pass
+    the module again to ``load``), or use ``encoder="classifier"``.
+
     Attributes:
         kind: ``"classifier"`` (the black box's own backbone, frozen; shares its weights),
             ``"timm"`` (a timm model name through ``features_only``), ``"torchvision"`` (a
             torchvision classification model name through its feature extractor),
             ``"small_cnn"`` (the paper's CIFAR encoder, section 5.2) or ``"module"`` (a
             user-supplied module returning a list of maps; pass it again when loading).
+            ``"classifier"`` looks inside ``nn.DataParallel``, ``DistributedDataParallel`` and
+            ``torch.compile`` wrappers.
         name: Model name for ``timm`` and ``torchvision``.
         pretrained: Load ImageNet weights (needs a network; timm / torchvision download them).
+            The input is not normalised for them (see above).
         frozen: Keep the encoder's weights fixed and its BatchNorm in eval mode. None means
             frozen for ``classifier`` and pretrained encoders, trained otherwise.
-        in_chans: Input channels.
+        in_chans: Input channels. For ``"classifier"`` the classifier decides: the masker
+            reads the input channels of its first ``Conv2d`` (this value is used only for a
+            classifier without one) and records them in its configuration.
         min_reduction: Smallest stride of the maps fed to the decoder (the paper's scale 2 is 4).
-        max_reduction: Largest stride used (the paper's scale 5 is 32).
+            Not used by ``"small_cnn"``, which always returns its three maps (strides 2, 4, 8).
+        max_reduction: Largest stride used (the paper's scale 5 is 32). Not used by
+            ``"small_cnn"`` either.
         width: Base width of ``small_cnn``.
         return_nodes: Optional node names for torchvision's feature extractor (else probed).
         probe_size: Side of the probe image used to read strides where there is no metadata.
@@ -82,13 +101,14 @@ class EncoderSpec:
 class FeatureEncoder(nn.Module):
     """Base of all encoders: maps ordered fine to coarse with their channels and strides.
 
-    Subclasses set ``channels`` and ``reductions`` (lists of ints, one per returned map).
-    A frozen encoder stays in eval mode whatever ``train()`` is asked, and runs without
-    building a graph.
+    Subclasses set ``channels`` and ``reductions`` (lists of ints, one per returned map) and
+    ``in_chans`` (the input channels they take; 3 unless set). A frozen encoder stays in eval
+    mode whatever ``train()`` is asked, and runs without building a graph.
     """
 
     channels: list[int]
     reductions: list[int]
+    in_chans: int = 3
 
     def __init__(self, frozen: bool) -> None:
         super().__init__()
@@ -159,6 +179,7 @@ class TimmFeatures(FeatureEncoder):
         import timm
 
         super().__init__(spec.is_frozen)
+        self.in_chans = spec.in_chans
         probe = timm.create_model(
             spec.name, pretrained=False, features_only=True, in_chans=spec.in_chans, **spec.kwargs
         )
@@ -196,15 +217,22 @@ class ClassifierBackbone(FeatureEncoder):
     """The black box's own backbone, frozen and sharing its weights (nothing is copied).
 
     The classifier is held outside the module tree: ``masker.to()``, ``train()`` and
-    ``state_dict()`` never touch it. timm classifiers are read through
-    ``forward_intermediates``; others through a torchvision feature extractor.
+    ``state_dict()`` never touch it, and building the encoder leaves every module's
+    ``training`` flag, ``requires_grad`` and hooks as they were. timm classifiers are read
+    through ``forward_intermediates``; others through a torchvision feature extractor that
+    shares the classifier's modules. Either way the backbone runs in eval mode, restored
+    afterwards. ``nn.DataParallel`` / ``DistributedDataParallel`` / ``torch.compile`` wrappers
+    are looked through. The input channels are those of the classifier's first ``Conv2d``.
     """
 
     def __init__(self, classifier: nn.Module, spec: EncoderSpec) -> None:
         super().__init__(True)
         self._classifier = _Unregistered(classifier)
+        model = _unwrap(classifier)
+        self._model = _Unregistered(model)
+        self.in_chans = _first_conv_in_chans(model) or spec.in_chans
         self._extractor: _Unregistered | None = None
-        self._prefix, timm_model = _split_timm(classifier)
+        self._prefix, timm_model = _split_timm(model)
         if timm_model is not None:
             self._timm = _Unregistered(timm_model)
             reductions = [int(f["reduction"]) for f in timm_model.feature_info]
@@ -214,7 +242,9 @@ class ClassifierBackbone(FeatureEncoder):
             self.reductions = [reductions[i] for i in self.indices]
             self._mode = "timm"
         else:
-            extractor, channels, reductions = _torchvision_extractor(classifier, spec)
+            extractor, channels, reductions = _torchvision_extractor(
+                model, spec, self.in_chans, "model", "the classifier's backbone"
+            )
             self._extractor = _Unregistered(extractor)
             self.channels, self.reductions = channels, reductions
             self._mode = "fx"
@@ -225,8 +255,18 @@ class ClassifierBackbone(FeatureEncoder):
         return self._classifier.module
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Maps of the classifier's backbone (always in eval mode, restored afterwards)."""
-        module = self.classifier if self._mode == "timm" else self._extractor.module
+        """Maps of the classifier's backbone (always in eval mode, restored afterwards).
+
+        A classifier converted to another precision (``model.half()``, ``model.double()``)
+        gets ``x`` in its own dtype, and the maps come back in ``x``'s.
+        """
+        module = self._model.module if self._mode == "timm" else self._extractor.module
+        dtype = x.dtype
+        weight = next((p for p in self._model.module.parameters() if p.is_floating_point()), None)
+        cast = weight is not None and weight.dtype != dtype
+        cast = cast and not torch.is_autocast_enabled(x.device.type)
+        if cast:
+            x = x.to(weight.dtype)
         with eval_mode(module):
             if self._mode == "timm":
                 for pre in self._prefix:
@@ -236,7 +276,8 @@ class ClassifierBackbone(FeatureEncoder):
                 )
             else:
                 maps = list(module(x).values())
-        return _to_nchw(list(maps), self.channels)
+        maps = _to_nchw(list(maps), self.channels)
+        return [m.to(dtype) for m in maps] if cast else maps
 
 
 def _is_timm(model: nn.Module) -> bool:
@@ -255,17 +296,47 @@ def _split_timm(model: nn.Module) -> tuple[list[nn.Module], nn.Module | None]:
     return [], None
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``nn.DataParallel``, ``DistributedDataParallel`` or ``torch.compile``."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    while True:
+        if isinstance(model, (DataParallel, DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _first_conv_in_chans(model: nn.Module) -> int | None:
+    """Input channels of the model's first ``Conv2d`` (its stem), or None without one.
+
+    timm's ``pretrained_cfg["input_size"]`` is not used: it stays ``(3, ...)`` for a model
+    created with ``in_chans=1``.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.in_channels > 0:  # 0: an uninitialised lazy conv
+            return int(m.in_channels)
+    return None
+
+
 def _device_of(module: nn.Module) -> torch.device:
     param = next(module.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
 
 def _probe_strides(
-    module: nn.Module, in_chans: int, size: int, names: list[str] | None = None
+    module: nn.Module,
+    in_chans: int,
+    size: int,
+    names: list[str] | None = None,
+    label: str = "model",
 ) -> tuple[list[str], list[int], list[int]]:
     """Run one probe image and record, per module, the channels and stride of 4-D outputs.
 
-    Hooks are removed and the module's mode restored even if the probe fails.
+    Hooks are removed and the module's mode restored even if the probe fails; a failing
+    probe raises an :class:`InputError` naming ``label``.
     """
     records: dict[str, tuple[int, int, int]] = {}
     order: list[str] = []
@@ -287,50 +358,96 @@ def _probe_strides(
     try:
         with eval_mode(module), torch.no_grad():
             module(torch.zeros(1, in_chans, size, size, device=_device_of(module)))
+    except Exception as exc:  # the probe image does not suit the model
+        raise InputError(
+            f"{label}: a probe image of shape (1, {in_chans}, {size}, {size}), used to find the "
+            f"feature maps, failed to pass through it ({type(exc).__name__}: {exc}). Hint: set "
+            "EncoderSpec(probe_size=...) to a size it accepts, or use encoder='small_cnn' or a "
+            "named encoder such as 'resnet18' (timm) or 'torchvision:resnet18'."
+        ) from exc
     finally:
         for h in handles:
             h.remove()
     return order, [records[n][0] for n in order], [records[n][1] for n in order]
 
 
+def _leaf_modules(model: nn.Module) -> list[type]:
+    """Module types torch.fx must call rather than trace: torchvision's transforms.
+
+    A ``torchvision.transforms.Normalize`` (v1 or v2) checks its input's type in Python, which
+    a tracer's proxy fails; as a leaf it is called like any layer.
+    """
+    found = {type(m) for m in model.modules()}
+    return [t for t in found if t.__module__.startswith("torchvision.transforms")]
+
+
 def _torchvision_extractor(
-    classifier: nn.Module, spec: EncoderSpec
+    model: nn.Module, spec: EncoderSpec, in_chans: int, label: str, what: str
 ) -> tuple[nn.Module, list[int], list[int]]:
-    """A torchvision feature extractor over the classifier, with probed channels and strides."""
+    """A torchvision feature extractor over ``model``, with probed channels and strides.
+
+    The extractor shares ``model``'s modules. Building it (torchvision traces in train and
+    eval mode) leaves every module's ``training`` flag as it was; the extractor itself is
+    in eval mode.
+
+    Args:
+        model: The network to read maps from.
+        spec: Strides, return nodes and probe size.
+        in_chans: Channels of the probe image.
+        label: The argument named in errors (``"model"`` or ``"encoder"``).
+        what: The network, in words, for errors.
+    """
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    order, channels, reductions = _probe_strides(
-        classifier, spec.in_chans, spec.probe_size, spec.return_nodes
-    )
-    if spec.return_nodes is None:
-        # The last module (in completion order) at each stride is the output of that stage.
-        picked = _select_scales(reductions, spec.min_reduction, spec.max_reduction)
-        # Prefer the outermost module that finishes last at each stride.
-        nodes = [order[i] for i in picked]
-    else:
-        nodes = list(spec.return_nodes)
-        missing = [n for n in nodes if n not in order]
-        if missing:
-            raise InputError(
-                f"encoder.return_nodes: {missing} produced no 4-D feature map in a probe at "
-                f"{spec.probe_size}px. Hint: list node names with "
-                "torchvision.models.feature_extraction.get_graph_node_names(model)."
-            )
-        picked = [order.index(n) for n in nodes]
-    if not nodes:
-        raise InputError(
-            "model: found no convolutional feature maps to use as the masker's encoder. Hint: "
-            "pass encoder='resnet50' (timm) or an EncoderSpec with return_nodes."
-        )
+    modes = [(m, m.training) for m in model.modules()]
     try:
-        extractor = create_feature_extractor(classifier, return_nodes=nodes)
-    except Exception as exc:  # torch.fx cannot trace every model
-        raise InputError(
-            f"model: torchvision's feature extractor could not trace the classifier ({exc}). "
-            "Hint: use a timm model, encoder='small_cnn', or pass a module that returns a list "
-            "of feature maps."
-        ) from exc
-    extractor.eval()
+        order, channels, reductions = _probe_strides(
+            model, in_chans, spec.probe_size, spec.return_nodes, label
+        )
+        if spec.return_nodes is None:
+            if not any(spec.min_reduction <= r <= spec.max_reduction for r in reductions):
+                raise InputError(
+                    f"{label}: {what} could not be split into feature maps: a probe at "
+                    f"{spec.probe_size}px found no layer output with a whole stride between "
+                    f"min_reduction={spec.min_reduction} and max_reduction={spec.max_reduction} "
+                    f"(strides found: {sorted(set(reductions))}). Hint: give the masker an "
+                    "encoder of its own: encoder='small_cnn', or a named encoder such as "
+                    "'resnet18' (timm) or 'torchvision:resnet18' (pretrained=False without a "
+                    "network); or pass an EncoderSpec with return_nodes or another probe_size."
+                )
+            # The last module (in completion order) at each stride is the output of that stage.
+            picked = _select_scales(reductions, spec.min_reduction, spec.max_reduction)
+            nodes = [order[i] for i in picked]
+        else:
+            nodes = list(spec.return_nodes)
+            missing = [n for n in nodes if n not in order]
+            if missing:
+                raise InputError(
+                    f"encoder.return_nodes: {missing} produced no 4-D feature map in a probe at "
+                    f"{spec.probe_size}px. Hint: list node names with "
+                    "torchvision.models.feature_extraction.get_graph_node_names(model)."
+                )
+            picked = [order.index(n) for n in nodes]
+        if not nodes:
+            raise InputError(
+                "model: found no convolutional feature maps to use as the masker's encoder. "
+                "Hint: pass encoder='resnet50' (timm) or an EncoderSpec with return_nodes."
+            )
+        try:
+            extractor = create_feature_extractor(
+                model, return_nodes=nodes, tracer_kwargs={"leaf_modules": _leaf_modules(model)}
+            )
+        except Exception as exc:  # torch.fx cannot trace every model
+            raise InputError(
+                f"{label}: torchvision's feature extractor could not trace {what} ({exc}). "
+                "Hint: use a timm model, encoder='small_cnn', or pass a module that returns a "
+                "list of feature maps."
+            ) from exc
+    finally:
+        # create_feature_extractor switches the (shared) modules to train, then eval mode.
+        for m, flag in modes:
+            m.training = flag
+    extractor.training = False  # only the extractor's own flag: it picks the eval graph
     return extractor, [channels[i] for i in picked], [reductions[i] for i in picked]
 
 
@@ -341,12 +458,15 @@ class TorchvisionFeatures(FeatureEncoder):
         import torchvision
 
         super().__init__(spec.is_frozen)
+        self.in_chans = spec.in_chans
         weights = "DEFAULT" if spec.pretrained else None
         model = torchvision.models.get_model(spec.name, weights=weights, **spec.kwargs)
-        self.net, self.channels, self.reductions = _torchvision_extractor(model, spec)
+        self.net, self.channels, self.reductions = _torchvision_extractor(
+            model, spec, spec.in_chans, "encoder", f"torchvision model {spec.name!r}"
+        )
+        self.net.eval()  # its own copy of the weights: eval until the masker trains it
         if self.frozen:
             self.net.requires_grad_(False)
-            self.net.eval()
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Maps from the traced extractor."""
@@ -363,7 +483,9 @@ class SmallCNN(FeatureEncoder):
     """The paper's CIFAR-10 encoder (section 5.2): 3 down-sampling blocks of 5 conv layers.
 
     Block ``k`` halves the resolution with its first conv, so the maps have strides 2, 4, 8
-    and widths ``width``, ``2 * width``, ``4 * width``.
+    and widths ``width``, ``2 * width``, ``4 * width``. All three always go to the decoder:
+    :class:`EncoderSpec`'s ``min_reduction`` / ``max_reduction`` do not apply (saved maskers
+    hold all three maps whatever those fields say).
 
     Example:
         >>> enc = SmallCNN(width=8)
@@ -373,6 +495,7 @@ class SmallCNN(FeatureEncoder):
 
     def __init__(self, in_chans: int = 3, width: int = 32, frozen: bool = False) -> None:
         super().__init__(frozen)
+        self.in_chans = in_chans
         self.channels = [width, 2 * width, 4 * width]
         self.reductions = [2, 4, 8]
         blocks = []
@@ -397,6 +520,7 @@ class ModuleFeatures(FeatureEncoder):
 
     def __init__(self, module: nn.Module, spec: EncoderSpec) -> None:
         super().__init__(spec.is_frozen)
+        self.in_chans = spec.in_chans
         self.net = module
         probe = torch.zeros(
             1, spec.in_chans, spec.probe_size, spec.probe_size, device=_device_of(module)

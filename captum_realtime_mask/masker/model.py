@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -27,9 +27,8 @@ class MaskerConfig:
         num_classes: Number of classes of the black box (size of the class embedding).
         encoder: How to build the encoder.
         first_width: Channels of the first (coarsest) upsampler; halved at each later block.
-            None means ``min(768, channels of the deepest encoder map)``-like sizing: 768 for
-            the ``paper`` preset, a quarter of the deepest encoder width (at least 32) for
-            ``light``.
+            None means a quarter of the channels of the filtered (deepest) encoder map, at
+            least 32 (the ``paper`` preset sets 768, the paper's value).
         min_width: Lower bound when halving.
         blocks_per_upsampler: Bottleneck blocks in each upsampler (3 in the paper, 1 in its
             CIFAR variant).
@@ -114,7 +113,9 @@ class MaskingModel(nn.Module):
     """U-Net masker: ``mask = M(image, class)`` in one forward pass.
 
     Args:
-        config: The architecture.
+        config: The architecture. Kept as ``self.config``, except that where the encoder takes
+            other input channels than ``config.encoder.in_chans`` (a grayscale classifier as
+            the encoder), ``self.config`` is a copy that records them.
         classifier: The black box, needed when ``config.encoder.kind == "classifier"``.
         encoder_module: The user's encoder module for ``kind == "module"``.
 
@@ -133,8 +134,13 @@ class MaskingModel(nn.Module):
         encoder_module: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.config = config
         self.encoder: FeatureEncoder = build_encoder(config.encoder, classifier, encoder_module)
+        in_chans = getattr(self.encoder, "in_chans", config.encoder.in_chans)
+        if in_chans != config.encoder.in_chans:
+            # The classifier decides its backbone's channels (e.g. 1 for grayscale): record
+            # them on a copy, so input checks and the saved config agree with the encoder.
+            config = replace(config, encoder=replace(config.encoder, in_chans=in_chans))
+        self.config = config
         channels, strides = self.encoder.channels, self.encoder.reductions
         mask_stride = config.mask_stride or min(min(strides), 4)
         if mask_stride > max(strides) or mask_stride & (mask_stride - 1):

@@ -28,6 +28,7 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import box_iou, masks_to_boxes
@@ -351,8 +352,16 @@ def max_box(height: int, width: int, *, device: torch.device | str | None = None
     return torch.tensor([0, 0, width - 1, height - 1], dtype=torch.float32, device=device)
 
 
+def _array_to_tensor(boxes: Any) -> Any:
+    """A NumPy array of boxes as a tensor (the other accepted formats unchanged)."""
+    if isinstance(boxes, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(boxes))
+    return boxes
+
+
 def _box_count(boxes: Any) -> int | None:
     """Number of images a ``boxes`` argument describes; None for one box shared by all."""
+    boxes = _array_to_tensor(boxes)
     if isinstance(boxes, Tensor):
         return None if boxes.dim() <= 1 else int(boxes.shape[0])
     if isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
@@ -375,6 +384,7 @@ def _box_sets(
     """
     if n < 1:
         raise InputError(f"`{name}` must describe at least one image; got {_describe(boxes)}.")
+    boxes = _array_to_tensor(boxes)
     count = _box_count(boxes)
     if count is None:
         one = _as_box_tensor(boxes, name).reshape(1, 4).to(device)
