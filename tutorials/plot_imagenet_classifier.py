@@ -48,7 +48,8 @@ else:
     CLASSIFIER, ENCODER, PRESET = "test_resnet", "test_resnet", "light"
     TINY = os.environ.get("CAPTUM_REALTIME_MASK_TUTORIAL_SIZE") == "tiny"
     IMAGE_SIZE, MASKER_STEPS, BATCH = 64, 6 if TINY else 60, 16
-    ROOT = Path(tempfile.mkdtemp())
+    STANDIN = tempfile.TemporaryDirectory()  # removed when the script ends
+    ROOT = Path(STANDIN.name)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet normalisation
 torch.manual_seed(0)
@@ -96,12 +97,11 @@ if not NETWORK:
 # visualisation) and put the normalisation inside the model; the masker's ``classifier``
 # encoder understands an ``nn.Sequential(preprocessing, timm_model)``.
 #
-# With torchvision instead of timm::
+# With a torchvision classifier instead of timm, and its own backbone as the encoder::
 #
 #     import torchvision
 #     net = torchvision.models.resnet50(weights="IMAGENET1K_V2")
-#     attr = RealTimeMaskAttribution(torch.nn.Sequential(Normalize(MEAN, STD), net),
-#                                    encoder="torchvision:resnet50", pretrained=True)
+#     attr = RealTimeMaskAttribution(torch.nn.Sequential(Normalize(MEAN, STD), net))
 num_classes = 1000 if NETWORK else len(WNIDS)
 net = timm.create_model(CLASSIFIER, pretrained=NETWORK, num_classes=num_classes)
 model = torch.nn.Sequential(Normalize(MEAN, STD), net).to(DEVICE)
@@ -132,11 +132,18 @@ model.eval()
 # %%
 # The masker: the paper's pretrained ResNet-50 encoder
 # ----------------------------------------------------
-# ``encoder="resnet50"`` with ``pretrained=True`` downloads timm's ImageNet weights and
-# freezes them; ``preset="paper"`` builds the paper's decoder (768 channels halving, three
-# bottlenecks per upsampler). Offline, ``pretrained=False`` trains the named encoder from
-# scratch, and the default ``encoder="classifier"`` would reuse the classifier's backbone.
-attr = RealTimeMaskAttribution(model, encoder=ENCODER, pretrained=NETWORK, preset=PRESET)
+# timm's ResNet-50 with ``pretrained=True`` downloads ImageNet weights, and the masker freezes
+# them; ``preset="paper"`` builds the paper's decoder (768 channels halving, three bottlenecks
+# per upsampler). A named encoder (``encoder="resnet50"``) would get the images as the
+# classifier takes them, here in ``[0, 1]``, while its weights expect normalised ones, so we
+# hand the masker the encoder as a module with its own ``Normalize`` in front. Offline,
+# ``pretrained=False`` trains that encoder from scratch, and the default
+# ``encoder="classifier"`` would reuse the classifier's backbone (and its ``Normalize``).
+features = timm.create_model(ENCODER, pretrained=NETWORK, features_only=True)
+encoder = torch.nn.Sequential(
+    Normalize(features.pretrained_cfg["mean"], features.pretrained_cfg["std"]), features
+)
+attr = RealTimeMaskAttribution(model, encoder=encoder, pretrained=NETWORK, preset=PRESET)
 attr.fit(loader, max_steps=MASKER_STEPS, device=DEVICE, progress=NETWORK)
 print({k: round(v, 3) for k, v in attr.history[-1].items()})
 
