@@ -57,7 +57,7 @@ from captum_realtime_mask._captum_compat import (
     _repeat_additional_forward_args,
     _slice_additional_forward_args,
 )
-from captum_realtime_mask._model_state import frozen_model
+from captum_realtime_mask._model_state import find_module, frozen_model
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import (
     ObjectiveConfig,
@@ -338,7 +338,10 @@ def optimise_masks(
         (torch.Size([2, 1, 8, 8]), True, True)
     """
     x, _ = _format_inputs(inputs)
-    x = x.detach()
+    out_dtype = x.dtype
+    # The optimisation runs in the classifier's precision (float32 for a float32 classifier,
+    # whatever the inputs' precision); the masks come back in the inputs' dtype.
+    x = x.detach().to(_classifier_dtype(forward_func) or x.dtype)
     n, _, height, width = x.shape
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
         raise InputError(f"n_iter: expected an int >= 0, got {n_iter!r}.")
@@ -364,8 +367,50 @@ def optimise_masks(
         target_t = _format_target(target, n, x.device)
     gens = _image_generators(x, _base_seed(generator))
     chunk = internal_batch_size or n
-    history = torch.zeros(len(_HISTORY_KEYS), n_iter, dtype=torch.float32, device=x.device)
+    # Autograd is needed whatever the caller's mode, torch.inference_mode() included (tensors
+    # made there are copied into ordinary ones).
+    with torch.inference_mode(False):
+        x, logits0 = (t.clone() if t.is_inference() else t for t in (x, logits0))
+        if target_known and target_t.is_inference():
+            target_t = target_t.clone()  # gather saves it for backward
+        history = torch.zeros(len(_HISTORY_KEYS), n_iter, dtype=torch.float32, device=x.device)
+        masks = _optimise_all(
+            forward_func, x, target_t if target_known else None, logits0, gens,
+            additional_forward_args, n_iter, float(lr), config, history, chunk, progress,
+        )  # fmt: skip
+    mask = _upsample(torch.cat(masks), height, width).to(out_dtype).contiguous()
+    if not return_history:
+        return mask
+    hist = (history / n).float().cpu()
+    return mask, dict(zip(_HISTORY_KEYS, hist, strict=True))
+
+
+def _classifier_dtype(forward_func: Callable[..., Any]) -> torch.dtype | None:
+    """The floating dtype of the classifier's first parameter (None for a plain function)."""
+    module = find_module(forward_func)
+    if module is None:
+        return None
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+
+
+def _optimise_all(
+    forward_func: Callable[..., Any],
+    x: torch.Tensor,
+    target_t: torch.Tensor | None,
+    logits0: torch.Tensor,
+    gens: list[torch.Generator],
+    additional_forward_args: Any,
+    n_iter: int,
+    lr: float,
+    config: ObjectiveConfig,
+    history: torch.Tensor,
+    chunk: int,
+    progress: bool,
+) -> list[torch.Tensor]:
+    """Optimise the masks chunk by chunk, the classifier frozen; one mask tensor per chunk."""
+    n = len(x)
     masks = []
+    target_known = target_t is not None
     with frozen_model(forward_func), torch.enable_grad():
         if not target_known:
             target_t = _predicted_target(forward_func, x, additional_forward_args)
@@ -386,18 +431,14 @@ def optimise_masks(
                         gens[start:end],
                         _slice_additional_forward_args(additional_forward_args, start, end, n),
                         n_iter,
-                        float(lr),
+                        lr,
                         config,
                         history,
                         bar,
                         check_range=target_known,
                     )
                 )
-    mask = _upsample(torch.cat(masks), height, width).to(x.dtype).contiguous()
-    if not return_history:
-        return mask
-    hist = (history / n).float().cpu()
-    return mask, dict(zip(_HISTORY_KEYS, hist, strict=True))
+    return masks
 
 
 class IterativeMaskAttribution(PerturbationAttribution):

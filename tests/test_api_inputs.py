@@ -114,3 +114,25 @@ def test_classifier_converted_after_fit(fitted, dtype):
         model.float()
     tol = 1e-6 if dtype == torch.float64 else 0.1
     torch.testing.assert_close(got, expected, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_refinement_of_other_precisions_and_under_inference_mode(fitted, dtype):
+    from captum_realtime_mask import IterativeMaskAttribution
+
+    model, attr, x = fitted
+    y = [0, 1, 2, 3]
+
+    def seeded():
+        return {"generator": torch.Generator().manual_seed(0)}
+
+    expected = attr.attribute(x, target=y, refine_steps=2, refine_options=seeded())
+    out = attr.attribute(x.to(dtype), target=y, refine_steps=2, refine_options=seeded())
+    assert out.dtype == dtype
+    tol = 0.0 if dtype == torch.float64 else 0.02  # the inputs' rounding only
+    torch.testing.assert_close(out.float(), expected, atol=tol, rtol=0)
+    with torch.inference_mode():
+        again = attr.attribute(x, target=y, refine_steps=2, refine_options=seeded())
+        iterative = IterativeMaskAttribution(model).attribute(x.to(dtype), target=y, n_iter=2)
+    assert torch.equal(again, expected)
+    assert iterative.dtype == dtype and iterative.shape == x.shape
