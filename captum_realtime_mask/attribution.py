@@ -326,10 +326,9 @@ class RealTimeMaskAttribution(PerturbationAttribution):
 
         Raises:
             InputError: Bad arguments or batches (the message names the argument), an
-                unavailable ``device``, a ``checkpoint_dir`` that is a file, or a classifier
-                converted to another dtype (``model.double()``) whose backbone is the
-                masker's encoder. Checked before the first step where possible; a failed
-                call leaves :attr:`history` as it was.
+                unavailable ``device`` or a ``checkpoint_dir`` that is a file. Checked before
+                the first step where possible; a failed call leaves :attr:`history` as it
+                was.
             TrainingError: The loss or gradient stayed non-finite for ``nonfinite_patience``
                 steps.
         """

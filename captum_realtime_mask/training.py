@@ -37,7 +37,6 @@ from captum_realtime_mask.checkpoint import (
 )
 from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
 from captum_realtime_mask.masker.blocks import FeatureFilter
-from captum_realtime_mask.masker.encoders import ClassifierBackbone
 from captum_realtime_mask.masker.model import MaskingModel
 from captum_realtime_mask.objective import (
     LossTerms,
@@ -422,22 +421,13 @@ def _training_dtypes(
     """The masker's dtype (images are cast to it) and the classifier's (its inputs are).
 
     Raises:
-        InputError: The masker's weights mix dtypes, e.g. a float32 decoder on the backbone of a
-            classifier converted with ``model.double()`` (``encoder="classifier"``).
+        InputError: The masker's own weights mix dtypes (a custom encoder module of another
+            precision than the decoder's).
     """
     own = masker.filter.embedding.weight.dtype
     classifier_dtype = _floating_dtype(classifier)
-    # The classifier's backbone as encoder is held outside the masker's module tree.
-    backbone = masker.encoder.classifier if isinstance(masker.encoder, ClassifierBackbone) else None
-    backbone_dtype = _floating_dtype(backbone) if backbone is not None else None
-    if backbone_dtype is not None and backbone_dtype != own:
-        raise InputError(
-            f"forward_func: the classifier's weights are {backbone_dtype}, but the masker trains "
-            f"in {own} and its encoder is the classifier's own backbone (encoder='classifier'), "
-            "which cannot run in both. Hint: convert the classifier with model.float() (on "
-            "CUDA, amp=True trains in bf16/fp16 through autocast anyway), or give the masker "
-            "an encoder of its own, e.g. encoder='small_cnn' or a timm model name."
-        )
+    # The classifier's backbone as encoder (held outside the masker's module tree) gets the
+    # images in its own dtype and returns its maps in the masker's (ClassifierBackbone).
     for pname, t in itertools.chain(masker.named_parameters(), masker.named_buffers()):
         if not t.is_floating_point() or t.dtype == own:
             continue
@@ -908,7 +898,8 @@ def fit_masker(
     copied into ordinary tensors; a masker or classifier *created* in inference mode cannot be
     trained and raises :class:`InputError`). Images of another floating dtype than the
     masker's (float64, float16, bfloat16) are cast to it; a classifier of another dtype gets
-    its inputs cast to its own dtype, unless the masker's encoder is the classifier's backbone.
+    its inputs cast to its own dtype (also as the masker's encoder, whose maps come back in
+    the masker's dtype).
 
     Args:
         masker: The masking model (moved to ``device``).
