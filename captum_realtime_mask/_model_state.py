@@ -12,7 +12,14 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module_mod
 
-__all__ = ["ModelSnapshot", "find_module", "frozen_model", "snapshot_model", "weights_in_format"]
+__all__ = [
+    "ModelSnapshot",
+    "find_module",
+    "floating_dtype",
+    "frozen_model",
+    "snapshot_model",
+    "weights_in_format",
+]
 
 # Per-module hook registries of torch.nn.Module (the ones missing in older torch are skipped).
 _MODULE_HOOK_DICTS = (
@@ -39,6 +46,15 @@ _GLOBAL_HOOK_DICTS = (
     "_global_parameter_registration_hooks",
     "_global_buffer_registration_hooks",
 )
+
+
+def floating_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of a module's first floating parameter (else buffer), or None.
+
+    That is the precision it computes in: ``torch.float64`` after ``model.double()``, say.
+    """
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
 
 def find_module(forward_func: Any) -> nn.Module | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import numbers
@@ -21,6 +22,7 @@ from captum_realtime_mask._captum_compat import (
     _format_target,
     _predicted_target,
 )
+from captum_realtime_mask._devices import check_device
 from captum_realtime_mask._model_state import find_module, frozen_model
 from captum_realtime_mask._speed import (
     AutocastArg,
@@ -143,16 +145,18 @@ def _check_refinement(steps: Any, options: Any) -> None:
             f"refine_options: expected a dict of optimise_masks arguments or None, got "
             f"{type(options).__name__}."
         )
+    if not options:
+        return  # the usual call: no signature to read on the real-time path
     from captum_realtime_mask.iterative import optimise_masks
 
     known = set(inspect.signature(optimise_masks).parameters) - {"forward_func"}
-    unknown = sorted(set(options or {}) - known)
+    unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(
             f"refine_options: unknown options {unknown}; accepted: "
             f"{sorted(known - set(_REFINE_FIXED))}."
         )
-    fixed = sorted(set(options or {}) & set(_REFINE_FIXED))
+    fixed = sorted(set(options) & set(_REFINE_FIXED))
     if fixed:
         raise InputError(
             f"refine_options: {', '.join(fixed)} cannot be set through attribute(). Pass the "
@@ -343,11 +347,9 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 f"fit(): unknown options {sorted(unknown)}; accepted: "
                 f"{sorted(FitConfig.__dataclass_fields__)}."
             )
-        from captum_realtime_mask.training import _check_device
-
         options.setdefault("seed", self.seed)
         config = FitConfig(epochs=epochs, max_steps=max_steps, lr=lr, **options)
-        dev = self._training_device(None if device is None else _check_device(device))
+        dev = self._training_device(None if device is None else check_device(device))
         history = fit_masker(
             self.masker,
             self.model,
@@ -650,8 +652,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         """
         from pathlib import Path
 
-        from captum_realtime_mask.checkpoint import CONFIG_NAME, previous_version
-        from captum_realtime_mask.training import _step_dirs
+        from captum_realtime_mask.training import _latest_checkpoint
 
         if not isinstance(directory, str | os.PathLike):
             hint = (
@@ -676,15 +677,11 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 f"{type(encoder).__name__}. Hint: pass the module the masker was built with."
             )
         path = Path(directory)
-        if (
-            path.is_dir()
-            and not (path / CONFIG_NAME).is_file()
-            and Path(os.path.abspath(path)).name
-            and not (previous_version(path) / CONFIG_NAME).is_file()
-        ):
-            steps = _step_dirs(path)  # a fit(checkpoint_dir=...) folder: take its newest step
-            if steps:
-                path = steps[-1]
+        if Path(os.path.abspath(path)).name:  # the filesystem root holds no checkpoint
+            # A fit(checkpoint_dir=...) folder gives its newest step; where there is no
+            # checkpoint at all, read_checkpoint below says what is missing.
+            with contextlib.suppress(CheckpointError):
+                path = _latest_checkpoint(path)
         meta, tensors = read_checkpoint(path, device=device)
         if meta.get("kind") != "RealTimeMaskAttribution" or "masker" not in tensors:
             raise CheckpointError(f"{path}: not a RealTimeMaskAttribution checkpoint.")

@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from captum_realtime_mask._devices import check_device
 from captum_realtime_mask.errors import CheckpointError, InputError
 
 __all__ = [
@@ -96,31 +97,6 @@ def _as_path(directory: Any) -> Path:
             "current folder, or e.g. 'runs/masker'."
         )
     return Path(raw)
-
-
-def _as_device(device: Any) -> torch.device:
-    """Check that ``device`` names a device that exists here and can hold tensor data."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise InputError(
-            f"device: expected a torch device such as 'cpu', 'cuda' or 'cuda:0', got "
-            f"{device!r}. Hint: pass device='cpu', or a torch.device."
-        ) from exc
-    if dev.type == "meta":
-        raise InputError(
-            "device: expected a device that holds data, got 'meta' (shapes only: the saved "
-            "weights would be dropped). Hint: load on 'cpu' or a GPU."
-        )
-    if dev.type != "cpu":
-        try:
-            torch.empty(0, device=dev)
-        except (RuntimeError, AssertionError) as exc:  # AssertionError: torch without CUDA
-            raise InputError(
-                f"device: {str(dev)!r} is not available on this machine ({exc}). Hint: pass "
-                "device='cpu', or a device that torch can use here."
-            ) from exc
-    return dev
 
 
 def _umask() -> int:
@@ -412,7 +388,7 @@ def read_checkpoint(
             config is not valid JSON, or the format version is not supported.
     """
     directory = _as_path(directory)
-    device = _as_device(device)
+    device = check_device(device, allow_meta=False)
     if (
         not (directory / CONFIG_NAME).is_file()
         and Path(os.path.abspath(directory)).name

@@ -57,7 +57,7 @@ from captum_realtime_mask._captum_compat import (
     _repeat_additional_forward_args,
     _slice_additional_forward_args,
 )
-from captum_realtime_mask._model_state import find_module, frozen_model
+from captum_realtime_mask._model_state import find_module, floating_dtype, frozen_model
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import (
     ObjectiveConfig,
@@ -341,7 +341,8 @@ def optimise_masks(
     out_dtype = x.dtype
     # The optimisation runs in the classifier's precision (float32 for a float32 classifier,
     # whatever the inputs' precision); the masks come back in the inputs' dtype.
-    x = x.detach().to(_classifier_dtype(forward_func) or x.dtype)
+    module = find_module(forward_func)
+    x = x.detach().to((floating_dtype(module) if module is not None else None) or x.dtype)
     n, _, height, width = x.shape
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
         raise InputError(f"n_iter: expected an int >= 0, got {n_iter!r}.")
@@ -383,14 +384,6 @@ def optimise_masks(
         return mask
     hist = (history / n).float().cpu()
     return mask, dict(zip(_HISTORY_KEYS, hist, strict=True))
-
-
-def _classifier_dtype(forward_func: Callable[..., Any]) -> torch.dtype | None:
-    """The floating dtype of the classifier's first parameter (None for a plain function)."""
-    module = find_module(forward_func)
-    if module is None:
-        return None
-    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
 
 def _optimise_all(

@@ -28,14 +28,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captum_realtime_mask._captum_compat import _check_logits
-from captum_realtime_mask._model_state import frozen_model, weights_in_format
+from captum_realtime_mask._devices import check_device
+from captum_realtime_mask._model_state import floating_dtype, frozen_model, weights_in_format
 from captum_realtime_mask.checkpoint import (
     CONFIG_NAME,
     previous_version,
     read_checkpoint,
     write_checkpoint,
 )
-from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
+from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError, _describe
 from captum_realtime_mask.masker.blocks import FeatureFilter
 from captum_realtime_mask.masker.model import MaskingModel
 from captum_realtime_mask.objective import (
@@ -171,14 +172,6 @@ class FitConfig:
             raise InputError(f"extra: expected a dict, got {_describe(self.extra)}.")
 
 
-def _describe(value: Any) -> str:
-    """``type value`` for error messages (``str '1e-3'``, ``NoneType None``)."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
-
-
 def _positive_int(name: str, value: Any, expected: str) -> int:
     """``value`` as an int >= 1; bools and other types raise :class:`InputError`."""
     if isinstance(value, bool):
@@ -312,68 +305,6 @@ def _check_loader(loader: Any, name: str) -> None:
         )
 
 
-def _check_device(device: Any) -> torch.device:
-    """``device`` as a :class:`torch.device` that exists on this machine.
-
-    Args:
-        device: A :class:`torch.device`, a string such as ``"cpu"`` or ``"cuda:1"``, or a
-            CUDA device index.
-
-    Returns:
-        The device.
-
-    Raises:
-        InputError: Not a device, an unknown device string, or a device type whose backend
-            is not available (CUDA without a GPU, for example) or an index past the last GPU.
-    """
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str) or (
-        isinstance(device, numbers.Integral) and not isinstance(device, bool)
-    ):
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, ValueError, TypeError) as exc:
-            raise InputError(
-                f"device: {device!r} is not a device torch knows ({exc}). Hint: pass 'cpu', "
-                "'cuda', 'cuda:0', a torch.device, or None to choose automatically."
-            ) from exc
-    else:
-        raise InputError(
-            f"device: expected a torch.device, a string such as 'cpu' or 'cuda:0', or None; got "
-            f"{_describe(device)}."
-        )
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(
-                f"device: {str(dev)!r} was asked, but CUDA is not available here "
-                "(torch.cuda.is_available() is False: no NVIDIA GPU or driver, or a CPU-only "
-                "torch build). Hint: pass device='cpu', or device=None to use CUDA only when "
-                "it is present."
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(
-                f"device: {str(dev)!r} was asked, but only {torch.cuda.device_count()} CUDA "
-                f"device(s) are visible. Hint: pass an index below {torch.cuda.device_count()}."
-            )
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise InputError(
-                f"device: {str(dev)!r} was asked, but the MPS backend is not available here. "
-                "Hint: pass device='cpu'."
-            )
-    elif dev.type not in ("cpu", "meta"):
-        backend = getattr(torch, dev.type, None)
-        available = getattr(backend, "is_available", None)
-        if callable(available) and not available():
-            raise InputError(
-                f"device: {str(dev)!r} was asked, but torch.{dev.type} is not available here. "
-                "Hint: pass device='cpu'."
-            )
-    return dev
-
-
 def _check_checkpoint_dir(path: str) -> None:
     """``checkpoint_dir`` must be a folder or creatable as one, before any step is trained."""
     target = Path(path)
@@ -425,7 +356,7 @@ def _training_dtypes(
             precision than the decoder's).
     """
     own = masker.filter.embedding.weight.dtype
-    classifier_dtype = _floating_dtype(classifier)
+    classifier_dtype = floating_dtype(classifier)
     # The classifier's backbone as encoder (held outside the masker's module tree) gets the
     # images in its own dtype and returns its maps in the masker's (ClassifierBackbone).
     for pname, t in itertools.chain(masker.named_parameters(), masker.named_buffers()):
@@ -437,18 +368,6 @@ def _training_dtypes(
             "the RealTimeMaskAttribution."
         )
     return own, classifier_dtype
-
-
-def _floating_dtype(module: nn.Module) -> torch.dtype | None:
-    """The dtype of a module's first floating parameter (else buffer), or None."""
-    return next(
-        (
-            t.dtype
-            for t in itertools.chain(module.parameters(), module.buffers())
-            if t.is_floating_point()
-        ),
-        None,
-    )
 
 
 def _trainable_batchnorm(masker: MaskingModel) -> bool:
@@ -924,7 +843,7 @@ def fit_masker(
             the first step where they can be (a batch when it arrives).
         TrainingError: The loss or gradient stayed non-finite for ``nonfinite_patience`` steps.
     """
-    device = _check_device(device)
+    device = check_device(device)
     _check_loader(loader, "loader")
     if val_loader is not None:
         _check_loader(val_loader, "val_loader")

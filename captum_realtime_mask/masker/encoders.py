@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from captum_realtime_mask._model_state import floating_dtype
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
@@ -262,11 +263,10 @@ class ClassifierBackbone(FeatureEncoder):
         """
         module = self._model.module if self._mode == "timm" else self._extractor.module
         dtype = x.dtype
-        weight = next((p for p in self._model.module.parameters() if p.is_floating_point()), None)
-        cast = weight is not None and weight.dtype != dtype
-        cast = cast and not torch.is_autocast_enabled(x.device.type)
+        own = floating_dtype(self._model.module)
+        cast = own is not None and own != dtype and not torch.is_autocast_enabled(x.device.type)
         if cast:
-            x = x.to(weight.dtype)
+            x = x.to(own)
         with eval_mode(module):
             if self._mode == "timm":
                 for pre in self._prefix:

@@ -8,20 +8,9 @@ from typing import Any
 
 from torch import Tensor
 
-from captum_realtime_mask.errors import InputError
+from captum_realtime_mask.errors import InputError, _describe
 
 __all__: list[str] = []
-
-
-def _describe(value: Any) -> str:
-    """Say what a value is, for error messages."""
-    if isinstance(value, Tensor):
-        return f"a Tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, (tuple, list)):
-        kinds = ", ".join(type(v).__name__ for v in list(value)[:3])
-        more = ", ..." if len(value) > 3 else ""
-        return f"a {type(value).__name__} of {len(value)} items ({kinds}{more})"
-    return f"{type(value).__name__} {value!r}"
 
 
 def _single_tensor(value: Any, name: str) -> Tensor:
