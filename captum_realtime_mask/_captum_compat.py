@@ -8,24 +8,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from captum._utils.common import (
-    ExpansionTypes,
-    _expand_additional_forward_args,
-    _format_additional_forward_args,
-)
+from captum._utils.common import _format_additional_forward_args
 
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
     "_check_logits",
-    "_expand_additional_forward_args",
     "_format_additional_forward_args",
     "_format_inputs",
     "_format_target",
     "_forward",
     "_predicted_target",
-    "_repeat_additional_forward_args",
-    "_slice_additional_forward_args",
 ]
 
 TargetLike = int | torch.Tensor | Sequence[int] | None
@@ -242,15 +235,6 @@ def _check_logits(out: Any, n: int, num_classes: int | None = None) -> None:
         )
 
 
-def _repeat_additional_forward_args(additional_forward_args: Any, times: int) -> Any:
-    """Repeat the batched tensors among the extra arguments to match inputs repeated ``times``.
-
-    Non-tensor and 0-d arguments are left as they are (Captum's own rule).
-    """
-    extra = _format_additional_forward_args(additional_forward_args)
-    return _expand_additional_forward_args(extra, times, ExpansionTypes.repeat)
-
-
 @torch.no_grad()
 def _predicted_target(
     forward_func: Callable[..., Any],
@@ -271,20 +255,3 @@ def _predicted_target(
     """
     logits = _forward(forward_func, inputs, additional_forward_args, num_classes)
     return logits.argmax(dim=1).to(device=inputs.device, dtype=torch.long)
-
-
-def _slice_additional_forward_args(
-    additional_forward_args: Any, start: int, end: int, n: int
-) -> Any:
-    """Cut the per-example tensors among the extra arguments to examples ``start:end``.
-
-    A tensor counts as per-example when its first dimension equals the batch size ``n``;
-    anything else (scalars, shared tensors, non-tensors) is passed through unchanged.
-    """
-    extra = _format_additional_forward_args(additional_forward_args)
-    if extra is None:
-        return None
-    return tuple(
-        a[start:end] if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == n else a
-        for a in extra
-    )

@@ -78,6 +78,13 @@ def _encoder_spec(
         return EncoderSpec(kind=encoder), None
     if encoder.startswith("torchvision:"):
         name = encoder.split(":", 1)[1]
+        import torchvision
+
+        if name not in torchvision.models.list_models():
+            raise InputError(
+                f"encoder: {name!r} is not a torchvision model name. Hint: pick one from "
+                "torchvision.models.list_models(), e.g. 'torchvision:resnet50'."
+            )
         return EncoderSpec(kind="torchvision", name=name, pretrained=pretrained is not False), None
     name = encoder.split(":", 1)[1] if encoder.startswith("timm:") else encoder
     import timm

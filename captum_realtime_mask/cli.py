@@ -1,7 +1,8 @@
 """The ``captum-realtime-mask`` command line: demo, benchmark, train, explain and evaluate.
 
 Every subcommand has ``--help``. Errors the user can fix (a missing file, a wrong shape, a
-broken checkpoint) end with exit code 2 and a one-line message on stderr, without a traceback.
+broken checkpoint) end with exit code 2 and a one-line message on stderr, without a traceback;
+an option value out of its range is an argparse usage error (exit code 2, usage lines first).
 
 Examples:
     .. code-block:: bash
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -37,6 +39,58 @@ CLASSIFIER_RECORD = "classifier.json"
 
 class CLIError(Exception):
     """A user error of the command line: printed as one line, exit code 2."""
+
+
+# ------------------------------------------------------------------------------- value types
+def _positive_int(text: str) -> int:
+    """An ``int`` > 0 (argparse type): sizes, counts and steps."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """An ``int`` >= 0 (argparse type): DataLoader workers."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    """A finite ``float`` (argparse type): no nan or inf."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """A finite ``float`` > 0 (argparse type): learning rate, normalisation std."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    """A ``float`` in ``[0, 1]`` (argparse type): a threshold on mask values."""
+    value = _finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1] (masks take values in [0, 1]), got {text!r}"
+        )
+    return value
 
 
 # ------------------------------------------------------------------------------- arguments
@@ -63,7 +117,12 @@ def _add_classifier(p: argparse.ArgumentParser) -> None:
         "weights_only=True); a black box saved by train_blackbox (its .json beside it) needs "
         "no --model",
     )
-    g.add_argument("--num-classes", type=int, help="number of classes (default: from the data)")
+    g.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        help="number of classes (default: train: from the data; explain and evaluate: the "
+        "number the masker was trained for)",
+    )
     g.add_argument(
         "--pretrained",
         action="store_true",
@@ -75,14 +134,18 @@ def _add_classifier(p: argparse.ArgumentParser) -> None:
         help="with --builtin and no --model: benchmark black box preset to train or load from "
         "the cache (default: resnet)",
     )
-    g.add_argument("--mean", type=float, nargs=3, help="normalisation mean (default: ImageNet's)")
-    g.add_argument("--std", type=float, nargs=3, help="normalisation std (default: ImageNet's)")
+    g.add_argument(
+        "--mean", type=_finite_float, nargs=3, help="normalisation mean (default: ImageNet's)"
+    )
+    g.add_argument(
+        "--std", type=_positive_float, nargs=3, help="normalisation std (default: ImageNet's)"
+    )
     g.add_argument(
         "--no-normalize", action="store_true", help="feed [0, 1] images to the model unchanged"
     )
     g.add_argument(
         "--image-size",
-        type=int,
+        type=_positive_int,
         help="side images are resized to (default 224; with --builtin the benchmark's 64, which "
         "train --builtin always uses)",
     )
@@ -105,15 +168,17 @@ def _add_data(p: argparse.ArgumentParser, annotations: bool = False) -> None:
             help="folder of PASCAL VOC / ILSVRC XML files named like the images "
             "(<stem>.xml), for --image-folder",
         )
-    g.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    g.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="images per batch (default 32)"
+    )
     g.add_argument(
         "--num-workers",
-        type=int,
+        type=_non_negative_int,
         default=None,
         help="DataLoader workers (default min(4, CPU count); pin_memory on CUDA and "
         "persistent workers are turned on automatically)",
     )
-    g.add_argument("--n", type=int, help="with --builtin: number of images of the split")
+    g.add_argument("--n", type=_positive_int, help="with --builtin: number of images of the split")
     _add_cache(p)
 
 
@@ -153,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--jobs",
-        type=int,
+        type=_positive_int,
         default=2,
         help="black boxes evaluated at once, in separate processes (default 2)",
     )
@@ -169,9 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     g = p.add_argument_group("training")
     g.add_argument("--output", default="runs/masker", help="masker folder (default runs/masker)")
-    g.add_argument("--epochs", type=int, help="passes over the data (default 1)")
-    g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--epochs", type=_positive_int, help="passes over the data (default 1)")
+    g.add_argument("--max-steps", type=_positive_int, help="stop after this many optimiser steps")
+    g.add_argument(
+        "--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)"
+    )
     g.add_argument(
         "--encoder",
         default="classifier",
@@ -185,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--preset", choices=("light", "fast", "paper"), default="light")
     g.add_argument("--checkpoint-dir", help="write training checkpoints here")
-    g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    g.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        help="steps between checkpoints (needs --checkpoint-dir)",
+    )
     g.add_argument("--resume", action="store_true", help="resume from --checkpoint-dir")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -214,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output", default="runs/explain", help="folder for the overlays (default runs/explain)"
     )
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="images per batch (default 16)"
+    )
     _add_cache(p)
 
     p = sub.add_parser(
@@ -227,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masker", required=True, help="folder written by `train` (or attr.save)")
     _add_classifier(p)
     _add_data(p, annotations=True)
-    p.add_argument("--threshold", type=float, default=0.5, help="mask threshold (default 0.5)")
+    p.add_argument(
+        "--threshold",
+        type=_unit_float,
+        default=0.5,
+        help="mask threshold in [0, 1] (default 0.5)",
+    )
     p.add_argument("--json", help="also write the results to this JSON file")
     return parser
 
@@ -235,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------- helpers
 def _device(name: str | None) -> torch.device:
     if name:
-        return torch.device(name)
+        try:
+            return torch.device(name)
+        except RuntimeError:
+            raise CLIError(
+                f"--device: {name!r} is not a device; pass cpu, cuda, cuda:1, mps, ..."
+            ) from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -243,11 +326,77 @@ def _existing(path: str | None, what: str, folder: bool = False) -> Path:
     if path is None:
         raise CLIError(f"{what}: missing.")
     p = Path(path).expanduser()
+    if folder and p.exists() and not p.is_dir():
+        raise CLIError(f"{what}: expected a folder, but {p} is a file.")
     ok = p.is_dir() if folder else p.exists()
     if not ok:
         kind = "folder" if folder else "file"
         raise FileNotFoundError(f"{what}: no such {kind}: {p}")
     return p
+
+
+def _check_folder_path(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` if it is a folder or can become one (nothing is created); else CLIError."""
+    p = Path(path).expanduser()
+    for part in (p, *p.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == p else f" (a part of its path, {part}, is a file)"
+                raise CLIError(f"{what} {p}: expected a folder, but it is a file{where}.")
+            break
+    return p
+
+
+def _output_folder(path: str, what: str) -> Path:
+    """Create the output folder ``path`` (with its parents); a file in the way is a CLIError."""
+    p = _check_folder_path(path, what)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"{what} {p}: cannot create the folder ({exc}).") from None
+    return p
+
+
+def _check_output_file(path: str, what: str) -> Path:
+    """A file path the command may write at its end; checked before any work is done."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise CLIError(f"{what} {p}: expected a file name, but it is a folder.")
+    for part in p.parents:
+        if part.exists():
+            if not part.is_dir():
+                raise CLIError(f"{what} {p}: cannot be written, {part} is a file, not a folder.")
+            break
+    return p
+
+
+def _check_masker_output(path: str) -> None:
+    """Refuse, before training, a --output that :meth:`save` would refuse after it."""
+    from captum_realtime_mask.checkpoint import _target_kind, _target_path
+
+    try:
+        _target_kind(_target_path(path))
+    except InputError as exc:
+        message = str(exc).removeprefix("directory: ")
+        raise CLIError(f"--output {path}: {message}") from None
+
+
+def _masker_num_classes(masker: Path) -> int | None:
+    """The number of classes of the classifier a saved masker was trained for (else None)."""
+    try:
+        config = json.loads((masker / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    masker_config = config.get("masker")
+    for value in (
+        config.get("classifier_num_classes"),
+        masker_config.get("num_classes") if isinstance(masker_config, dict) else None,
+    ):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _read_record(masker: Path | None) -> dict[str, Any]:
@@ -330,7 +479,7 @@ def load_classifier(args: argparse.Namespace, num_classes: int | None = None) ->
     import timm
 
     if num_classes is None:
-        raise CLIError("--num-classes: needed to build the classifier.")
+        raise CLIError(f"--num-classes: needed to build --model {args.model} (its outputs).")
     try:
         model = timm.create_model(args.model, pretrained=args.pretrained, num_classes=num_classes)
     except RuntimeError as exc:
@@ -341,7 +490,7 @@ def load_classifier(args: argparse.Namespace, num_classes: int | None = None) ->
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()
-            detail = "; ".join(line.strip() for line in first[:3])
+            detail = "; ".join(_shorten(line.strip()) for line in first[:3])
             raise CheckpointError(
                 f"--checkpoint {args.checkpoint} does not fit --model {args.model} with "
                 f"{num_classes} classes: {detail}"
@@ -352,6 +501,11 @@ def load_classifier(args: argparse.Namespace, num_classes: int | None = None) ->
         return model.eval()
     mean, std = _normalisation(args)
     return BlackBox(model, mean, std).eval()
+
+
+def _shorten(text: str, limit: int = 240) -> str:
+    """``text`` cut to about ``limit`` characters (a state dict's key lists are long)."""
+    return text if len(text) <= limit else text[:limit].rstrip(", ") + " ..."
 
 
 def _loader_kwargs(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -372,12 +526,23 @@ def _image_transform(size: int):
     return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
 
 
+def _read_rgb(path: str):
+    """An image file as an RGB PIL image; an unreadable file is a CLIError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as exc:  # PIL's UnidentifiedImageError and truncated files included
+        raise CLIError(f"cannot read the image {path}: {exc}") from None
+
+
 def _image_folder(root: str, size: int):
     from torchvision.datasets import ImageFolder
 
     folder = _existing(root, "--image-folder", folder=True)
     try:
-        return ImageFolder(str(folder), transform=_image_transform(size))
+        return ImageFolder(str(folder), transform=_image_transform(size), loader=_read_rgb)
     except (FileNotFoundError, RuntimeError) as exc:
         raise CLIError(f"--image-folder {folder}: {exc}") from None
 
@@ -412,6 +577,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the quick benchmark (the README's main job)."""
     from captum_realtime_mask.benchmark.runner import BenchmarkConfig, run_benchmark
 
+    _check_folder_path(args.output, "--output")
     config = BenchmarkConfig.for_mode("quick", output=args.output, cache_dir=args.cache_dir)
     run_benchmark(config, log=print)
     print(f"wrote {Path(args.output) / 'results.md'} and figure.png")
@@ -430,6 +596,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     }
     if args.jobs < 1:
         raise CLIError(f"--jobs: expected a positive number of processes, got {args.jobs}.")
+    _check_folder_path(overrides["output"], "--output")
     if args.blackboxes:
         unknown = [b for b in args.blackboxes if b not in BLACKBOX_PRESETS]
         if unknown:
@@ -455,6 +622,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--image-size: the built-in benchmark's images are 64 px, got {args.image_size}; "
             "leave --image-size out with --builtin."
         )
+    if args.builtin and args.num_classes not in (None, 10):
+        raise CLIError(
+            f"--num-classes: the built-in benchmark has 10 classes, got {args.num_classes}; "
+            "leave --num-classes out with --builtin."
+        )
+    _check_data_options(args)
+    if args.resume and not args.checkpoint_dir:
+        raise CLIError("--resume: needs --checkpoint-dir.")
+    if args.checkpoint_every and not args.checkpoint_dir:
+        raise CLIError("--checkpoint-every: needs --checkpoint-dir (where to write them).")
+    _check_encoder_name(args.encoder)
+    _check_masker_output(args.output)
     if args.builtin:
         dataset = _builtin_split(args, "train")
         num_classes = 10
@@ -471,8 +650,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset=args.preset,
         seed=args.seed,
     )
-    if args.resume and not args.checkpoint_dir:
-        raise CLIError("--resume: needs --checkpoint-dir.")
+    stride = attr.masker.max_stride
+    size = 64 if args.builtin else args.image_size or 224
+    if size % stride:
+        raise CLIError(
+            f"--image-size: must be divisible by the encoder's stride {stride}, got {size}."
+        )
     options: dict[str, Any] = {
         "progress": not args.no_progress,
         "seed": args.seed,
@@ -500,11 +683,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data_options(args: argparse.Namespace) -> None:
+    if args.n is not None and not args.builtin:
+        raise CLIError("--n: only with --builtin (an ImageFolder is used whole).")
+
+
+def _check_encoder_name(encoder: str) -> None:
+    """Refuse an unknown timm or ``torchvision:<name>`` encoder before any data is loaded."""
+    from captum_realtime_mask.attribution import _encoder_spec
+
+    try:
+        _encoder_spec(encoder, pretrained=False)
+    except InputError as exc:
+        raise CLIError(f"--encoder {encoder}: {str(exc).removeprefix('encoder: ')}") from None
+
+
 def _load_attr(args: argparse.Namespace, model: nn.Module, device: torch.device, size: int):
     from captum_realtime_mask.attribution import RealTimeMaskAttribution
 
     masker = _existing(args.masker, "--masker", folder=True)
-    attr = RealTimeMaskAttribution.load(masker, model.to(device), device=device)
+    try:
+        attr = RealTimeMaskAttribution.load(masker, model.to(device), device=device)
+    except (CheckpointError, InputError) as exc:
+        message = str(exc)
+        if message.startswith("directory: "):
+            raise type(exc)(f"--masker {masker}: {message.removeprefix('directory: ')}") from None
+        raise
     stride = attr.masker.max_stride
     if size % stride:
         raise CLIError(
@@ -514,17 +718,49 @@ def _load_attr(args: argparse.Namespace, model: nn.Module, device: torch.device,
 
 
 def _image_paths(items: Sequence[str]) -> list[Path]:
+    """The image files named or found (recursively) in folders; each file once, in order."""
     paths: list[Path] = []
     for item in items:
         p = _existing(item, "image")
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()
+            )
             if not found:
                 raise CLIError(f"{p}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) inside.")
             paths.extend(found)
         else:
             paths.append(p)
-    return paths
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _overlay_names(paths: Sequence[Path]) -> list[str]:
+    """One overlay file name per image, ``<stem>_overlay.png``, never the same for two images.
+
+    Images that share a stem (``a/x.png`` and ``b/x.png``, or ``x.png`` and ``x.jpg``) get
+    ``<stem>-2_overlay.png``, ``<stem>-3_overlay.png``, ... after the first, in order.
+    """
+    names = [f"{p.stem}_overlay.png" for p in paths]
+    taken = set(names)
+    seen: set[str] = set()
+    out = []
+    for p, name in zip(paths, names):
+        if name in seen:
+            k = 2
+            while f"{p.stem}-{k}_overlay.png" in taken:
+                k += 1
+            name = f"{p.stem}-{k}_overlay.png"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
 
 
 def _overlay(image: torch.Tensor, mask: torch.Tensor, title: str, path: Path) -> None:
@@ -557,32 +793,28 @@ def _overlay(image: torch.Tensor, mask: torch.Tensor, title: str, path: Path) ->
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Write one overlay PNG per image."""
-    from PIL import Image, UnidentifiedImageError
-
     masker = _existing(args.masker, "--masker", folder=True)
     _fill_from_record(args, _read_record(masker))
     device = _device(args.device)
     paths = _image_paths(args.images)
+    names = _overlay_names(paths)
     if args.target and len(args.target) not in (1, len(paths)):
         raise CLIError(
             f"--target: expected one class or one per image ({len(paths)}), got {len(args.target)}."
         )
-    model = load_classifier(args).to(device)
+    _check_folder_path(args.output, "--output")
+    model = load_classifier(args, _masker_num_classes(masker)).to(device)
     size = args.image_size or (64 if args.builtin else 224)
     attr = _load_attr(args, model, device, size)
     if args.target and not all(0 <= k < attr.num_classes for k in args.target):
         raise CLIError(f"--target: classes must be in [0, {attr.num_classes - 1}].")
     transform = _image_transform(size)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(args.output, "--output")
     from tqdm.auto import tqdm
 
     for start in tqdm(range(0, len(paths), args.batch_size), desc="explain", unit="batch"):
         batch = paths[start : start + args.batch_size]
-        try:
-            x = torch.stack([transform(Image.open(p).convert("RGB")) for p in batch]).to(device)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise CLIError(f"cannot read an image of {[str(p) for p in batch]}: {exc}") from None
+        x = torch.stack([transform(_read_rgb(str(p))) for p in batch]).to(device)
         with torch.no_grad():
             probs = model(x).softmax(-1)
         if args.target:
@@ -594,7 +826,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for i, p in enumerate(batch):
             k = int(target[i])
             title = f"{p.name}: class {k} (p={float(probs[i, k]):.2f})"
-            dest = out / f"{p.stem}_overlay.png"
+            dest = out / names[start + i]
             _overlay(x[i], masks[i], title, dest)
             area = float(masks[i].mean())
             print(f"{p} -> {dest} (class {k}, p {float(probs[i, k]):.3f}, mask area {area:.3f})")
@@ -642,13 +874,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         record.pop("builtin", None)
     _fill_from_record(args, record)
     device = _device(args.device)
+    _check_data_options(args)
+    if args.json:
+        _check_output_file(args.json, "--json")
     if args.builtin:
         dataset = _builtin_split(args, "test")
     else:
         if not args.annotations:
             raise CLIError("--annotations: needed with --image-folder (a folder of XML boxes).")
         dataset = _xml_dataset(args, args.image_size or 224)
-    model = load_classifier(args).to(device)
+    model = load_classifier(args, _masker_num_classes(masker)).to(device)
     attr = _load_attr(args, model, device, args.image_size or (64 if args.builtin else 224))
     kwargs = _loader_kwargs(args, device)
     loader = DataLoader(dataset, shuffle=False, collate_fn=_collate, **kwargs)
@@ -694,10 +929,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{r['empty_masks']:>8d}"
         )
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        path = Path(args.json).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=2) + "\n")
+        except OSError as exc:
+            raise CLIError(f"--json {path}: cannot write the results ({exc}).") from None
         print(f"wrote {args.json}")
     return 0
+
+
+def _one_line(exc: BaseException, limit: int = 1200) -> str:
+    """The message of ``exc`` on one line, of about ``limit`` characters at most.
+
+    An error raised in a DataLoader worker comes back with the worker's traceback in its
+    message; only its last line, the original message, is kept. A longer message (a state
+    dict's key lists, say) keeps its start and its end, where the hint is.
+    """
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    text = " ".join(text.split()) or type(exc).__name__
+    if len(text) > limit:
+        head, tail = text[: limit * 2 // 3], text[-(limit // 3) :]
+        text = f"{head} ... ({len(text) - len(head) - len(tail)} characters left out) ... {tail}"
+    return text
 
 
 COMMANDS = {
@@ -714,9 +971,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.cache_dir is not None:
+            _check_folder_path(args.cache_dir, "--cache-dir")
         return COMMANDS[args.command](args)
     except (CLIError, InputError, CheckpointError, TrainingError, FileNotFoundError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = _one_line(exc)
         print(f"captum-realtime-mask {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
@@ -50,12 +51,11 @@ from captum.log import log_usage
 from tqdm.auto import tqdm
 
 from captum_realtime_mask._captum_compat import (
+    _format_additional_forward_args,
     _format_inputs,
     _format_target,
     _forward,
     _predicted_target,
-    _repeat_additional_forward_args,
-    _slice_additional_forward_args,
 )
 from captum_realtime_mask._model_state import find_module, floating_dtype, frozen_model
 from captum_realtime_mask.errors import InputError
@@ -107,14 +107,52 @@ def _mask_size(mask_size: int | tuple[int, int] | None, height: int, width: int)
     """Validate ``mask_size`` (an int, an ``(h, w)`` pair or None for the default)."""
     if mask_size is None:
         return default_mask_size(height, width)
-    size = (mask_size, mask_size) if isinstance(mask_size, int) else tuple(mask_size)
-    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+    if _is_int(mask_size):
+        size: tuple[Any, ...] = (mask_size, mask_size)
+    elif isinstance(mask_size, (tuple, list, torch.Size)):
+        size = tuple(mask_size)
+    else:
+        size = ()
+    if len(size) != 2 or not all(_is_int(s) for s in size):
         raise InputError(
             f"mask_size: expected an int or an (h, w) pair of ints, got {mask_size!r}."
         )
     if min(size) < 1:
         raise InputError(f"mask_size: sides must be >= 1, got {mask_size!r}.")
-    return size[0], size[1]
+    return int(size[0]), int(size[1])
+
+
+def _is_int(value: Any) -> bool:
+    """True for Python and NumPy integers, False for bools and everything else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _per_example_args(additional_forward_args: Any, n: int) -> tuple[Any, ...] | None:
+    """The extra arguments as a tuple, each marked per-example or shared.
+
+    Returns ``((arg, per_example), ...)``, or None without extra arguments: a tensor is
+    per-example when its first dimension is the batch size ``n`` (the rule the docstring of
+    :func:`optimise_masks` states); scalars, other tensors and non-tensors are shared.
+    """
+    extra = _format_additional_forward_args(additional_forward_args)
+    if extra is None:
+        return None
+    return tuple(
+        (a, isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == n) for a in extra
+    )
+
+
+def _chunk_args(marked: tuple[Any, ...] | None, start: int, end: int) -> tuple[Any, ...] | None:
+    """Extra arguments for images ``start:end`` evaluated twice (keep, then drop).
+
+    Per-example tensors are cut to the chunk and repeated (``torch.cat([a, a])``) to match
+    the doubled batch; shared arguments are passed unchanged.
+    """
+    if marked is None:
+        return None
+    return tuple(
+        torch.cat([a[start:end], a[start:end]]) if per_example else a for a, per_example in marked
+    )
 
 
 def _base_seed(generator: torch.Generator | None) -> int:
@@ -185,7 +223,7 @@ def _optimise_chunk(
     target: torch.Tensor,
     logits: torch.Tensor,
     gens: list[torch.Generator],
-    extra: Any,
+    extra2: tuple[Any, ...] | None,
     n_iter: int,
     lr: float,
     config: ObjectiveConfig,
@@ -193,11 +231,14 @@ def _optimise_chunk(
     bar: Any,
     check_range: bool,
 ) -> torch.Tensor:
-    """Run Adam on one chunk's logits; add its per-step loss sums to ``history`` (5, n_iter)."""
+    """Run Adam on one chunk's logits; add its per-step loss sums to ``history`` (5, n_iter).
+
+    ``extra2`` are the extra classifier arguments for the chunk's doubled batch (see
+    :func:`_chunk_args`).
+    """
     b, _, height, width = x.shape
     logits = logits.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([logits], lr=lr)
-    extra2 = _repeat_additional_forward_args(extra, 2)
     real = torch.ones(b, dtype=torch.bool, device=x.device)
     for step in range(n_iter):
         alt_keep = torch.cat(
@@ -344,17 +385,26 @@ def optimise_masks(
     module = find_module(forward_func)
     x = x.detach().to((floating_dtype(module) if module is not None else None) or x.dtype)
     n, _, height, width = x.shape
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+    if not _is_int(n_iter) or n_iter < 0:
         raise InputError(f"n_iter: expected an int >= 0, got {n_iter!r}.")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise InputError(f"lr: expected a positive number, got {lr!r}.")
+    n_iter = int(n_iter)
+    if (
+        not isinstance(lr, numbers.Real)
+        or isinstance(lr, bool)
+        or not math.isfinite(lr)
+        or not lr > 0
+    ):
+        raise InputError(f"lr: expected a finite positive number, got {lr!r}.")
     if internal_batch_size is not None and (
-        isinstance(internal_batch_size, bool)
-        or not isinstance(internal_batch_size, int)
-        or internal_batch_size < 1
+        not _is_int(internal_batch_size) or internal_batch_size < 1
     ):
         raise InputError(
             f"internal_batch_size: expected None or an int >= 1, got {internal_batch_size!r}."
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(
+            f"generator: expected a torch.Generator or None, got {type(generator).__name__}. "
+            "Hint: generator=torch.Generator().manual_seed(0)."
         )
     if objective is not None and not isinstance(objective, ObjectiveConfig):
         raise InputError(
@@ -367,7 +417,7 @@ def optimise_masks(
     if target_known:
         target_t = _format_target(target, n, x.device)
     gens = _image_generators(x, _base_seed(generator))
-    chunk = internal_batch_size or n
+    chunk = int(internal_batch_size or n)
     # Autograd is needed whatever the caller's mode, torch.inference_mode() included (tensors
     # made there are copied into ordinary ones).
     with torch.inference_mode(False):
@@ -404,6 +454,7 @@ def _optimise_all(
     n = len(x)
     masks = []
     target_known = target_t is not None
+    marked = _per_example_args(additional_forward_args, n)
     with frozen_model(forward_func), torch.enable_grad():
         if not target_known:
             target_t = _predicted_target(forward_func, x, additional_forward_args)
@@ -422,7 +473,7 @@ def _optimise_all(
                         target_t[start:end],
                         logits0[start:end],
                         gens[start:end],
-                        _slice_additional_forward_args(additional_forward_args, start, end, n),
+                        _chunk_args(marked, start, end),
                         n_iter,
                         lr,
                         config,

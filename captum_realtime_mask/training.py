@@ -984,6 +984,7 @@ def _fit(
     )
     first_epoch = state.epoch
     warned_single = False
+    skipped_in_a_row = 0
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(frozen_model(classifier))
@@ -1027,15 +1028,22 @@ def _fit(
                                 f"loader: skipped a batch of 1 image of size "
                                 f"{tuple(x.shape[-2:])}: the masker's encoder trains "
                                 "BatchNorm layers, which cannot normalise a single 1x1 feature "
-                                "map. Further such batches are skipped without a warning. "
+                                "map. Further such batches are skipped without a warning, and "
+                                f"{_MAX_SINGLES_IN_A_ROW} in a row raise an error. "
                                 "Hint: DataLoader(..., drop_last=True) avoids the short last "
                                 "batch.",
                                 UserWarning,
                                 stacklevel=4,
                             )
                         skipped_single += 1
+                        skipped_in_a_row += 1
+                        if skipped_in_a_row >= _MAX_SINGLES_IN_A_ROW:
+                            raise _single_image_error(
+                                x, f"{skipped_in_a_row} batches in a row had 1 image"
+                            )
                         state.batch_in_epoch = i + 1
                         continue
+                    skipped_in_a_row = 0
                     factor = _lr_factor(config.lr_schedule, state.step, total)
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor
@@ -1139,6 +1147,11 @@ def _fit(
         classifier.to(param_device)
         masker.eval()
     return state.history
+
+
+#: Single-image batches skipped in a row (see ``_one_pixel_map``) before fit() gives up: an
+#: endless stream of them would otherwise be skipped forever without training a step.
+_MAX_SINGLES_IN_A_ROW = 100
 
 
 def _one_pixel_map(x: torch.Tensor, masker: MaskingModel) -> bool:

@@ -54,6 +54,7 @@ def test_untrained_masker_warns_until_fit_or_load(tmp_path):
         ({"seed": "x"}, "seed"),
         ({"objective": 3}, "objective"),
         ({"encoder": "no_such_network"}, "encoder"),
+        ({"encoder": "torchvision:no_such_network"}, "encoder"),
     ],
 )
 def test_constructor_arguments_are_checked(kwargs, argument):

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from captum_realtime_mask import RealTimeMaskAttribution
-from captum_realtime_mask.cli import main
+from captum_realtime_mask.cli import build_parser, main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SUBCOMMANDS = ["demo", "benchmark", "train", "explain", "evaluate"]
 SIZE = 32
@@ -179,3 +181,168 @@ def test_builtin_train_refuses_other_image_size(tmp_path, capsys):
     argv = ["train", "--builtin", "--image-size", "128", "--output", str(tmp_path / "m")]
     err = error_of(argv, capsys)
     assert "--image-size" in err and "64" in err
+
+
+# ------------------------------------------------------------------ bad values and paths
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["explain", "a.png", "--masker", "m", "--batch-size", "0"], "--batch-size"),
+        (["explain", "a.png", "--masker", "m", "--batch-size", "-1"], "--batch-size"),
+        (["explain", "a.png", "--masker", "m", "--image-size", "0"], "--image-size"),
+        (["explain", "a.png", "--masker", "m", "--mean", "nan", "0", "0"], "--mean"),
+        (["explain", "a.png", "--masker", "m", "--num-classes", "0"], "--num-classes"),
+        (["train", "--builtin", "--num-workers", "-1"], "--num-workers"),
+        (["train", "--builtin", "--checkpoint-every", "0"], "--checkpoint-every"),
+        (["train", "--builtin", "--lr", "0"], "--lr"),
+        (["evaluate", "--masker", "m", "--builtin", "--n", "0"], "--n"),
+        (["evaluate", "--masker", "m", "--builtin", "--threshold", "2"], "--threshold"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(argv, option, capsys):
+    # Before: 0 meant "the default" (--image-size, --n, --checkpoint-every), nan ran to NaN
+    # masks, --batch-size 0 was a traceback and -1 explained nothing with exit code 0.
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_unknown_device(workspace, capsys):
+    image = str(workspace["images"] / "cat" / "cat0.png")
+    argv = ["explain", image, "--masker", str(workspace["masker"]), *classifier_args(workspace)]
+    err = error_of([*argv, "--device", "bogus"], capsys)
+    assert "--device" in err and "bogus" in err
+
+
+def test_outputs_that_are_files(workspace, tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    image = str(workspace["images"] / "cat" / "cat0.png")
+    explain = ["explain", image, "--masker", str(workspace["masker"])]
+    explain += [*classifier_args(workspace), "--image-size", str(SIZE)]
+    err = error_of([*explain, "--output", str(afile)], capsys)
+    assert "--output" in err and "is a file" in err
+    err = error_of([*explain, "--output", str(afile / "sub")], capsys)
+    assert "--output" in err
+    # --cache-dir is checked for every command, even one that would not use it.
+    err = error_of([*explain, "--output", str(tmp_path / "o"), "--cache-dir", str(afile)], capsys)
+    assert "--cache-dir" in err
+    for command in (["demo"], ["benchmark", "--mode", "quick"]):
+        err = error_of([*command, "--output", str(afile)], capsys)
+        assert "--output" in err
+    evaluate = ["evaluate", "--masker", str(workspace["masker"]), *classifier_args(workspace)]
+    evaluate += ["--image-folder", str(workspace["images"]), "--annotations", str(workspace["xml"])]
+    evaluate += ["--image-size", str(SIZE), "--num-workers", "0"]
+    err = error_of([*evaluate, "--json", str(tmp_path)], capsys)
+    assert "--json" in err and "folder" in err
+    err = error_of([*evaluate, "--json", str(afile / "m.json")], capsys)
+    assert "--json" in err
+    train = ["train", "--image-folder", str(workspace["images"]), *classifier_args(workspace)]
+    train += ["--image-size", str(SIZE), "--max-steps", "1", "--num-workers", "0", "--no-progress"]
+    err = error_of([*train, "--output", str(afile)], capsys)
+    assert err.split("error: ")[1].startswith("--output")
+    assert afile.read_text() == "keep me"
+
+
+def test_train_checks_options_before_training(workspace, tmp_path, capsys, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("fit() ran although an option was wrong")
+
+    monkeypatch.setattr(RealTimeMaskAttribution, "fit", no_training)
+    argv = ["train", "--image-folder", str(workspace["images"]), *classifier_args(workspace)]
+    argv += ["--max-steps", "1", "--num-workers", "0", "--output", str(tmp_path / "m")]
+    err = error_of([*argv, "--image-size", "30"], capsys)
+    assert "--image-size" in err and "32" in err
+    argv += ["--image-size", str(SIZE)]
+    err = error_of([*argv, "--checkpoint-every", "1"], capsys)
+    assert "--checkpoint-dir" in err
+    err = error_of([*argv, "--n", "3"], capsys)
+    assert "--n" in err and "--builtin" in err
+    err = error_of([*argv, "--encoder", "torchvision:not_a_model"], capsys)
+    assert "--encoder" in err and "not_a_model" in err
+
+
+def test_explain_keeps_one_overlay_per_image(workspace, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    source = workspace["images"] / "cat" / "cat0.png"
+    for sub in ("a", "b"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "x.png").write_bytes(source.read_bytes())
+    Image.open(source).convert("RGB").save(folder / "a" / "x.jpg")
+    out = tmp_path / "overlays"
+    argv = ["explain", str(folder), str(folder / "a" / "x.png"), "--masker"]
+    argv += [str(workspace["masker"]), *classifier_args(workspace), "--image-size", str(SIZE)]
+    assert main([*argv, "--output", str(out)]) == 0
+    # Three images share the stem "x" (one of them named twice): three overlays, none lost.
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["x-2_overlay.png", "x-3_overlay.png", "x_overlay.png"]
+    assert capsys.readouterr().out.count(" -> ") == 3
+
+
+def test_unreadable_image_is_named(workspace, tmp_path, capsys):
+    folder = tmp_path / "data"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        for i in range(2):
+            src = workspace["images"] / name / f"{name}{i}.png"
+            (folder / name / src.name).write_bytes(src.read_bytes())
+    (folder / "dog" / "zz.png").write_text("not an image")
+    argv = ["explain", str(folder), "--masker", str(workspace["masker"])]
+    argv += [*classifier_args(workspace), "--image-size", str(SIZE)]
+    err = error_of([*argv, "--output", str(tmp_path / "o")], capsys)
+    assert "zz.png" in err and "cat0.png" not in err
+    # In training, from the DataLoader's main process and from a worker alike.
+    train = ["train", "--image-folder", str(folder), *classifier_args(workspace)]
+    train += ["--image-size", str(SIZE), "--max-steps", "1", "--batch-size", "8", "--no-progress"]
+    for workers in ("0", "1"):
+        out = str(tmp_path / f"m{workers}")
+        err = error_of([*train, "--num-workers", workers, "--output", out], capsys)
+        assert "zz.png" in err and "Traceback" not in err
+
+
+def test_num_classes_from_the_masker(workspace, tmp_path):
+    weights = ["--model", "test_resnet", "--checkpoint", str(workspace["ckpt"])]
+    image = str(workspace["images"] / "cat" / "cat0.png")
+    argv = ["explain", image, "--masker", str(workspace["masker"]), *weights]
+    assert main([*argv, "--image-size", str(SIZE), "--output", str(tmp_path / "o")]) == 0
+    argv = ["evaluate", "--masker", str(workspace["masker"]), *weights, "--image-size", str(SIZE)]
+    argv += ["--image-folder", str(workspace["images"]), "--annotations", str(workspace["xml"])]
+    assert main([*argv, "--num-workers", "0"]) == 0
+
+
+def test_errors_name_the_option_and_stay_short(workspace, tmp_path, capsys):
+    image = str(workspace["images"] / "cat" / "cat0.png")
+    # Weights of another architecture: the key lists are cut, not printed whole.
+    other = ["--model", "test_efficientnet", "--checkpoint", str(workspace["ckpt"])]
+    argv = ["explain", image, "--masker", str(workspace["masker"]), *other, "--num-classes", "2"]
+    err = error_of(argv, capsys)
+    assert "does not fit" in err and len(err) < 1200
+    # A folder that is no masker.
+    argv = ["explain", image, "--masker", str(tmp_path), *classifier_args(workspace)]
+    err = error_of(argv, capsys)
+    assert err.split("error: ")[1].startswith("--masker")
+
+
+def test_long_library_errors_are_cut(workspace, tmp_path, capsys):
+    # Resuming with another preset: the library lists every key of two state dicts.
+    argv = ["train", "--image-folder", str(workspace["images"]), *classifier_args(workspace)]
+    argv += ["--image-size", str(SIZE), "--batch-size", "2", "--num-workers", "0"]
+    argv += ["--no-progress", "--checkpoint-dir", str(tmp_path / "ckpt")]
+    assert main([*argv, "--max-steps", "1", "--output", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    argv += ["--max-steps", "2", "--resume", "--preset", "paper", "--output", str(tmp_path / "m")]
+    err = error_of(argv, capsys)
+    assert "resume" in err and "Hint:" in err and "left out" in err
+    assert len(err) < 1500
+
+
+def test_builtin_train_refuses_other_num_classes(tmp_path, capsys, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data or black box loaded although --num-classes was wrong")
+
+    monkeypatch.setattr("captum_realtime_mask.cli._builtin_split", no_loading)
+    monkeypatch.setattr("captum_realtime_mask.benchmark.blackbox.train_blackbox", no_loading)
+    argv = ["train", "--builtin", "--num-classes", "5", "--n", "16", "--max-steps", "1"]
+    err = error_of([*argv, "--cache-dir", str(tmp_path), "--output", str(tmp_path / "m")], capsys)
+    assert "--num-classes" in err and "10" in err

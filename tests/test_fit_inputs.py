@@ -166,6 +166,24 @@ def test_single_image_batches_only_raise_before_any_step():
     assert same(masker_before, weights(attr)) and attr.history == []
 
 
+def test_an_endless_stream_of_single_images_raises_instead_of_skipping_forever():
+    x, y = batch(2)
+
+    def singles():  # no length, no end: the guard is the only way out
+        while True:
+            yield x[:1], y[:1]
+
+    attr = RealTimeMaskAttribution(classifier(), encoder="test_resnet", pretrained=False)
+    masker_before = weights(attr)
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(InputError, match=r"100 batches in a row had 1 image.*batch_size"),
+    ):
+        warnings.simplefilter("ignore")
+        attr.fit(singles(), max_steps=5, **FIT)
+    assert same(masker_before, weights(attr)) and attr.history == []
+
+
 def test_single_images_are_kept_where_batch_norm_can_handle_them():
     x, y = batch(2, size=64)  # a 2x2 deepest map: BatchNorm has 4 values per channel
     attr = RealTimeMaskAttribution(classifier(), encoder="test_resnet", pretrained=False)

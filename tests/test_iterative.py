@@ -12,15 +12,13 @@ from hypothesis import strategies as st
 from torch import nn
 from torchvision.ops import masks_to_boxes
 
-from captum_realtime_mask._captum_compat import (
-    _format_inputs,
-    _format_target,
-    _slice_additional_forward_args,
-)
+from captum_realtime_mask._captum_compat import _format_inputs, _format_target
 from captum_realtime_mask._model_state import find_module, frozen_model, snapshot_model
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.iterative import (
     IterativeMaskAttribution,
+    _chunk_args,
+    _per_example_args,
     default_mask_size,
     optimise_masks,
 )
@@ -524,9 +522,9 @@ def test_additional_forward_args_per_example():
         internal_batch_size=1,
     )
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
-    assert _slice_additional_forward_args((gain, 3, torch.tensor(2.0)), 1, 2, 3)[0].tolist() == [
-        0.5
-    ]
+    marked = _per_example_args((gain, 3, torch.tensor(2.0)), 3)
+    assert [per_example for _, per_example in marked] == [True, False, False]
+    assert _chunk_args(marked, 1, 2)[0].tolist() == [0.5, 0.5]  # cut, then doubled
 
 
 def test_progress_bar(capsys):

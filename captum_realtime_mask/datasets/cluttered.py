@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -146,6 +147,13 @@ class ClutteredConfig:
     _version: int = field(default=_FORMAT_VERSION, repr=False)
 
     def __post_init__(self) -> None:
+        for name in ("image_size", "n_train", "n_val", "n_test", "val_items", "seed"):
+            object.__setattr__(self, name, _as_int(getattr(self, name), f"ClutteredConfig.{name}"))
+        if isinstance(self.backgrounds, (str, bytes)):
+            raise InputError(
+                f"ClutteredConfig.backgrounds must be a sequence of skimage.data names, got the "
+                f"string {self.backgrounds!r}. Hint: backgrounds=({self.backgrounds!r},)."
+            )
         for name in ("scale_range", "background_crop", "background_brightness"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         for name in ("tint_saturation", "tint_value"):
@@ -209,6 +217,19 @@ class ClutteredConfig:
         data.update(split=split, epoch=int(epoch))
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _as_int(value: object, name: str) -> int:
+    """``value`` as a Python int (NumPy and 0-d integer tensors too); InputError otherwise."""
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be an integer, got the bool {value!r}.")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InputError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r}. "
+            f"Hint: pass int({value!r}) if a whole number is meant."
+        ) from None
 
 
 def _check_split(split: str) -> Split:
@@ -510,7 +531,14 @@ class ClutteredFashionMNIST(Dataset):
         cache_dir: Cache folder (default :func:`default_cache_dir`); the images are stored
             there as ``cluttered-fmnist-<split>-e<epoch>-<key>.npz``, written atomically.
         cache: Whether to read and write that cache; without it images are built in memory.
+            A cache folder that cannot be written (read-only, full) only costs a warning: the
+            images are then kept in memory.
         return_boxes: Whether items include the box.
+        transform: Called on each float32 image ``(3, S, S)`` in ``[0, 1]`` before it is
+            returned, as in torchvision (e.g. ``transforms.v2.Normalize(CLUTTERED_MEAN,
+            CLUTTERED_STD)``). The box is not changed, so keep the geometry (no crops, flips
+            or resizes) when the box is used.
+        target_transform: Called on each ``int`` label before it is returned.
 
     Attributes:
         images: ``uint8`` tensor ``(N, 3, S, S)``.
@@ -537,8 +565,16 @@ class ClutteredFashionMNIST(Dataset):
         cache_dir: str | os.PathLike[str] | None = None,
         cache: bool = True,
         return_boxes: bool = True,
+        transform: Callable[[torch.Tensor], Any] | None = None,
+        target_transform: Callable[[int], Any] | None = None,
     ) -> None:
         self.split: Split = _check_split(split)
+        for name, fn in (("transform", transform), ("target_transform", target_transform)):
+            if fn is not None and not callable(fn):
+                raise InputError(
+                    f"{name} must be a callable or None, got {type(fn).__name__}. Hint: compose "
+                    "several with torchvision.transforms.v2.Compose([...])."
+                )
         self.config = config if config is not None else ClutteredConfig()
         if not isinstance(self.config, ClutteredConfig):
             raise InputError(
@@ -550,6 +586,8 @@ class ClutteredFashionMNIST(Dataset):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.cache = cache
         self.return_boxes = return_boxes
+        self.transform = transform
+        self.target_transform = target_transform
         self.epoch = -1
         self.set_epoch(epoch)
 
@@ -567,17 +605,21 @@ class ClutteredFashionMNIST(Dataset):
 
         Args:
             epoch: A non-negative integer; each gives an independent draw of the split.
+
+        Raises:
+            InputError: ``epoch`` is not a non-negative integer.
         """
-        if int(epoch) < 0:
+        epoch = _as_int(epoch, "epoch")
+        if epoch < 0:
             raise InputError(f"epoch must be >= 0, got {epoch}.")
-        if int(epoch) == self.epoch:
+        if epoch == self.epoch:
             return
-        self.epoch = int(epoch)
+        self.epoch = epoch
         arrays = self._load_cache() if self.cache else None
         if arrays is None:
             arrays = self._build()
             if self.cache:
-                atomic_write(self.cache_path, functools.partial(_write_npz, arrays=arrays))
+                self._write_cache(arrays)
         size = self.config.image_size
         self.images = torch.from_numpy(arrays["images"])
         self.labels = torch.from_numpy(arrays["labels"])
@@ -634,12 +676,27 @@ class ClutteredFashionMNIST(Dataset):
                 config.pop(f"n_{other}", None)
         return {**meta, "config": config}
 
+    def _write_cache(self, arrays: dict[str, np.ndarray]) -> None:
+        """Store the arrays in the cache; a folder that cannot be written only warns."""
+        path = self.cache_path
+        try:
+            atomic_write(path, functools.partial(_write_npz, arrays=arrays))
+        except OSError as exc:  # read-only or full disk, a folder in the way: keep going
+            warnings.warn(
+                f"ClutteredFashionMNIST: could not write the cache file {path} ({exc}); the "
+                f"images are kept in memory only. Hint: point cache_dir= or ${CACHE_ENV} at a "
+                "writable folder, or pass cache=False.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
     def _load_cache(self) -> dict[str, np.ndarray] | None:
         path = self.cache_path
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
+            # Our own handle, closed even when np.load fails on a truncated file.
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
             meta = json.loads(str(arrays["meta"]))
             n = self.config.size_of(self.split)
@@ -665,13 +722,45 @@ class ClutteredFashionMNIST(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(
-        self, index: int
-    ) -> tuple[torch.Tensor, int, torch.Tensor] | tuple[torch.Tensor, int]:
-        image = self.images[index].float().div_(255.0)
-        label = int(self.labels[index])
+    def _check_index(self, index: object) -> int:
+        """``index`` as a non-negative int (negative ones count from the end, as for lists)."""
+        try:
+            if isinstance(index, bool):
+                raise TypeError
+            i = operator.index(index)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"{type(self).__name__} index must be an integer, got "
+                f"{type(index).__name__}. Hint: for several images use float_images(indices), "
+                "a DataLoader or torch.utils.data.Subset."
+            ) from None
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(
+                f"{type(self).__name__} index {i} is out of range for {n} images "
+                f"(valid: {-n} to {n - 1})."
+            )
+        return i + n if i < 0 else i
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        """Item ``index``: ``(image, label, box)``, or ``(image, label)`` without boxes.
+
+        ``image`` and ``label`` are passed through ``transform`` and ``target_transform``
+        when those are set. Negative indices count from the end; NumPy integers work too.
+
+        Raises:
+            TypeError: ``index`` is not an integer.
+            IndexError: ``index`` is out of range.
+        """
+        i = self._check_index(index)
+        image: Any = self.images[i].float().div_(255.0)
+        label: Any = int(self.labels[i])
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            label = self.target_transform(label)
         if self.return_boxes:
-            return image, label, self.boxes[index].clone()
+            return image, label, self.boxes[i].clone()
         return image, label
 
     def float_images(
@@ -690,7 +779,11 @@ class ClutteredFashionMNIST(Dataset):
 
     def extra_repr(self) -> str:
         """Split, size and epoch, for ``repr``."""
-        return f"split={self.split!r}, n={len(self)}, epoch={self.epoch}"
+        text = f"split={self.split!r}, n={len(self)}, epoch={self.epoch}"
+        for name in ("transform", "target_transform"):
+            if getattr(self, name) is not None:
+                text += f", {name}={getattr(self, name)!r}"
+        return text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -708,6 +801,8 @@ def cluttered_dataloaders(
     cache_dir: str | os.PathLike[str] | None = None,
     cache: bool = True,
     generator: torch.Generator | None = None,
+    transform: Callable[[torch.Tensor], Any] | None = None,
+    target_transform: Callable[[int], Any] | None = None,
 ) -> dict[str, DataLoader]:
     """DataLoaders of the cluttered splits; only ``"train"`` is shuffled.
 
@@ -724,6 +819,8 @@ def cluttered_dataloaders(
         cache: Whether to use the on-disk cache.
         generator: Random generator of the training shuffle (seeded from ``config.seed``
             when None).
+        transform: Given to every split's dataset (see :class:`ClutteredFashionMNIST`).
+        target_transform: Given to every split's dataset.
 
     Returns:
         A dictionary from split name to its DataLoader; ``loader.dataset`` is the
@@ -742,6 +839,8 @@ def cluttered_dataloaders(
             cache_dir=cache_dir,
             cache=cache,
             return_boxes=return_boxes,
+            transform=transform,
+            target_transform=target_transform,
         )
         loaders[split] = DataLoader(
             dataset,

@@ -6,6 +6,7 @@ import functools
 import gzip
 import os
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -83,7 +84,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         An array with the file's shape and native-endian dtype (``uint8`` for Fashion-MNIST).
 
     Raises:
-        ValueError: The content is not a well-formed IDX file.
+        ValueError: The content is not a well-formed IDX file (a damaged gzip file included).
 
     Example:
         >>> import tempfile, pathlib
@@ -95,7 +96,13 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     raw = path.read_bytes()
     if raw[:2] == _GZIP_MAGIC:
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:  # truncated or damaged download
+            raise ValueError(
+                f"read_idx: {path} is a damaged gzip file ({exc}). Hint: delete it and "
+                "fetch it again (or reinstall the package that provided it)."
+            ) from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(
             f"read_idx: {path} is not an IDX file: expected the header 0x00 0x00 <type> <ndim> "

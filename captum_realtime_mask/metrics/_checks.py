@@ -6,6 +6,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 from captum_realtime_mask.errors import InputError, _describe
@@ -80,15 +81,27 @@ def _real_in(value: Any, name: str, low: float, high: float) -> float:
 
 def _size_pair(size: Any, name: str) -> tuple[int, int]:
     """Return an int or an (height, width) pair as a pair of positive ints."""
+    given = size
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
     if (
         not isinstance(size, Sequence)
+        or isinstance(size, (str, bytes))
         or len(size) != 2
         or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in size)
     ):
+        shown = f"{type(given).__name__} {given!r}"
+        if len(shown) > 80:
+            shown = _describe(given)
         raise InputError(
             f"`{name}` must be a positive int or a (height, width) pair of positive ints; "
-            f"got {_describe(size)}."
+            f"got {shown}."
         )
     return int(size[0]), int(size[1])
+
+
+def _flag(value: Any, name: str) -> bool:
+    """Return ``value`` (a bool or a NumPy bool) as a bool, or raise InputError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"`{name}` must be True or False; got {_describe(value)}.")
+    return bool(value)

@@ -161,6 +161,32 @@ def _fallback_box(height: int, width: int, empty_fallback: str, device: torch.de
     )
 
 
+def _check_map_options(
+    threshold: Any, normalize: Any, empty_fallback: Any, min_pixels: Any
+) -> tuple[float, Normalization, str, int]:
+    """Validate the options that turn maps into boxes; return them, or raise InputError."""
+    if (
+        not isinstance(threshold, numbers.Real)
+        or isinstance(threshold, bool)
+        or not math.isfinite(threshold)
+    ):
+        raise InputError(f"`threshold` must be a finite real number; got {_describe(threshold)}.")
+    if not callable(normalize) and (
+        not isinstance(normalize, str) or normalize not in NORMALIZATIONS
+    ):
+        raise InputError(
+            f"`normalize` must be one of {NORMALIZATIONS} or a callable; "
+            f"got {_describe(normalize)}. "
+            'Use "none" for masks in [0, 1] and "abs_minmax" for gradient-like attributions.'
+        )
+    if not isinstance(empty_fallback, str) or empty_fallback not in EMPTY_FALLBACKS:
+        raise InputError(
+            f"`empty_fallback` must be one of {EMPTY_FALLBACKS}; got {_describe(empty_fallback)}."
+        )
+    min_pixels = _positive_int(min_pixels, "min_pixels")
+    return float(threshold), normalize, empty_fallback, min_pixels
+
+
 def attributions_to_boxes(
     attributions: Tensor | tuple[Tensor],
     threshold: float = 0.5,
@@ -200,13 +226,9 @@ def attributions_to_boxes(
         MapBoxes(boxes=tensor([[2., 1., 4., 2.],
                 [0., 0., 5., 3.]]), empty=tensor([False,  True]))
     """
-    if (
-        not isinstance(threshold, numbers.Real)
-        or isinstance(threshold, bool)
-        or not math.isfinite(threshold)
-    ):
-        raise InputError(f"`threshold` must be a finite real number; got {_describe(threshold)}.")
-    min_pixels = _positive_int(min_pixels, "min_pixels")
+    threshold, normalize, empty_fallback, min_pixels = _check_map_options(
+        threshold, normalize, empty_fallback, min_pixels
+    )
     maps = normalize_attributions(attributions, normalize)
     _, height, width = maps.shape
     fallback = _fallback_box(height, width, empty_fallback, maps.device)
@@ -223,8 +245,13 @@ def _as_box_tensor(boxes: Any, name: str) -> Tensor:
         try:
             boxes = torch.as_tensor(boxes, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError) as err:
+            hint = (
+                " Hint: pass the annotation's `.boxes` tensor."
+                if isinstance(getattr(boxes, "boxes", None), Tensor)
+                else ""
+            )
             raise InputError(
-                f"`{name}` must be boxes (x1, y1, x2, y2); got {_describe(boxes)} ({err})."
+                f"`{name}` must be boxes (x1, y1, x2, y2); got {_describe(boxes)} ({err}).{hint}"
             ) from None
     if boxes.dim() == 0 or boxes.shape[-1] != 4:
         raise InputError(
@@ -286,7 +313,12 @@ def box_area_fraction(boxes: Tensor, height: int, width: int) -> Tensor:
         if isinstance(boxes, Tensor) and boxes.is_floating_point()
         else _as_box_tensor(boxes, "boxes")
     )
-    return (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1) / (height * width)
+    # Computed in at least float32 and cast back: a float16 pixel count overflows (inf) from
+    # 256 x 256 pixels on.
+    wide = b.to(torch.promote_types(b.dtype, torch.float32))
+    box_w = wide[..., 2] - wide[..., 0] + 1
+    box_h = wide[..., 3] - wide[..., 1] + 1
+    return (box_w * box_h / (height * width)).to(b.dtype)
 
 
 def centre_box(
@@ -298,7 +330,8 @@ def centre_box(
 ) -> Tensor:
     """The paper's centre-box baseline: a centred box of the image's aspect ratio.
 
-    Its sides are ``round(side * sqrt(area_fraction))`` pixels (at least 1), so it covers about
+    Its sides are ``side * sqrt(area_fraction)`` pixels rounded half up (at least 1; a 5 x 5
+    image at 0.25 gets a 3 x 3 box, where Python's ``round(2.5)`` would give 2), so it covers about
     ``area_fraction`` of the image (half by default, as in the paper's table 3).
 
     Args:
@@ -316,6 +349,8 @@ def centre_box(
         tensor([ 33.,  33., 190., 190.])
         >>> centre_box(4, 8)
         tensor([1., 0., 6., 2.])
+        >>> centre_box(5, 5, 0.25)  # sides 2.5 -> 3 pixels
+        tensor([1., 1., 3., 3.])
     """
     height = _positive_int(height, "height")
     width = _positive_int(width, "width")
@@ -391,7 +426,9 @@ def _box_sets(
         sets = [one] * n
     elif count != n:
         raise InputError(
-            f"`{name}` must describe {n} images (one entry per example); got {_describe(boxes)}."
+            f"`{name}` must describe {n} images (one entry per example); got {_describe(boxes)}. "
+            "An (N, 4) tensor holds one box per image; give several boxes per image as an "
+            "(N, K, 4) tensor or a list of N (K_i, 4) tensors (`[boxes]` for a single image)."
         )
     elif isinstance(boxes, Tensor):
         b = _as_box_tensor(boxes, name).to(device)

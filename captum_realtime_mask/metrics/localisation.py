@@ -23,6 +23,7 @@ from captum_realtime_mask.metrics.boxes import (
     Normalization,
     _box_count,
     _box_sets,
+    _check_map_options,
     attributions_to_boxes,
     pixel_box_iou,
 )
@@ -190,6 +191,9 @@ class LocalisationEvaluator:
         empty_fallback: See :func:`localisation_error`.
         min_pixels: See :func:`localisation_error`.
 
+    Raises:
+        InputError: An argument has the wrong type or value (checked here, before any batch).
+
     Example:
         >>> from captum_realtime_mask.metrics import max_box
         >>> evaluator = LocalisationEvaluator()
@@ -210,6 +214,11 @@ class LocalisationEvaluator:
         empty_fallback: str = "max",
         min_pixels: int = 1,
     ) -> None:
+        # Validate now, not at the first update(), so a typo fails where it was made.
+        iou_threshold = _real_in(iou_threshold, "iou_threshold", 0.0, 1.0)
+        threshold, normalize, empty_fallback, min_pixels = _check_map_options(
+            threshold, normalize, empty_fallback, min_pixels
+        )
         self.threshold = threshold
         self.iou_threshold = iou_threshold
         self.normalize = normalize

@@ -27,6 +27,7 @@ from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.metrics._checks import (
     _attribution_batch,
     _describe,
+    _flag,
     _image_batch,
     _positive_int,
     _real_in,
@@ -34,6 +35,7 @@ from captum_realtime_mask.metrics._checks import (
 from captum_realtime_mask.metrics.boxes import (
     Normalization,
     _box_sets,
+    _check_map_options,
     attributions_to_boxes,
     box_area_fraction,
 )
@@ -127,6 +129,47 @@ def _select_args(args: tuple[Any, ...], n: int, index: Tensor) -> tuple[Any, ...
     )
 
 
+def _check_options(
+    forward_func: Any, area_floor: Any, max_examples_per_batch: Any, apply_softmax: Any
+) -> tuple[float, int | None, bool]:
+    """Validate the metric's scalar options; return them, or raise InputError."""
+    if not callable(forward_func):
+        raise InputError(
+            f"`forward_func` must be callable (a model or function); got {_describe(forward_func)}."
+        )
+    area_floor = _real_in(area_floor, "area_floor", 0.0, 1.0)
+    if max_examples_per_batch is not None:
+        max_examples_per_batch = _positive_int(max_examples_per_batch, "max_examples_per_batch")
+    return area_floor, max_examples_per_batch, _flag(apply_softmax, "apply_softmax")
+
+
+def _target_log_probs(out: Tensor, tgt: Tensor, apply_softmax: bool, index: Tensor) -> Tensor:
+    """``log p`` of the target class of each row of ``out``, or InputError on unusable scores."""
+    if apply_softmax:
+        logp = torch.log_softmax(out, dim=1).gather(1, tgt[:, None])[:, 0]
+        bad = torch.isnan(logp)
+        problem = "NaN or +inf scores (logits)"
+        fix = (
+            "The saliency metric needs finite logits: check the classifier, and run it in "
+            "float32 if float16 logits overflow."
+        )
+    else:
+        p = out.gather(1, tgt[:, None])[:, 0]
+        bad = torch.isnan(p) | (p < 0) | (p > 1 + 1e-3)
+        problem = "target-class probabilities that are NaN or outside [0, 1]"
+        fix = (
+            "With apply_softmax=False it must return probabilities; "
+            "keep apply_softmax=True for logits."
+        )
+        logp = p.clamp(torch.finfo(out.dtype).tiny, 1.0).log()
+    if bad.any():
+        images = sorted(set(index[bad.to(index.device)].tolist()))
+        raise InputError(
+            f"`forward_func` returned {problem} for the crops of image(s) {images[:10]}. {fix}"
+        )
+    return logp
+
+
 def _crop_and_resize(x: Tensor, image_index: Tensor, boxes: Tensor) -> Tensor:
     """Crop each box of its image and resize it bilinearly to the full input size."""
     height, width = x.shape[-2:]
@@ -173,19 +216,15 @@ def saliency_metric_details(
     """
     x = _image_batch(inputs)
     n, _, height, width = x.shape
-    if not callable(forward_func):
-        raise InputError(
-            f"`forward_func` must be callable (a model or function); got {_describe(forward_func)}."
-        )
+    area_floor, max_examples_per_batch, apply_softmax = _check_options(
+        forward_func, area_floor, max_examples_per_batch, apply_softmax
+    )
     if (attributions is None) == (boxes is None):
         raise InputError(
             "Give exactly one of `attributions` (boxes are drawn around the map) and `boxes` "
             f"(scored as given); got attributions={_describe(attributions)} "
             f"and boxes={_describe(boxes)}."
         )
-    area_floor = _real_in(area_floor, "area_floor", 0.0, 1.0)
-    if max_examples_per_batch is not None:
-        max_examples_per_batch = _positive_int(max_examples_per_batch, "max_examples_per_batch")
     targets = _format_target(target, n, x.device)
 
     if attributions is not None:
@@ -233,12 +272,8 @@ def saliency_metric_details(
                     f"`target` holds class {int(tgt.max())} but `forward_func` returns only "
                     f"{out.shape[1]} classes."
                 )
-            out = out.to(dtype)
-            if apply_softmax:
-                logp = torch.log_softmax(out, dim=1)
-            else:
-                logp = out.clamp_min(torch.finfo(dtype).tiny).log()
-            log_probs.append(logp.gather(1, tgt[:, None])[:, 0].to(x.device))
+            logp = _target_log_probs(out.to(dtype), tgt, apply_softmax, index)
+            log_probs.append(logp.to(x.device))
     log_p = torch.cat(log_probs)
     areas = box_area_fraction(flat_boxes.to(dtype), height, width)
     box_scores = areas.clamp_min(area_floor).log() - log_p
@@ -286,7 +321,8 @@ def saliency_metric(
     Empty maps: when fewer than ``min_pixels`` pixels pass the threshold, the fallback box is
     scored (the whole image by default, so ``a = 1`` and ``s = -log p`` on the full image), and
     the image is flagged in :attr:`SaliencyResult.empty` (see :func:`saliency_metric_details`).
-    No input gives NaN: ``log p`` comes from ``log_softmax``.
+    No input gives NaN: ``log p`` comes from ``log_softmax``, and a classifier output that
+    would give NaN (NaN or ``+inf`` logits) raises :class:`InputError`.
 
     Args:
         forward_func: The classifier: called as ``forward_func(crops, *additional_forward_args)``
@@ -314,14 +350,16 @@ def saliency_metric(
         min_pixels: Fewer passing pixels than this make a map empty (the authors' evaluator
             used 300 at 224 x 224 with a centre box).
         apply_softmax: False when ``forward_func`` already returns probabilities (they are
-            clamped to the smallest positive float before the log).
+            clamped to the smallest positive float before the log; a target-class value
+            outside ``[0, 1]`` raises :class:`InputError`, as logits would give).
 
     Returns:
         ``(N,)`` scores on the inputs' device, in the inputs' dtype promoted to at least
         float32.
 
     Raises:
-        InputError: An argument has the wrong shape, type or value.
+        InputError: An argument has the wrong shape, type or value, or ``forward_func``
+            returns unusable scores (NaN, ``+inf``, or probabilities outside ``[0, 1]``).
 
     Example:
         >>> uniform = lambda x: torch.zeros(x.shape[0], 4)  # p = 1/4 for any crop
@@ -364,6 +402,9 @@ class SaliencyMetric:
         min_pixels: See :func:`saliency_metric`.
         apply_softmax: See :func:`saliency_metric`.
 
+    Raises:
+        InputError: An argument has the wrong type or value (checked here, before any batch).
+
     Example:
         >>> metric = SaliencyMetric(lambda x: torch.zeros(x.shape[0], 4))
         >>> metric.update(torch.rand(2, 3, 4, 4), torch.ones(2, 1, 4, 4), target=1)
@@ -386,6 +427,13 @@ class SaliencyMetric:
         min_pixels: int = 1,
         apply_softmax: bool = True,
     ) -> None:
+        # Validate now, not at the first update(), so a typo fails where it was made.
+        area_floor, max_examples_per_batch, apply_softmax = _check_options(
+            forward_func, area_floor, max_examples_per_batch, apply_softmax
+        )
+        threshold, normalize, empty_fallback, min_pixels = _check_map_options(
+            threshold, normalize, empty_fallback, min_pixels
+        )
         self.forward_func = forward_func
         self.threshold = threshold
         self.area_floor = area_floor
