@@ -61,6 +61,22 @@ def _infer_num_classes(model: nn.Module | None) -> int | None:
     return linears[-1].out_features if linears else None
 
 
+def _saved_num_classes(meta: dict[str, Any]) -> int | None:
+    """The class count of the classifier a saved masker was trained for, from its config.
+
+    Saves record ``classifier_num_classes``; older saves and training checkpoints only the
+    masker's ``num_classes``. None when neither is an int.
+    """
+    masker = meta.get("masker")
+    for value in (
+        meta.get("classifier_num_classes"),
+        masker.get("num_classes") if isinstance(masker, dict) else None,
+    ):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def _encoder_spec(
     encoder: EncoderArg, pretrained: bool | None
 ) -> tuple[EncoderSpec, nn.Module | None]:
@@ -700,9 +716,9 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 f"{path}: the masker or objective config cannot be read "
                 f"({type(exc).__name__}: {exc}). Hint: load it with the release that wrote it."
             ) from exc
-        saved = meta.get("classifier_num_classes")
-        if isinstance(saved, bool) or not isinstance(saved, int):
-            saved = masker_config.num_classes  # older saves and training checkpoints
+        saved = _saved_num_classes(meta)
+        if saved is None:
+            saved = masker_config.num_classes
         found = _infer_num_classes(find_module(forward_func))
         if found is not None and found != saved:
             raise CheckpointError(

@@ -369,6 +369,17 @@ def write_checkpoint(
     return directory
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first existing part of ``path`` (itself, then its parents) when it is not a folder.
+
+    None means ``path`` is a folder or can be created as one (``mkdir(parents=True)``).
+    """
+    for part in (path, *path.parents):
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
+
+
 def read_checkpoint(
     directory: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:

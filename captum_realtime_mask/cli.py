@@ -335,13 +335,13 @@ def _existing(path: str | None, what: str, folder: bool = False) -> Path:
 
 def _check_folder_path(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` if it is a folder or can become one (nothing is created); else CLIError."""
+    from captum_realtime_mask.checkpoint import _file_in_the_way
+
     p = Path(path).expanduser()
-    for part in (p, *p.parents):
-        if part.exists():
-            if not part.is_dir():
-                where = "" if part == p else f" (a part of its path, {part}, is a file)"
-                raise CLIError(f"{what} {p}: expected a folder, but it is a file{where}.")
-            break
+    part = _file_in_the_way(p)
+    if part is not None:
+        where = "" if part == p else f" (a part of its path, {part}, is a file)"
+        raise CLIError(f"{what} {p}: expected a folder, but it is a file{where}.")
     return p
 
 
@@ -357,14 +357,14 @@ def _output_folder(path: str, what: str) -> Path:
 
 def _check_output_file(path: str, what: str) -> Path:
     """A file path the command may write at its end; checked before any work is done."""
+    from captum_realtime_mask.checkpoint import _file_in_the_way
+
     p = Path(path).expanduser()
     if p.is_dir():
         raise CLIError(f"{what} {p}: expected a file name, but it is a folder.")
-    for part in p.parents:
-        if part.exists():
-            if not part.is_dir():
-                raise CLIError(f"{what} {p}: cannot be written, {part} is a file, not a folder.")
-            break
+    part = _file_in_the_way(p.parent)
+    if part is not None:
+        raise CLIError(f"{what} {p}: cannot be written, {part} is a file, not a folder.")
     return p
 
 
@@ -381,20 +381,16 @@ def _check_masker_output(path: str) -> None:
 
 def _masker_num_classes(masker: Path) -> int | None:
     """The number of classes of the classifier a saved masker was trained for (else None)."""
+    from captum_realtime_mask.attribution import _saved_num_classes
+    from captum_realtime_mask.checkpoint import CONFIG_NAME
+
     try:
-        config = json.loads((masker / "config.json").read_text())
+        config = json.loads((masker / CONFIG_NAME).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(config, dict):
-        return None
-    masker_config = config.get("masker")
-    for value in (
-        config.get("classifier_num_classes"),
-        masker_config.get("num_classes") if isinstance(masker_config, dict) else None,
-    ):
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+
+    value = _saved_num_classes(config) if isinstance(config, dict) else None
+    return value if value is not None and value > 0 else None
 
 
 def _read_record(masker: Path | None) -> dict[str, Any]:
@@ -648,12 +644,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset=args.preset,
         seed=args.seed,
     )
-    stride = attr.masker.max_stride
-    size = 64 if args.builtin else args.image_size or 224
-    if size % stride:
-        raise CLIError(
-            f"--image-size: must be divisible by the encoder's stride {stride}, got {size}."
-        )
+    _check_image_size(attr.masker.max_stride, 64 if args.builtin else args.image_size or 224)
     options: dict[str, Any] = {
         "progress": not args.no_progress,
         "seed": args.seed,
@@ -707,12 +698,16 @@ def _load_attr(args: argparse.Namespace, model: nn.Module, device: torch.device,
         if message.startswith("directory: "):
             raise type(exc)(f"--masker {masker}: {message.removeprefix('directory: ')}") from None
         raise
-    stride = attr.masker.max_stride
+    _check_image_size(attr.masker.max_stride, size)
+    return attr
+
+
+def _check_image_size(stride: int, size: int) -> None:
+    """The masker needs sides divisible by its encoder's largest stride."""
     if size % stride:
         raise CLIError(
             f"--image-size: must be divisible by the encoder's stride {stride}, got {size}."
         )
-    return attr
 
 
 def _image_paths(items: Sequence[str]) -> list[Path]:

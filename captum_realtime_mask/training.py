@@ -32,6 +32,7 @@ from captum_realtime_mask._devices import check_device
 from captum_realtime_mask._model_state import floating_dtype, frozen_model, weights_in_format
 from captum_realtime_mask.checkpoint import (
     CONFIG_NAME,
+    _file_in_the_way,
     previous_version,
     read_checkpoint,
     write_checkpoint,
@@ -308,19 +309,17 @@ def _check_loader(loader: Any, name: str) -> None:
 def _check_checkpoint_dir(path: str) -> None:
     """``checkpoint_dir`` must be a folder or creatable as one, before any step is trained."""
     target = Path(path)
-    if target.exists() and not target.is_dir():
+    blocking = _file_in_the_way(target)
+    if blocking == target:
         raise InputError(
             f"checkpoint_dir: {path!r} exists but is a file, not a folder. Hint: pass a folder "
             "path (it is created if missing), or move the file away."
         )
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(
-                    f"checkpoint_dir: {path!r} cannot be created because {str(parent)!r} is a "
-                    "file, not a folder. Hint: pass a path under an existing folder."
-                )
-            break
+    if blocking is not None:
+        raise InputError(
+            f"checkpoint_dir: {path!r} cannot be created because {str(blocking)!r} is a "
+            "file, not a folder. Hint: pass a path under an existing folder."
+        )
 
 
 def _check_trainable_tensors(masker: nn.Module, classifier: nn.Module) -> None:
