@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from captum._utils.common import _format_additional_forward_args
+from captum._utils.common import _format_additional_forward_args as format_additional_forward_args
 
+from captum_realtime_mask._checks import is_int
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
-    "_check_logits",
-    "_format_additional_forward_args",
-    "_format_inputs",
-    "_format_target",
-    "_forward",
-    "_predicted_target",
+    "check_logits",
+    "format_additional_forward_args",
+    "format_inputs",
+    "format_target",
+    "forward",
+    "predicted_target",
 ]
 
 TargetLike = int | torch.Tensor | Sequence[int] | None
 
 
-def _format_inputs(inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, bool]:
+def format_inputs(inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, bool]:
     """Unwrap Captum's input forms into one image batch.
 
     Captum's wrappers (``sensitivity_max``, ``NoiseTunnel``) send a tensor or a tuple of
@@ -41,52 +41,53 @@ def _format_inputs(inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[tor
 
     Example:
         >>> x = torch.zeros(2, 3, 8, 8)
-        >>> _format_inputs((x,))[1], _format_inputs(x)[0] is x
+        >>> format_inputs((x,))[1], format_inputs(x)[0] is x
         (True, True)
     """
     was_tuple = isinstance(inputs, (tuple, list))
     if was_tuple:
         if len(inputs) != 1:
             raise InputError(
-                f"inputs: expected a tensor or a 1-tuple holding one (N, C, H, W) image batch, "
+                "expected a tensor or a 1-tuple holding one (N, C, H, W) image batch, "
                 f"got a {type(inputs).__name__} of {len(inputs)} items. Hint: mask methods "
                 "explain one image input; pass the images alone and put any other model "
-                "arguments in additional_forward_args."
+                "arguments in additional_forward_args.",
+                argument="inputs",
             )
         inputs = inputs[0]
     if not isinstance(inputs, torch.Tensor):
-        raise InputError(f"inputs: expected a torch.Tensor, got {type(inputs).__name__}.")
+        raise InputError(
+            f"expected a torch.Tensor, got {type(inputs).__name__}.", argument="inputs"
+        )
     if inputs.dim() != 4:
         raise InputError(
-            f"inputs: expected an image batch shaped (N, C, H, W), got shape "
-            f"{tuple(inputs.shape)}. Hint: add a batch dimension with inputs.unsqueeze(0)."
+            "expected an image batch shaped (N, C, H, W), got shape "
+            f"{tuple(inputs.shape)}. Hint: add a batch dimension with inputs.unsqueeze(0).",
+            argument="inputs",
         )
     if not inputs.is_floating_point():
         raise InputError(
-            f"inputs: expected a floating-point tensor, got dtype {inputs.dtype}. "
-            "Hint: convert and normalise images as the classifier expects, e.g. x.float() / 255."
+            f"expected a floating-point tensor, got dtype {inputs.dtype}. "
+            "Hint: convert and normalise images as the classifier expects, e.g. x.float() / 255.",
+            argument="inputs",
         )
     if inputs.shape[0] == 0:
-        raise InputError("inputs: the batch is empty (N = 0).")
+        raise InputError("the batch is empty (N = 0).", argument="inputs")
     if inputs.shape[-2] == 0 or inputs.shape[-1] == 0:
         raise InputError(
-            f"inputs: expected images with a positive height and width, got shape "
-            f"{tuple(inputs.shape)}."
+            f"expected images with a positive height and width, got shape {tuple(inputs.shape)}.",
+            argument="inputs",
         )
     if inputs.device.type == "meta":
         raise InputError(
-            "inputs: expected a tensor with data, got one on the meta device (shapes only). "
-            "Hint: materialise it on the classifier's device, e.g. inputs.to('cpu')."
+            "expected a tensor with data, got one on the meta device (shapes only). "
+            "Hint: materialise it on the classifier's device, e.g. inputs.to('cpu').",
+            argument="inputs",
         )
     return inputs, was_tuple
 
 
-def _is_int(value: Any) -> bool:
-    """True for Python and NumPy integers, False for bools."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _format_target(
+def format_target(
     target: TargetLike,
     n: int,
     device: torch.device | str,
@@ -96,7 +97,7 @@ def _format_target(
 
     Accepted: an int (same class for all); a 0-d or 1-element integer tensor (same); a list
     or tuple of ``n`` ints; a 1-D integer tensor (or NumPy array) of length ``n``. ``None``
-    is not accepted here: resolve it with :func:`_predicted_target` first.
+    is not accepted here: resolve it with :func:`predicted_target` first.
 
     Args:
         target: The target as the user or a Captum wrapper passed it.
@@ -111,31 +112,34 @@ def _format_target(
         InputError: Wrong type, length or range, with the value that came.
 
     Example:
-        >>> _format_target(3, 2, "cpu")
+        >>> format_target(3, 2, "cpu")
         tensor([3, 3])
-        >>> _format_target(torch.tensor([1, 0]), 2, "cpu", num_classes=2)
+        >>> format_target(torch.tensor([1, 0]), 2, "cpu", num_classes=2)
         tensor([1, 0])
     """
     if target is None:
         raise InputError(
-            "target: None must be resolved to the predicted classes before formatting "
-            "(internal error: call _predicted_target first)."
+            "None must be resolved to the predicted classes before formatting "
+            "(internal error: call predicted_target first).",
+            argument="target",
         )
     if isinstance(target, np.ndarray):  # as a tensor: same rules (integer dtype, 0-d or 1-D)
         target = torch.from_numpy(np.ascontiguousarray(target))
-    if _is_int(target):
-        _check_class_range([int(target)], num_classes)
+    if is_int(target):
+        check_class_range([int(target)], num_classes)
         out = torch.full((n,), int(target), dtype=torch.long, device=device)
     elif isinstance(target, torch.Tensor):
         if target.device.type == "meta":
             raise InputError(
-                "target: expected a tensor with data, got one on the meta device. Hint: pass "
-                "the class indices as ints or as a CPU tensor."
+                "expected a tensor with data, got one on the meta device. Hint: pass "
+                "the class indices as ints or as a CPU tensor.",
+                argument="target",
             )
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise InputError(
-                f"target: expected integer class indices, got a tensor of dtype {target.dtype}. "
-                "Hint: pass target.long()."
+                f"expected integer class indices, got a tensor of dtype {target.dtype}. "
+                "Hint: pass target.long().",
+                argument="target",
             )
         if target.numel() == 1:
             out = target.reshape(()).to(device=device, dtype=torch.long).expand(n).clone()
@@ -143,33 +147,36 @@ def _format_target(
             out = target.to(device=device, dtype=torch.long)
         else:
             raise InputError(
-                f"target: expected a scalar or a 1-D tensor of length {n} (one class per "
+                f"expected a scalar or a 1-D tensor of length {n} (one class per "
                 f"image), got shape {tuple(target.shape)}. Hint: use target.flatten() for an "
-                "(N, 1) tensor."
+                "(N, 1) tensor.",
+                argument="target",
             )
     elif isinstance(target, (list, tuple)):
-        if len(target) != n or not all(_is_int(t) for t in target):
+        if len(target) != n or not all(is_int(t) for t in target):
             kinds = sorted({type(t).__name__ for t in target})
             raise InputError(
-                f"target: a {type(target).__name__} must hold one int class index per image "
+                f"a {type(target).__name__} must hold one int class index per image "
                 f"({n}), got {len(target)} items of type {kinds}. Hint: a mask explains one "
-                "class per image; Captum's multi-dimensional tuple targets are not supported."
+                "class per image; Captum's multi-dimensional tuple targets are not supported.",
+                argument="target",
             )
         values = [int(t) for t in target]
         # Checked before building the tensor: ints beyond int64 would overflow there.
-        _check_class_range(values, num_classes)
+        check_class_range(values, num_classes)
         out = torch.tensor(values, dtype=torch.long, device=device)
     else:
         raise InputError(
-            f"target: expected an int, an integer tensor, a list of ints or None, got "
-            f"{type(target).__name__}."
+            "expected an int, an integer tensor, a list of ints or None, got "
+            f"{type(target).__name__}.",
+            argument="target",
         )
     if out.numel():
-        _check_class_range([int(out.min()), int(out.max())], num_classes, out.tolist())
+        check_class_range([int(out.min()), int(out.max())], num_classes, out.tolist())
     return out
 
 
-def _check_class_range(
+def check_class_range(
     values: Sequence[int], num_classes: int | None, shown: Sequence[int] | None = None
 ) -> None:
     """Raise :class:`InputError` unless every value is a class index in ``[0, num_classes)``."""
@@ -177,15 +184,16 @@ def _check_class_range(
     if len(shown) > 8:
         shown = [*shown[:8], "..."]
     if any(v < 0 for v in values):
-        raise InputError(f"target: class indices must be >= 0, got {shown}.")
+        raise InputError(f"class indices must be >= 0, got {shown}.", argument="target")
     if num_classes is not None and any(v >= num_classes for v in values):
         raise InputError(
-            f"target: class indices must be < {num_classes} (the classifier's number of "
-            f"outputs), got {shown}."
+            f"class indices must be < {num_classes} (the classifier's number of "
+            f"outputs), got {shown}.",
+            argument="target",
         )
 
 
-def _forward(
+def forward(
     forward_func: Callable[..., Any],
     inputs: torch.Tensor,
     additional_forward_args: Any = None,
@@ -206,37 +214,39 @@ def _forward(
         InputError: When the output is not a 2-D tensor with one row per image (and
             ``num_classes`` columns).
     """
-    extra = _format_additional_forward_args(additional_forward_args)
+    extra = format_additional_forward_args(additional_forward_args)
     out = forward_func(inputs, *extra) if extra is not None else forward_func(inputs)
-    _check_logits(out, inputs.shape[0], num_classes)
+    check_logits(out, inputs.shape[0], num_classes)
     return out
 
 
-def _check_logits(out: Any, n: int, num_classes: int | None = None) -> None:
+def check_logits(out: Any, n: int, num_classes: int | None = None) -> None:
     """Raise :class:`InputError` unless ``out`` is a tensor of class scores ``(n, num_classes)``.
 
     Example:
-        >>> _check_logits(torch.zeros(2, 3), 2, num_classes=3)
+        >>> check_logits(torch.zeros(2, 3), 2, num_classes=3)
     """
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         k = num_classes if num_classes is not None else "K"
         raise InputError(
-            f"forward_func: expected logits shaped (N, K) = ({n}, {k}), got {shape}. Hint: "
+            f"expected logits shaped (N, K) = ({n}, {k}), got {shape}. Hint: "
             "wrap the model so that it returns one row of class logits per image (e.g. "
-            "lambda x: model(x).logits)."
+            "lambda x: model(x).logits).",
+            argument="forward_func",
         )
     if num_classes is not None and out.shape[1] != num_classes:
         raise InputError(
-            f"forward_func: expected {num_classes} class scores per image (num_classes), got "
+            f"expected {num_classes} class scores per image (num_classes), got "
             f"{out.shape[1]} (output shape {tuple(out.shape)}). Hint: pass the classifier's "
             f"real number of classes, num_classes={out.shape[1]}, or check that forward_func "
-            "is the classifier the masker was built for."
+            "is the classifier the masker was built for.",
+            argument="forward_func",
         )
 
 
 @torch.no_grad()
-def _predicted_target(
+def predicted_target(
     forward_func: Callable[..., Any],
     inputs: torch.Tensor,
     additional_forward_args: Any = None,
@@ -253,5 +263,5 @@ def _predicted_target(
     Returns:
         LongTensor ``(N,)`` on the inputs' device.
     """
-    logits = _forward(forward_func, inputs, additional_forward_args, num_classes)
+    logits = forward(forward_func, inputs, additional_forward_args, num_classes)
     return logits.argmax(dim=1).to(device=inputs.device, dtype=torch.long)

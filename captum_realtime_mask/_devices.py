@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from captum_realtime_mask.errors import InputError, _describe
+from captum_realtime_mask._checks import describe
+from captum_realtime_mask.errors import InputError
 
 __all__: list[str] = []
 
@@ -38,46 +39,53 @@ def check_device(device: Any, allow_meta: bool = True) -> torch.device:
             dev = torch.device(device)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise InputError(
-                f"device: {device!r} is not a device torch knows ({exc}). Hint: pass 'cpu', "
-                "'cuda', 'cuda:0' or a torch.device."
+                f"{device!r} is not a device torch knows ({exc}). Hint: pass 'cpu', "
+                "'cuda', 'cuda:0' or a torch.device.",
+                argument="device",
             ) from exc
     else:
         raise InputError(
-            f"device: expected a torch.device or a string such as 'cpu' or 'cuda:0'; got "
-            f"{_describe(device)}."
+            "expected a torch.device or a string such as 'cpu' or 'cuda:0'; got "
+            f"{describe(device)}.",
+            argument="device",
         )
     if dev.type == "meta" and not allow_meta:
         raise InputError(
-            "device: expected a device that holds data, got 'meta' (shapes only: the saved "
-            "weights would be dropped). Hint: load on 'cpu' or a GPU."
+            "expected a device that holds data, got 'meta' (shapes only: the saved "
+            "weights would be dropped). Hint: load on 'cpu' or a GPU.",
+            argument="device",
         )
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(
-                f"device: {str(dev)!r} is not available here: CUDA is not available "
+                f"{str(dev)!r} is not available here: CUDA is not available "
                 "(torch.cuda.is_available() is False: no NVIDIA GPU or driver, or a CPU-only "
                 "torch build). Hint: pass device='cpu', or leave device unset where None "
-                "uses CUDA only when it is present."
+                "uses CUDA only when it is present.",
+                argument="device",
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(
-                f"device: {str(dev)!r} is not available here: only "
+                f"{str(dev)!r} is not available here: only "
                 f"{torch.cuda.device_count()} CUDA device(s) are visible. Hint: pass an index "
-                f"below {torch.cuda.device_count()}."
+                f"below {torch.cuda.device_count()}.",
+                argument="device",
             )
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             raise InputError(
-                f"device: {str(dev)!r} is not available here: the MPS backend is missing. "
-                "Hint: pass device='cpu'."
+                f"{str(dev)!r} is not available here: the MPS backend is missing. "
+                "Hint: pass device='cpu'.",
+                argument="device",
             )
     elif dev.type not in ("cpu", "meta"):
         backend = getattr(torch, dev.type, None)
         available = getattr(backend, "is_available", None)
         if callable(available) and not available():
             raise InputError(
-                f"device: {str(dev)!r} is not available here: torch.{dev.type} reports no "
-                "device. Hint: pass device='cpu'."
+                f"{str(dev)!r} is not available here: torch.{dev.type} reports no "
+                "device. Hint: pass device='cpu'.",
+                argument="device",
             )
     return dev

@@ -108,17 +108,19 @@ def resolve_autocast(
     dtype = _DTYPE_NAMES.get(autocast) if isinstance(autocast, str) else autocast
     if dtype not in _LOW_PRECISION:
         raise InputError(
-            f"autocast: expected None, 'auto', 'bf16', 'fp16', torch.bfloat16 or torch.float16; "
-            f"got {autocast!r}."
+            "expected None, 'auto', 'bf16', 'fp16', torch.bfloat16 or torch.float16; "
+            f"got {autocast!r}.",
+            argument="autocast",
         )
     if not torch.amp.is_autocast_available(device.type):
         raise InputError(
-            f"autocast: torch has no autocast for device type {device.type!r}. Hint: pass "
-            "autocast=None."
+            f"torch has no autocast for device type {device.type!r}. Hint: pass autocast=None.",
+            argument="autocast",
         )
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise InputError(
-            "autocast: this GPU does not support bfloat16. Hint: pass autocast='fp16' or 'auto'."
+            "this GPU does not support bfloat16. Hint: pass autocast='fp16' or 'auto'.",
+            argument="autocast",
         )
     return dtype
 
@@ -253,8 +255,8 @@ def optimize_for_inference(
         resolve_autocast("cpu", autocast)  # validates the name early; the device comes later
     if compile_kwargs and not compile:
         raise InputError(
-            f"optimize_for_inference: {sorted(compile_kwargs)} are torch.compile options; "
-            "pass compile=True with them."
+            f"{sorted(compile_kwargs)} are torch.compile options; pass compile=True with them.",
+            argument="optimize_for_inference",
         )
     options = InferenceOptions(bool(channels_last), autocast, bool(compile), dict(compile_kwargs))
     apply_inference_options(attribution.masker, options)

@@ -18,9 +18,9 @@ from torch import nn
 
 from captum_realtime_mask import __version__
 from captum_realtime_mask._captum_compat import (
-    _format_inputs,
-    _format_target,
-    _predicted_target,
+    format_inputs,
+    format_target,
+    predicted_target,
 )
 from captum_realtime_mask._devices import check_device
 from captum_realtime_mask._model_state import find_module, frozen_model
@@ -32,86 +32,17 @@ from captum_realtime_mask._speed import (
 )
 from captum_realtime_mask.checkpoint import read_checkpoint, write_checkpoint
 from captum_realtime_mask.errors import CheckpointError, InputError
-from captum_realtime_mask.masker.encoders import EncoderSpec
 from captum_realtime_mask.masker.model import MaskerConfig, MaskingModel, Preset
+from captum_realtime_mask.masker.resolve import (
+    EncoderArg,
+    infer_num_classes,
+    resolve_encoder,
+    saved_num_classes,
+)
 from captum_realtime_mask.objective import ObjectiveConfig
 from captum_realtime_mask.training import FitConfig, fit_masker
 
 __all__ = ["RealTimeMaskAttribution"]
-
-EncoderArg = str | EncoderSpec | nn.Module
-
-
-def _infer_num_classes(model: nn.Module | None) -> int | None:
-    """Classes of a timm / torchvision classifier: ``num_classes`` or the last Linear's width.
-
-    A Linear that is the model's last module with weights decides (a replaced ``fc``, or a
-    head appended in an ``nn.Sequential``, leaves a stale ``num_classes`` attribute behind).
-    """
-    if model is None:
-        return None
-    weighted = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
-    if weighted and isinstance(weighted[-1], nn.Linear):
-        return int(weighted[-1].out_features)
-    for m in reversed(list(model.modules())):
-        n = getattr(m, "num_classes", None)
-        if isinstance(n, int) and n > 0:
-            return n
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else None
-
-
-def _saved_num_classes(meta: dict[str, Any]) -> int | None:
-    """The class count of the classifier a saved masker was trained for, from its config.
-
-    Saves record ``classifier_num_classes``; older saves and training checkpoints only the
-    masker's ``num_classes``. None when neither is an int.
-    """
-    masker = meta.get("masker")
-    for value in (
-        meta.get("classifier_num_classes"),
-        masker.get("num_classes") if isinstance(masker, dict) else None,
-    ):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
-def _encoder_spec(
-    encoder: EncoderArg, pretrained: bool | None
-) -> tuple[EncoderSpec, nn.Module | None]:
-    """Turn the ``encoder`` argument into a spec (and the user's module, if one was given)."""
-    if isinstance(encoder, EncoderSpec):
-        return encoder, None
-    if isinstance(encoder, nn.Module):
-        return EncoderSpec(kind="module", frozen=bool(pretrained)), encoder
-    if not isinstance(encoder, str):
-        raise InputError(
-            "encoder: expected 'classifier', 'small_cnn', a timm model name (e.g. 'resnet50'), "
-            f"'torchvision:<name>', an EncoderSpec or an nn.Module; got {type(encoder).__name__}."
-        )
-    if encoder in ("classifier", "small_cnn"):
-        return EncoderSpec(kind=encoder), None
-    if encoder.startswith("torchvision:"):
-        name = encoder.split(":", 1)[1]
-        import torchvision
-
-        if name not in torchvision.models.list_models():
-            raise InputError(
-                f"encoder: {name!r} is not a torchvision model name. Hint: pick one from "
-                "torchvision.models.list_models(), e.g. 'torchvision:resnet50'."
-            )
-        return EncoderSpec(kind="torchvision", name=name, pretrained=pretrained is not False), None
-    name = encoder.split(":", 1)[1] if encoder.startswith("timm:") else encoder
-    import timm
-
-    if not timm.is_model(name):
-        raise InputError(
-            f"encoder: {encoder!r} is not a timm model name. Hint: pass 'classifier' (the "
-            "default), 'small_cnn', a name from timm.list_models() such as 'resnet50', or "
-            "'torchvision:<name>'."
-        )
-    return EncoderSpec(kind="timm", name=name, pretrained=pretrained is not False), None
 
 
 def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveConfig:
@@ -121,19 +52,21 @@ def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveCo
         or num_classes < 1
     ):  # fmt: skip
         raise InputError(
-            f"num_classes: expected a positive int (or None to read it from the classifier), "
-            f"got {num_classes!r}."
+            "expected a positive int (or None to read it from the classifier), "
+            f"got {num_classes!r}.",
+            argument="num_classes",
         )
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InputError(f"seed: expected an int, got {seed!r}.")
+        raise InputError(f"expected an int, got {seed!r}.", argument="seed")
     if objective is None:
         return ObjectiveConfig()
     if isinstance(objective, dict):
         return ObjectiveConfig.from_dict(objective)
     if not isinstance(objective, ObjectiveConfig):
         raise InputError(
-            "objective: expected an ObjectiveConfig, a dict of its fields or None, got "
-            f"{type(objective).__name__}."
+            "expected an ObjectiveConfig, a dict of its fields or None, got "
+            f"{type(objective).__name__}.",
+            argument="objective",
         )
     return objective
 
@@ -141,9 +74,11 @@ def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveCo
 def _check_confidence(confidence: Any) -> float:
     """``confidence`` as a float, refusing non-numbers, NaN and infinities."""
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
-        raise InputError(f"confidence: expected a number (0 by default), got {confidence!r}.")
+        raise InputError(
+            f"expected a number (0 by default), got {confidence!r}.", argument="confidence"
+        )
     if not math.isfinite(confidence):
-        raise InputError(f"confidence: expected a finite number, got {confidence!r}.")
+        raise InputError(f"expected a finite number, got {confidence!r}.", argument="confidence")
     return float(confidence)
 
 
@@ -161,12 +96,12 @@ def _check_refinement(steps: Any, options: Any) -> None:
     """Check the refinement arguments of :meth:`RealTimeMaskAttribution.attribute`."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise InputError(
-            f"refine_steps: expected an int >= 0 (0 for no refinement), got {steps!r}."
+            f"expected an int >= 0 (0 for no refinement), got {steps!r}.", argument="refine_steps"
         )
     if options is not None and not isinstance(options, dict):
         raise InputError(
-            f"refine_options: expected a dict of optimise_masks arguments or None, got "
-            f"{type(options).__name__}."
+            f"expected a dict of optimise_masks arguments or None, got {type(options).__name__}.",
+            argument="refine_options",
         )
     if not options:
         return  # the usual call: no signature to read on the real-time path
@@ -176,15 +111,16 @@ def _check_refinement(steps: Any, options: Any) -> None:
     unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(
-            f"refine_options: unknown options {unknown}; accepted: "
-            f"{sorted(known - set(_REFINE_FIXED))}."
+            f"unknown options {unknown}; accepted: {sorted(known - set(_REFINE_FIXED))}.",
+            argument="refine_options",
         )
     fixed = sorted(set(options) & set(_REFINE_FIXED))
     if fixed:
         raise InputError(
-            f"refine_options: {', '.join(fixed)} cannot be set through attribute(). Pass the "
+            f"{', '.join(fixed)} cannot be set through attribute(). Pass the "
             "steps as refine_steps and extra classifier arguments as additional_forward_args; "
-            "for the loss history call captum_realtime_mask.iterative.optimise_masks directly."
+            "for the loss history call captum_realtime_mask.iterative.optimise_masks directly.",
+            argument="refine_options",
         )
 
 
@@ -247,28 +183,29 @@ class RealTimeMaskAttribution(PerturbationAttribution):
     ) -> None:
         if not callable(forward_func):
             raise InputError(
-                "forward_func: expected the classifier (a callable), got "
-                f"{type(forward_func).__name__}."
+                f"expected the classifier (a callable), got {type(forward_func).__name__}.",
+                argument="forward_func",
             )
         objective = _check_init_args(num_classes, seed, objective)
         super().__init__(forward_func)
         self.model = find_module(forward_func)
         if masker_config is None:
-            num_classes = num_classes or _infer_num_classes(self.model)
+            num_classes = num_classes or infer_num_classes(self.model)
             if not num_classes or num_classes < 1:
                 raise InputError(
-                    "num_classes: could not read the number of classes from the classifier; "
-                    "pass num_classes=K."
+                    "could not read the number of classes from the classifier; pass num_classes=K.",
+                    argument="num_classes",
                 )
-            spec, module = _encoder_spec(encoder, pretrained)
+            spec, module = resolve_encoder(encoder, pretrained)
             masker_config = MaskerConfig.preset(preset, num_classes, spec)
         else:
             module = encoder if isinstance(encoder, nn.Module) else None
         if masker_config.encoder.kind == "classifier" and self.model is None:
             raise InputError(
-                "encoder: 'classifier' reuses the classifier's backbone, so forward_func must be "
+                "'classifier' reuses the classifier's backbone, so forward_func must be "
                 "an nn.Module (or its bound forward); got a plain callable. Hint: pass "
-                "encoder='small_cnn' or a timm model name."
+                "encoder='small_cnn' or a timm model name.",
+                argument="encoder",
             )
         self.objective = objective
         self.seed = int(seed)
@@ -282,10 +219,11 @@ class RealTimeMaskAttribution(PerturbationAttribution):
             except (RuntimeError, OSError) as exc:
                 if masker_config.encoder.pretrained:
                     raise InputError(
-                        f"encoder: could not load pretrained weights for "
+                        "could not load pretrained weights for "
                         f"{masker_config.encoder.name!r} ({exc}). Hint: without a network "
                         "pass pretrained=False (the encoder is then trained from scratch), or "
-                        "use encoder='classifier'."
+                        "use encoder='classifier'.",
+                        argument="encoder",
                     ) from exc
                 raise
         self.masker.eval()
@@ -361,8 +299,9 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         """
         if self.model is None:
             raise InputError(
-                "forward_func: fit() needs the classifier as an nn.Module (or its bound "
-                "forward) to freeze it during training."
+                "fit() needs the classifier as an nn.Module (or its bound "
+                "forward) to freeze it during training.",
+                argument="forward_func",
             )
         unknown = set(options) - set(FitConfig.__dataclass_fields__)
         if unknown:
@@ -412,41 +351,44 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         target: Any,
         additional_forward_args: Any,
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        x, was_tuple = _format_inputs(inputs)
+        x, was_tuple = format_inputs(inputs)
         c_in = self.masker.config.encoder.in_chans
         if x.shape[1] != c_in:
             raise InputError(
-                f"inputs: the encoder takes {c_in} channels, got {x.shape[1]} "
-                f"(shape {tuple(x.shape)})."
+                f"the encoder takes {c_in} channels, got {x.shape[1]} (shape {tuple(x.shape)}).",
+                argument="inputs",
             )
         stride = self.masker.max_stride
         if x.shape[-2] % stride or x.shape[-1] % stride:
             raise InputError(
-                f"inputs: height and width must be divisible by the encoder's stride {stride}; "
-                f"got {tuple(x.shape[-2:])}. Hint: resize or pad to a multiple of {stride}."
+                f"height and width must be divisible by the encoder's stride {stride}; "
+                f"got {tuple(x.shape[-2:])}. Hint: resize or pad to a multiple of {stride}.",
+                argument="inputs",
             )
         # The classifier runs when it is the encoder or when it must predict the target.
         uses_classifier = target is None or self.masker.config.encoder.kind == "classifier"
         param = next(self.model.parameters(), None) if self.model is not None else None
         if uses_classifier and param is not None and param.device != x.device:
             raise InputError(
-                f"inputs: expected them on the classifier's device {param.device}, got "
-                f"{x.device}. Hint: move one of them, e.g. inputs.to('{param.device}')."
+                f"expected them on the classifier's device {param.device}, got "
+                f"{x.device}. Hint: move one of them, e.g. inputs.to('{param.device}').",
+                argument="inputs",
             )
         finite = torch.isfinite(x)
         if not finite.all():
             raise InputError(
-                f"inputs: expected finite values, got {int((~finite).sum())} NaN or Inf "
-                f"entries in shape {tuple(x.shape)}. Hint: check the preprocessing."
+                f"expected finite values, got {int((~finite).sum())} NaN or Inf "
+                f"entries in shape {tuple(x.shape)}. Hint: check the preprocessing.",
+                argument="inputs",
             )
         if target is None:
             # Predict in the classifier's own precision (the masker runs in float32 anyway).
             xp = x.to(param.dtype) if param is not None and param.is_floating_point() else x
             with frozen_model(self.forward_func):
-                target = _predicted_target(
+                target = predicted_target(
                     self.forward_func, xp, additional_forward_args, self.num_classes
                 )
-        return x, _format_target(target, len(x), x.device, self.num_classes), was_tuple
+        return x, format_target(target, len(x), x.device, self.num_classes), was_tuple
 
     def _warn_if_untrained(self, stacklevel: int) -> None:
         if not getattr(self, "_trained", True):  # objects pickled before the flag: trained
@@ -641,7 +583,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 **self._config_dict(),
                 "history": self.history,
                 # Read the way load() reads the classifier it is given, to compare the two.
-                "classifier_num_classes": _infer_num_classes(self.model),
+                "classifier_num_classes": infer_num_classes(self.model),
             },
             {"masker": self.masker.state_dict()},
         )
@@ -685,19 +627,22 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 else "pass the folder that save() wrote, e.g. 'runs/masker'."
             )
             raise InputError(
-                "directory: expected the checkpoint folder (a str or os.PathLike), got "
-                f"{type(directory).__name__}. Hint: {hint}"
+                "expected the checkpoint folder (a str or os.PathLike), got "
+                f"{type(directory).__name__}. Hint: {hint}",
+                argument="directory",
             )
         if not callable(forward_func):
             raise InputError(
-                "forward_func: expected the classifier the masker was trained for (a callable "
+                "expected the classifier the masker was trained for (a callable "
                 f"such as an nn.Module), got {type(forward_func).__name__}. Hint: call "
-                "load(directory, forward_func), the folder first and the classifier second."
+                "load(directory, forward_func), the folder first and the classifier second.",
+                argument="forward_func",
             )
         if encoder is not None and not isinstance(encoder, nn.Module):
             raise InputError(
-                f"encoder: expected the custom encoder (an nn.Module) or None, got "
-                f"{type(encoder).__name__}. Hint: pass the module the masker was built with."
+                "expected the custom encoder (an nn.Module) or None, got "
+                f"{type(encoder).__name__}. Hint: pass the module the masker was built with.",
+                argument="encoder",
             )
         path = Path(directory)
         if Path(os.path.abspath(path)).name:  # the filesystem root holds no checkpoint
@@ -716,10 +661,10 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 f"{path}: the masker or objective config cannot be read "
                 f"({type(exc).__name__}: {exc}). Hint: load it with the release that wrote it."
             ) from exc
-        saved = _saved_num_classes(meta)
+        saved = saved_num_classes(meta)
         if saved is None:
             saved = masker_config.num_classes
-        found = _infer_num_classes(find_module(forward_func))
+        found = infer_num_classes(find_module(forward_func))
         if found is not None and found != saved:
             raise CheckpointError(
                 f"forward_func: the masker in {str(path)!r} was trained for a classifier with "

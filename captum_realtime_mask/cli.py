@@ -335,10 +335,10 @@ def _existing(path: str | None, what: str, folder: bool = False) -> Path:
 
 def _check_folder_path(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` if it is a folder or can become one (nothing is created); else CLIError."""
-    from captum_realtime_mask.checkpoint import _file_in_the_way
+    from captum_realtime_mask.checkpoint import file_in_the_way
 
     p = Path(path).expanduser()
-    part = _file_in_the_way(p)
+    part = file_in_the_way(p)
     if part is not None:
         where = "" if part == p else f" (a part of its path, {part}, is a file)"
         raise CLIError(f"{what} {p}: expected a folder, but it is a file{where}.")
@@ -357,12 +357,12 @@ def _output_folder(path: str, what: str) -> Path:
 
 def _check_output_file(path: str, what: str) -> Path:
     """A file path the command may write at its end; checked before any work is done."""
-    from captum_realtime_mask.checkpoint import _file_in_the_way
+    from captum_realtime_mask.checkpoint import file_in_the_way
 
     p = Path(path).expanduser()
     if p.is_dir():
         raise CLIError(f"{what} {p}: expected a file name, but it is a folder.")
-    part = _file_in_the_way(p.parent)
+    part = file_in_the_way(p.parent)
     if part is not None:
         raise CLIError(f"{what} {p}: cannot be written, {part} is a file, not a folder.")
     return p
@@ -370,10 +370,10 @@ def _check_output_file(path: str, what: str) -> Path:
 
 def _check_masker_output(path: str) -> None:
     """Refuse, before training, a --output that :meth:`save` would refuse after it."""
-    from captum_realtime_mask.checkpoint import _target_kind, _target_path
+    from captum_realtime_mask.checkpoint import target_kind, target_path
 
     try:
-        _target_kind(_target_path(path))
+        target_kind(target_path(path))
     except InputError as exc:
         message = str(exc).removeprefix("directory: ")
         raise CLIError(f"--output {path}: {message}") from None
@@ -381,15 +381,15 @@ def _check_masker_output(path: str) -> None:
 
 def _masker_num_classes(masker: Path) -> int | None:
     """The number of classes of the classifier a saved masker was trained for (else None)."""
-    from captum_realtime_mask.attribution import _saved_num_classes
     from captum_realtime_mask.checkpoint import CONFIG_NAME
+    from captum_realtime_mask.masker.resolve import saved_num_classes
 
     try:
         config = json.loads((masker / CONFIG_NAME).read_text())
     except (OSError, ValueError):
         return None
 
-    value = _saved_num_classes(config) if isinstance(config, dict) else None
+    value = saved_num_classes(config) if isinstance(config, dict) else None
     return value if value is not None and value > 0 else None
 
 
@@ -679,10 +679,10 @@ def _check_data_options(args: argparse.Namespace) -> None:
 
 def _check_encoder_name(encoder: str) -> None:
     """Refuse an unknown timm or ``torchvision:<name>`` encoder before any data is loaded."""
-    from captum_realtime_mask.attribution import _encoder_spec
+    from captum_realtime_mask.masker.resolve import resolve_encoder
 
     try:
-        _encoder_spec(encoder, pretrained=False)
+        resolve_encoder(encoder, pretrained=False)
     except InputError as exc:
         raise CLIError(f"--encoder {encoder}: {str(exc).removeprefix('encoder: ')}") from None
 

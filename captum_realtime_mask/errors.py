@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = ["CheckpointError", "InputError", "TrainingError"]
 
 
@@ -12,7 +10,28 @@ class InputError(ValueError):
 
     The message names the argument, what was expected, what came, and how to fix it.
     Subclasses :class:`ValueError`, so ``except ValueError`` also catches it.
+
+    Attributes:
+        argument: The name of the argument at fault (``"lr"``, ``"loader"``, ``"target"``),
+            or None where no single argument is. ``str(error)`` starts with it.
+        detail: The message without the argument's name, for callers (the command line)
+            that name the argument their own way.
+
+    Example:
+        >>> err = InputError("expected a positive learning rate, got -1.0.", argument="lr")
+        >>> str(err)
+        'lr: expected a positive learning rate, got -1.0.'
+        >>> err.argument, err.detail
+        ('lr', 'expected a positive learning rate, got -1.0.')
     """
+
+    def __init__(self, detail: str, argument: str | None = None) -> None:
+        self.detail = detail
+        self.argument = argument
+        super().__init__(f"{argument}: {detail}" if argument else detail)
+
+    def __reduce__(self):  # keeps ``argument`` through pickling (DataLoader workers)
+        return type(self), (self.detail, self.argument)
 
 
 class CheckpointError(RuntimeError):
@@ -21,19 +40,3 @@ class CheckpointError(RuntimeError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (for example the loss stayed non-finite for many steps)."""
-
-
-def _describe(value: Any) -> str:
-    """Say what a value is, for error messages (long reprs are cut at 60 characters)."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return f"a Tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, (tuple, list)):
-        kinds = ", ".join(type(v).__name__ for v in list(value)[:3])
-        more = ", ..." if len(value) > 3 else ""
-        return f"a {type(value).__name__} of {len(value)} items ({kinds}{more})"
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"

@@ -51,12 +51,13 @@ from captum.log import log_usage
 from tqdm.auto import tqdm
 
 from captum_realtime_mask._captum_compat import (
-    _format_additional_forward_args,
-    _format_inputs,
-    _format_target,
-    _forward,
-    _predicted_target,
+    format_additional_forward_args,
+    format_inputs,
+    format_target,
+    forward,
+    predicted_target,
 )
+from captum_realtime_mask._checks import is_int
 from captum_realtime_mask._model_state import find_module, floating_dtype, frozen_model
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import (
@@ -107,24 +108,19 @@ def _mask_size(mask_size: int | tuple[int, int] | None, height: int, width: int)
     """Validate ``mask_size`` (an int, an ``(h, w)`` pair or None for the default)."""
     if mask_size is None:
         return default_mask_size(height, width)
-    if _is_int(mask_size):
+    if is_int(mask_size):
         size: tuple[Any, ...] = (mask_size, mask_size)
     elif isinstance(mask_size, (tuple, list, torch.Size)):
         size = tuple(mask_size)
     else:
         size = ()
-    if len(size) != 2 or not all(_is_int(s) for s in size):
+    if len(size) != 2 or not all(is_int(s) for s in size):
         raise InputError(
-            f"mask_size: expected an int or an (h, w) pair of ints, got {mask_size!r}."
+            f"expected an int or an (h, w) pair of ints, got {mask_size!r}.", argument="mask_size"
         )
     if min(size) < 1:
-        raise InputError(f"mask_size: sides must be >= 1, got {mask_size!r}.")
+        raise InputError(f"sides must be >= 1, got {mask_size!r}.", argument="mask_size")
     return int(size[0]), int(size[1])
-
-
-def _is_int(value: Any) -> bool:
-    """True for Python and NumPy integers, False for bools and everything else."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _per_example_args(additional_forward_args: Any, n: int) -> tuple[Any, ...] | None:
@@ -134,7 +130,7 @@ def _per_example_args(additional_forward_args: Any, n: int) -> tuple[Any, ...] |
     per-example when its first dimension is the batch size ``n`` (the rule the docstring of
     :func:`optimise_masks` states); scalars, other tensors and non-tensors are shared.
     """
-    extra = _format_additional_forward_args(additional_forward_args)
+    extra = format_additional_forward_args(additional_forward_args)
     if extra is None:
         return None
     return tuple(
@@ -189,21 +185,24 @@ def _init_logits(
     if not isinstance(init_mask, torch.Tensor) or init_mask.dim() != 4:
         got = tuple(init_mask.shape) if isinstance(init_mask, torch.Tensor) else type(init_mask)
         raise InputError(
-            f"init_mask: expected a tensor shaped (N, 1, H, W) with values in [0, 1], got {got}."
+            f"expected a tensor shaped (N, 1, H, W) with values in [0, 1], got {got}.",
+            argument="init_mask",
         )
     if init_mask.shape[0] != n or init_mask.shape[1] not in (1, c):
         raise InputError(
-            f"init_mask: expected shape ({n}, 1, H, W) or ({n}, {c}, H, W) to match inputs "
+            f"expected shape ({n}, 1, H, W) or ({n}, {c}, H, W) to match inputs "
             f"{tuple(x.shape)}, got {tuple(init_mask.shape)}. Hint: under NoiseTunnel, repeat "
-            "the mask with init_mask.repeat_interleave(nt_samples, 0)."
+            "the mask with init_mask.repeat_interleave(nt_samples, 0).",
+            argument="init_mask",
         )
     m = init_mask.detach().to(device=x.device, dtype=torch.float32)
     if m.shape[1] > 1:
         m = m.mean(dim=1, keepdim=True)
     if not bool(torch.isfinite(m).all()) or float(m.min()) < -1e-4 or float(m.max()) > 1 + 1e-4:
         raise InputError(
-            "init_mask: values must be finite and within [0, 1], got range "
-            f"[{float(m.min()):.4g}, {float(m.max()):.4g}]."
+            "values must be finite and within [0, 1], got range "
+            f"[{float(m.min()):.4g}, {float(m.max()):.4g}].",
+            argument="init_mask",
         )
     if tuple(m.shape[-2:]) != size:
         m = F.interpolate(m, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -253,9 +252,9 @@ def _optimise_chunk(
         batch = torch.cat(
             [remove_evidence(x, mask, alt_keep), remove_evidence(x, 1 - mask, alt_drop)]
         )
-        out = _forward(forward_func, batch, extra2)
+        out = forward(forward_func, batch, extra2)
         if check_range and step == 0:
-            _format_target(target, b, x.device, num_classes=out.shape[1])
+            format_target(target, b, x.device, num_classes=out.shape[1])
         terms = objective_loss(mask_low, out[:b], out[b:], target, real, config)
         # Sum of per-example losses: each image's gradient is its own, whatever the batch.
         (grad,) = torch.autograd.grad(terms.total * b, logits)
@@ -378,15 +377,15 @@ def optimise_masks(
         >>> masks.shape, bool(masks.min() >= 0), bool(masks.max() <= 1)
         (torch.Size([2, 1, 8, 8]), True, True)
     """
-    x, _ = _format_inputs(inputs)
+    x, _ = format_inputs(inputs)
     out_dtype = x.dtype
     # The optimisation runs in the classifier's precision (float32 for a float32 classifier,
     # whatever the inputs' precision); the masks come back in the inputs' dtype.
     module = find_module(forward_func)
     x = x.detach().to((floating_dtype(module) if module is not None else None) or x.dtype)
     n, _, height, width = x.shape
-    if not _is_int(n_iter) or n_iter < 0:
-        raise InputError(f"n_iter: expected an int >= 0, got {n_iter!r}.")
+    if not is_int(n_iter) or n_iter < 0:
+        raise InputError(f"expected an int >= 0, got {n_iter!r}.", argument="n_iter")
     n_iter = int(n_iter)
     if (
         not isinstance(lr, numbers.Real)
@@ -394,28 +393,31 @@ def optimise_masks(
         or not math.isfinite(lr)
         or not lr > 0
     ):
-        raise InputError(f"lr: expected a finite positive number, got {lr!r}.")
+        raise InputError(f"expected a finite positive number, got {lr!r}.", argument="lr")
     if internal_batch_size is not None and (
-        not _is_int(internal_batch_size) or internal_batch_size < 1
+        not is_int(internal_batch_size) or internal_batch_size < 1
     ):
         raise InputError(
-            f"internal_batch_size: expected None or an int >= 1, got {internal_batch_size!r}."
+            f"expected None or an int >= 1, got {internal_batch_size!r}.",
+            argument="internal_batch_size",
         )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InputError(
-            f"generator: expected a torch.Generator or None, got {type(generator).__name__}. "
-            "Hint: generator=torch.Generator().manual_seed(0)."
+            f"expected a torch.Generator or None, got {type(generator).__name__}. "
+            "Hint: generator=torch.Generator().manual_seed(0).",
+            argument="generator",
         )
     if objective is not None and not isinstance(objective, ObjectiveConfig):
         raise InputError(
-            f"objective: expected an ObjectiveConfig or None, got {type(objective).__name__}."
+            f"expected an ObjectiveConfig or None, got {type(objective).__name__}.",
+            argument="objective",
         )
     config = objective if objective is not None else ObjectiveConfig()
     size = _mask_size(mask_size, height, width)
     logits0 = _init_logits(init_mask, x, size)
     target_known = target is not None
     if target_known:
-        target_t = _format_target(target, n, x.device)
+        target_t = format_target(target, n, x.device)
     gens = _image_generators(x, _base_seed(generator))
     chunk = int(internal_batch_size or n)
     # Autograd is needed whatever the caller's mode, torch.inference_mode() included (tensors
@@ -457,7 +459,7 @@ def _optimise_all(
     marked = _per_example_args(additional_forward_args, n)
     with frozen_model(forward_func), torch.enable_grad():
         if not target_known:
-            target_t = _predicted_target(forward_func, x, additional_forward_args)
+            target_t = predicted_target(forward_func, x, additional_forward_args)
         with tqdm(
             total=n_iter * math.ceil(n / chunk),
             disable=not progress,
@@ -558,7 +560,7 @@ class IterativeMaskAttribution(PerturbationAttribution):
             Masks broadcast to the inputs' shape (contiguous), values in ``[0, 1]``, on the
             inputs' device; a 1-tuple when the inputs were a 1-tuple.
         """
-        x, was_tuple = _format_inputs(inputs)
+        x, was_tuple = format_inputs(inputs)
         mask, self.last_history = optimise_masks(
             self.forward_func,
             x,

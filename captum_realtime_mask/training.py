@@ -27,17 +27,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from captum_realtime_mask._captum_compat import _check_logits
+from captum_realtime_mask._captum_compat import check_logits
+from captum_realtime_mask._checks import describe
 from captum_realtime_mask._devices import check_device
 from captum_realtime_mask._model_state import floating_dtype, frozen_model, weights_in_format
 from captum_realtime_mask.checkpoint import (
     CONFIG_NAME,
-    _file_in_the_way,
+    file_in_the_way,
     previous_version,
     read_checkpoint,
     write_checkpoint,
 )
-from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError, _describe
+from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
 from captum_realtime_mask.masker.blocks import FeatureFilter
 from captum_realtime_mask.masker.model import MaskingModel
 from captum_realtime_mask.objective import (
@@ -126,62 +127,70 @@ class FitConfig:
             setattr(self, name, _positive_int(name, getattr(self, name), "a positive int"))
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise InputError(
-                f"seed: expected an int (the seed of the training randomness), got "
-                f"{_describe(self.seed)}. Hint: pass e.g. seed=0, or leave it out to use the "
-                "seed given to RealTimeMaskAttribution."
+                "expected an int (the seed of the training randomness), got "
+                f"{describe(self.seed)}. Hint: pass e.g. seed=0, or leave it out to use the "
+                "seed given to RealTimeMaskAttribution.",
+                argument="seed",
             )
         self.seed = int(self.seed)
         self.lr = _real("lr", self.lr, "1e-3")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr: expected a positive learning rate, got {self.lr!r}.")
+            raise InputError(f"expected a positive learning rate, got {self.lr!r}.", argument="lr")
         if self.grad_clip is not None:
             self.grad_clip = _real("grad_clip", self.grad_clip, "1.0")
             if not self.grad_clip > 0:
                 raise InputError(
-                    "grad_clip: expected a positive max gradient norm or None, got "
-                    f"{self.grad_clip!r}."
+                    f"expected a positive max gradient norm or None, got {self.grad_clip!r}.",
+                    argument="grad_clip",
                 )
         self.embedding_lr_scale = _real("embedding_lr_scale", self.embedding_lr_scale, "10.0")
         if not (self.embedding_lr_scale > 0 and math.isfinite(self.embedding_lr_scale)):
             raise InputError(
-                f"embedding_lr_scale: expected a positive factor, got {self.embedding_lr_scale!r}."
+                f"expected a positive factor, got {self.embedding_lr_scale!r}.",
+                argument="embedding_lr_scale",
             )
         self.weight_decay = _real("weight_decay", self.weight_decay, "1e-4")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise InputError(f"weight_decay: expected >= 0, got {self.weight_decay!r}.")
+            raise InputError(f"expected >= 0, got {self.weight_decay!r}.", argument="weight_decay")
         self.area_warmup = _real("area_warmup", self.area_warmup, "0.2")
         if not 0 <= self.area_warmup <= 1:
             raise InputError(
-                f"area_warmup: expected a fraction of the run in [0, 1], got {self.area_warmup!r}."
+                f"expected a fraction of the run in [0, 1], got {self.area_warmup!r}.",
+                argument="area_warmup",
             )
         for name in ("amp", "progress", "channels_last"):
             if not isinstance(getattr(self, name), bool):
-                raise InputError(f"{name}: expected True or False, got {getattr(self, name)!r}.")
+                raise InputError(
+                    f"expected True or False, got {getattr(self, name)!r}.", argument=name
+                )
         if not isinstance(self.lr_schedule, str) or self.lr_schedule not in ("constant", "cosine"):
             raise InputError(
-                f"lr_schedule: expected 'constant' or 'cosine', got {self.lr_schedule!r}."
+                f"expected 'constant' or 'cosine', got {self.lr_schedule!r}.",
+                argument="lr_schedule",
             )
         if self.checkpoint_dir is not None:
             path = self.checkpoint_dir
             if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
                 raise InputError(
-                    "checkpoint_dir: expected a folder path (a str or os.PathLike) or None, got "
-                    f"{_describe(path)}. Hint: pass e.g. checkpoint_dir='runs/ckpt'."
+                    "expected a folder path (a str or os.PathLike) or None, got "
+                    f"{describe(path)}. Hint: pass e.g. checkpoint_dir='runs/ckpt'.",
+                    argument="checkpoint_dir",
                 )
             self.checkpoint_dir = os.fspath(path)  # stored as JSON in the checkpoints
         if not isinstance(self.extra, dict):
-            raise InputError(f"extra: expected a dict, got {_describe(self.extra)}.")
+            raise InputError(f"expected a dict, got {describe(self.extra)}.", argument="extra")
 
 
 def _positive_int(name: str, value: Any, expected: str) -> int:
     """``value`` as an int >= 1; bools and other types raise :class:`InputError`."""
     if isinstance(value, bool):
         raise InputError(
-            f"{name}: expected {expected}, got the bool {value!r}. Hint: pass a number, "
-            f"e.g. {name}=1 (a bool is not accepted as a count)."
+            f"expected {expected}, got the bool {value!r}. Hint: pass a number, "
+            f"e.g. {name}=1 (a bool is not accepted as a count).",
+            argument=name,
         )
     if not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name}: expected {expected}, got {value!r}.")
+        raise InputError(f"expected {expected}, got {value!r}.", argument=name)
     return int(value)
 
 
@@ -189,8 +198,8 @@ def _real(name: str, value: Any, example: str) -> float:
     """``value`` as a float; bools, strings and other types raise :class:`InputError`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(
-            f"{name}: expected a number, got {_describe(value)}. Hint: pass a float, e.g. "
-            f"{name}={example}."
+            f"expected a number, got {describe(value)}. Hint: pass a float, e.g. {name}={example}.",
+            argument=name,
         )
     return float(value)
 
@@ -212,8 +221,9 @@ def unpack_batch(batch: Any, name: str = "loader") -> tuple[torch.Tensor, torch.
     elif isinstance(batch, (list, tuple)) and len(batch) >= 2:
         return batch[0], batch[1]
     raise InputError(
-        f"{name}: each batch must be (images, labels[, ...]) or a dict with 'images' and "
-        f"'labels'; got {type(batch).__name__}."
+        "each batch must be (images, labels[, ...]) or a dict with 'images' and "
+        f"'labels'; got {type(batch).__name__}.",
+        argument=name,
     )
 
 
@@ -228,37 +238,43 @@ def _check_batch(
                 " That looks like a single image: the loader must yield batches. Hint: wrap a "
                 "Dataset in torch.utils.data.DataLoader(dataset, batch_size=32)."
             )
-        raise InputError(f"{name}: images must be a 4-D tensor (N, C, H, W); got {shape}.{hint}")
+        raise InputError(
+            f"images must be a 4-D tensor (N, C, H, W); got {shape}.{hint}", argument=name
+        )
     if not x.is_floating_point():
         raise InputError(
-            f"{name}: images must be a floating-point tensor; got dtype {x.dtype}. Hint: "
-            "convert and normalise them as the classifier expects, e.g. x.float() / 255."
+            f"images must be a floating-point tensor; got dtype {x.dtype}. Hint: "
+            "convert and normalise them as the classifier expects, e.g. x.float() / 255.",
+            argument=name,
         )
     if x.shape[0] == 0 or x.shape[-2] == 0 or x.shape[-1] == 0:
-        raise InputError(f"{name}: got an empty image batch of shape {tuple(x.shape)}.")
+        raise InputError(f"got an empty image batch of shape {tuple(x.shape)}.", argument=name)
     if x.shape[1] != in_chans:
         raise InputError(
-            f"{name}: images have {x.shape[1]} channels but the encoder takes {in_chans}."
+            f"images have {x.shape[1]} channels but the encoder takes {in_chans}.", argument=name
         )
     if x.shape[-2] % stride or x.shape[-1] % stride:
         raise InputError(
-            f"{name}: image size {tuple(x.shape[-2:])} is not divisible by the encoder's "
-            f"stride {stride}. Hint: resize or pad the images to a multiple of {stride}."
+            f"image size {tuple(x.shape[-2:])} is not divisible by the encoder's "
+            f"stride {stride}. Hint: resize or pad the images to a multiple of {stride}.",
+            argument=name,
         )
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
         raise InputError(
-            f"{name}: labels must be a 1-D tensor of length {len(x)} (class indices); got "
-            f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}."
+            f"labels must be a 1-D tensor of length {len(x)} (class indices); got "
+            f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}.",
+            argument=name,
         )
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise InputError(
-            f"{name}: labels must be integer class indices; got dtype {y.dtype}. Hint: "
-            "labels.long()."
+            f"labels must be integer class indices; got dtype {y.dtype}. Hint: labels.long().",
+            argument=name,
         )
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise InputError(
-            f"{name}: labels must be integer classes in [0, {num_classes}) (num_classes="
-            f"{num_classes}); got range [{y.min().item()}, {y.max().item()}]."
+            f"labels must be integer classes in [0, {num_classes}) (num_classes="
+            f"{num_classes}); got range [{y.min().item()}, {y.max().item()}].",
+            argument=name,
         )
 
 
@@ -267,8 +283,9 @@ def _check_finite(x: torch.Tensor, name: str = "loader") -> None:
     finite = torch.isfinite(x)
     if not finite.all():
         raise InputError(
-            f"{name}: images must be finite; got {int((~finite).sum())} NaN or Inf values in "
-            f"a batch of shape {tuple(x.shape)}. Hint: check the dataset's preprocessing."
+            f"images must be finite; got {int((~finite).sum())} NaN or Inf values in "
+            f"a batch of shape {tuple(x.shape)}. Hint: check the dataset's preprocessing.",
+            argument=name,
         )
 
 
@@ -279,46 +296,53 @@ def _check_loader(loader: Any, name: str) -> None:
     wrap = "Hint: wrap it, e.g. torch.utils.data.DataLoader(dataset, batch_size=32)."
     if loader is None:
         raise InputError(
-            f"{name}: expected an iterable of (images, labels) batches, e.g. a "
-            f"torch.utils.data.DataLoader or a list of (images, labels) tuples; got None."
+            "expected an iterable of (images, labels) batches, e.g. a "
+            "torch.utils.data.DataLoader or a list of (images, labels) tuples; got None.",
+            argument=name,
         )
     if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
         raise InputError(
-            f"{name}: expected batches, got the dataset {type(loader).__name__}, which holds "
-            f"single samples. {wrap}"
+            f"expected batches, got the dataset {type(loader).__name__}, which holds "
+            f"single samples. {wrap}",
+            argument=name,
         )
     if isinstance(loader, str | bytes | os.PathLike):
         raise InputError(
-            f"{name}: expected an iterable of (images, labels) batches, got the path "
+            "expected an iterable of (images, labels) batches, got the path "
             f"{loader!r}. Hint: build a Dataset from it (e.g. torchvision.datasets."
-            "ImageFolder) and pass torch.utils.data.DataLoader(dataset, batch_size=32)."
+            "ImageFolder) and pass torch.utils.data.DataLoader(dataset, batch_size=32).",
+            argument=name,
         )
     if isinstance(loader, torch.Tensor):
         raise InputError(
-            f"{name}: expected an iterable of (images, labels) batches, got a tensor of shape "
-            f"{tuple(loader.shape)}. Hint: pass [(images, labels)] for a single batch."
+            "expected an iterable of (images, labels) batches, got a tensor of shape "
+            f"{tuple(loader.shape)}. Hint: pass [(images, labels)] for a single batch.",
+            argument=name,
         )
     if not (isinstance(loader, Iterable) or hasattr(loader, "__getitem__")):
         raise InputError(
-            f"{name}: expected an iterable of (images, labels) batches, got "
+            "expected an iterable of (images, labels) batches, got "
             f"{type(loader).__name__}. Hint: pass a torch.utils.data.DataLoader or a list of "
-            "(images, labels) tuples."
+            "(images, labels) tuples.",
+            argument=name,
         )
 
 
 def _check_checkpoint_dir(path: str) -> None:
     """``checkpoint_dir`` must be a folder or creatable as one, before any step is trained."""
     target = Path(path)
-    blocking = _file_in_the_way(target)
+    blocking = file_in_the_way(target)
     if blocking == target:
         raise InputError(
-            f"checkpoint_dir: {path!r} exists but is a file, not a folder. Hint: pass a folder "
-            "path (it is created if missing), or move the file away."
+            f"{path!r} exists but is a file, not a folder. Hint: pass a folder "
+            "path (it is created if missing), or move the file away.",
+            argument="checkpoint_dir",
         )
     if blocking is not None:
         raise InputError(
-            f"checkpoint_dir: {path!r} cannot be created because {str(blocking)!r} is a "
-            "file, not a folder. Hint: pass a path under an existing folder."
+            f"{path!r} cannot be created because {str(blocking)!r} is a "
+            "file, not a folder. Hint: pass a path under an existing folder.",
+            argument="checkpoint_dir",
         )
 
 
@@ -362,9 +386,10 @@ def _training_dtypes(
         if not t.is_floating_point() or t.dtype == own:
             continue
         raise InputError(
-            f"encoder: the masker's weights mix dtypes ({pname} is {t.dtype}, the class "
+            f"the masker's weights mix dtypes ({pname} is {t.dtype}, the class "
             f"embedding {own}). Hint: convert the encoder module with .float() before building "
-            "the RealTimeMaskAttribution."
+            "the RealTimeMaskAttribution.",
+            argument="encoder",
         )
     return own, classifier_dtype
 
@@ -628,7 +653,7 @@ def _evidence_free_fakes(
     if fake.any():
         with torch.no_grad():
             logits = classifier(_as_dtype(x[fake], classifier_dtype))
-        _check_logits(logits, int(fake.sum()), num_classes)
+        check_logits(logits, int(fake.sum()), num_classes)
         candidates[fake] = logits.float().softmax(1) < objective.fake_max_prob
     candidates.scatter_(1, y[:, None], False)
     has = candidates.any(1)
@@ -680,7 +705,7 @@ def _step_terms(
         alt = destroy_alternative(xr, mr, alternative_images(xr, objective, generator), objective)
         destroyed = remove_evidence(xr, 1 - mr, alt)
         logits = classifier(_as_dtype(torch.cat([preserved, destroyed]), classifier_dtype))
-        _check_logits(logits, 2 * len(used), num_classes)
+        check_logits(logits, 2 * len(used), num_classes)
         logits = logits.float()
         lp, ld = (part[: len(idx)] for part in logits.chunk(2))
         k = logits.shape[1]
@@ -794,7 +819,7 @@ def evaluate_terms(
     finally:
         masker.train(was_training)
     if count == 0:
-        raise InputError(f"{name}: the validation loader yielded no batches.")
+        raise InputError("the validation loader yielded no batches.", argument=name)
     return {f"val_{k}": v / count for k, v in sums.items()}
 
 
@@ -885,16 +910,19 @@ def _fit(
     except TypeError:
         per_epoch = None
     if per_epoch == 0:
-        raise InputError("loader: the training loader is empty (len 0). Hint: check the dataset.")
+        raise InputError(
+            "the training loader is empty (len 0). Hint: check the dataset.", argument="loader"
+        )
     total = config.max_steps or (per_epoch * epochs if per_epoch and epochs else None)
     param_device = next(
         itertools.chain(classifier.parameters(), classifier.buffers()), torch.empty(0)
     ).device
     if param_device.type == "meta" or device.type == "meta":
         raise InputError(
-            f"device: cannot train on the meta device (shapes only, no data); the classifier "
+            "cannot train on the meta device (shapes only, no data); the classifier "
             f"is on {param_device} and training was asked on {device}. Hint: load the "
-            "classifier's weights (e.g. model.to_empty(device='cpu') and load_state_dict) first."
+            "classifier's weights (e.g. model.to_empty(device='cpu') and load_state_dict) first.",
+            argument="device",
         )
     num_classes = masker.config.num_classes
     dtype, classifier_dtype = _training_dtypes(masker, classifier)
@@ -1099,8 +1127,9 @@ def _fit(
                 if not seen_batches and not resuming:
                     if epoch == first_epoch:
                         raise InputError(
-                            f"loader: the training loader yielded no batches in epoch {epoch}. "
-                            "Hint: check the dataset."
+                            f"the training loader yielded no batches in epoch {epoch}. "
+                            "Hint: check the dataset.",
+                            argument="loader",
                         )
                     asked = (
                         f"max_steps={config.max_steps}"
@@ -1161,11 +1190,12 @@ def _one_pixel_map(x: torch.Tensor, masker: MaskingModel) -> bool:
 
 def _single_image_error(x: torch.Tensor, why: str) -> InputError:
     return InputError(
-        f"loader: {why}, but the masker's encoder trains BatchNorm layers, which need more "
+        f"{why}, but the masker's encoder trains BatchNorm layers, which need more "
         f"than one value per channel: a single image of size {tuple(x.shape[-2:])} gives them "
         "a 1x1 map. Hint: use batches of 2 or more images (DataLoader(..., batch_size=32, "
         "drop_last=True)), larger images, or a frozen encoder (pretrained=True or "
-        "encoder='classifier')."
+        "encoder='classifier').",
+        argument="loader",
     )
 
 
@@ -1178,10 +1208,11 @@ def _single_value_batch_norm(x: torch.Tensor) -> Iterator[None]:
         if "Expected more than 1 value per channel" not in str(exc):
             raise
         raise InputError(
-            f"loader: a batch of {len(x)} image(s) of size {tuple(x.shape[-2:])} gives a "
+            f"a batch of {len(x)} image(s) of size {tuple(x.shape[-2:])} gives a "
             f"BatchNorm layer of the masker a single value per channel ({exc}). Hint: use "
             "batches of 2 or more images (DataLoader(..., drop_last=True) drops a short last "
-            "batch), or larger images."
+            "batch), or larger images.",
+            argument="loader",
         ) from exc
 
 

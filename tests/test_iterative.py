@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torchvision.ops import masks_to_boxes
 
-from captum_realtime_mask._captum_compat import _format_inputs, _format_target
+from captum_realtime_mask._captum_compat import format_inputs, format_target
 from captum_realtime_mask._model_state import find_module, frozen_model, snapshot_model
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.iterative import (
@@ -347,22 +347,22 @@ def test_per_image_targets_are_honoured():
 )
 def test_bad_targets_raise_input_error(target, match):
     with pytest.raises(InputError, match=match):
-        _format_target(target, 2, "cpu")
+        format_target(target, 2, "cpu")
 
 
 def test_target_range_checked_when_classes_known():
-    assert _format_target([0, 2], 2, "cpu", num_classes=3).tolist() == [0, 2]
+    assert format_target([0, 2], 2, "cpu", num_classes=3).tolist() == [0, 2]
     with pytest.raises(InputError, match="< 3"):
-        _format_target([0, 3], 2, "cpu", num_classes=3)
+        format_target([0, 3], 2, "cpu", num_classes=3)
     with pytest.raises(InputError, match="None must be resolved"):
-        _format_target(None, 2, "cpu")
+        format_target(None, 2, "cpu")
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(0, 999), min_size=1, max_size=6))
 def test_format_target_list_and_tensor_agree(classes):
-    from_list = _format_target(classes, len(classes), "cpu")
-    from_tensor = _format_target(torch.tensor(classes), len(classes), "cpu")
+    from_list = format_target(classes, len(classes), "cpu")
+    from_tensor = format_target(torch.tensor(classes), len(classes), "cpu")
     assert from_list.dtype == torch.long and from_list.shape == (len(classes),)
     assert torch.equal(from_list, from_tensor)
     assert from_list.tolist() == classes
@@ -370,8 +370,8 @@ def test_format_target_list_and_tensor_agree(classes):
 
 def test_format_inputs():
     x = torch.zeros(1, 3, 4, 4)
-    assert _format_inputs(x) == (x, False)
-    assert _format_inputs((x,)) == (x, True)
+    assert format_inputs(x) == (x, False)
+    assert format_inputs((x,)) == (x, True)
     for bad, match in [
         ((x, x), "1-tuple"),
         (torch.zeros(3, 4, 4), "unsqueeze"),
@@ -379,7 +379,7 @@ def test_format_inputs():
         ([1.0], "torch.Tensor"),
     ]:
         with pytest.raises(InputError, match=match):
-            _format_inputs(bad)
+            format_inputs(bad)
 
 
 def test_attribution_shape_range_device_and_tuple_input():

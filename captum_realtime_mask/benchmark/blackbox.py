@@ -65,8 +65,8 @@ class Normalize(nn.Module):
         super().__init__()
         if len(mean) != len(std) or min(std) <= 0:
             raise InputError(
-                f"Normalize: mean and std need one value per channel and std > 0; got "
-                f"mean={mean}, std={std}."
+                f"mean and std need one value per channel and std > 0; got mean={mean}, std={std}.",
+                argument="Normalize",
             )
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
@@ -133,7 +133,8 @@ class BlackBoxConfig:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if self.optimizer not in ("sgd", "adamw"):
             raise InputError(
-                f"BlackBoxConfig.optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}."
+                f"must be 'sgd' or 'adamw', got {self.optimizer!r}.",
+                argument="BlackBoxConfig.optimizer",
             )
         if self.epochs < 1 or self.batch_size < 1:
             raise InputError(
@@ -143,7 +144,8 @@ class BlackBoxConfig:
         for name in ("crop_prob", "min_cover", "flip_prob", "warmup"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(
-                    f"BlackBoxConfig.{name} must be in [0, 1], got {getattr(self, name)}."
+                    f"must be in [0, 1], got {getattr(self, name)}.",
+                    argument=f"BlackBoxConfig.{name}",
                 )
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +160,7 @@ class BlackBoxConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InputError(f"BlackBoxConfig.from_dict: unknown keys {unknown}.")
+            raise InputError(f"unknown keys {unknown}.", argument="BlackBoxConfig.from_dict")
         return cls(**data)
 
 
@@ -407,7 +409,7 @@ def save_blackbox(model: BlackBox, weights_path: str | os.PathLike[str]) -> Path
     record_path = weights_path.with_suffix(".json")
     missing = {"blackbox", "num_classes"} - set(model.info)
     if missing:
-        raise InputError(f"save_blackbox: model.info lacks {sorted(missing)}.")
+        raise InputError(f"model.info lacks {sorted(missing)}.", argument="save_blackbox")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(weights_path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     record = {"format_version": _FORMAT_VERSION, **model.info}
@@ -520,7 +522,9 @@ def train_blackbox(
         config = replace(config, seed=int(seed))
     dataset = dataset if dataset is not None else ClutteredConfig()
     if max_steps is not None and max_steps < 1:
-        raise InputError(f"train_blackbox: max_steps must be >= 1 or None, got {max_steps}.")
+        raise InputError(
+            f"max_steps must be >= 1 or None, got {max_steps}.", argument="train_blackbox"
+        )
     weights_path, record_path = blackbox_cache_paths(config, dataset, cache_dir, max_steps)
     if not force and weights_path.is_file() and record_path.is_file():
         try:
@@ -547,8 +551,9 @@ def _resolve_config(arch: str | BlackBoxConfig) -> BlackBoxConfig:
         return arch
     if not isinstance(arch, str):
         raise InputError(
-            f"train_blackbox: arch must be a preset name, a timm model name or a "
-            f"BlackBoxConfig, got {type(arch).__name__}."
+            "arch must be a preset name, a timm model name or a "
+            f"BlackBoxConfig, got {type(arch).__name__}.",
+            argument="train_blackbox",
         )
     if arch in BLACKBOX_PRESETS:
         return BLACKBOX_PRESETS[arch]
@@ -556,8 +561,9 @@ def _resolve_config(arch: str | BlackBoxConfig) -> BlackBoxConfig:
 
     if not timm.is_model(arch):
         raise InputError(
-            f"train_blackbox: {arch!r} is neither a preset ({sorted(BLACKBOX_PRESETS)}) nor a "
-            "timm model name (see timm.list_models())."
+            f"{arch!r} is neither a preset ({sorted(BLACKBOX_PRESETS)}) nor a "
+            "timm model name (see timm.list_models()).",
+            argument="train_blackbox",
         )
     return BlackBoxConfig(arch=arch)
 
@@ -577,7 +583,9 @@ def _train(
     val = ClutteredFashionMNIST("val", dataset, root=root, cache_dir=cache_dir)
     test = ClutteredFashionMNIST("test", dataset, root=root, cache_dir=cache_dir)
     if len(train) == 0:
-        raise InputError("train_blackbox: the training split is empty (dataset.n_train == 0).")
+        raise InputError(
+            "the training split is empty (dataset.n_train == 0).", argument="train_blackbox"
+        )
     model = _create(config, num_classes=10)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)

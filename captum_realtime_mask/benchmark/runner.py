@@ -194,12 +194,15 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("quick", "full"):
-            raise InputError(f"BenchmarkConfig.mode: expected 'quick' or 'full', got {self.mode!r}")
+            raise InputError(
+                f"expected 'quick' or 'full', got {self.mode!r}", argument="BenchmarkConfig.mode"
+            )
         unknown = [b for b in self.blackboxes if b not in BLACKBOX_PRESETS]
         if not self.blackboxes or unknown:
             raise InputError(
-                f"BenchmarkConfig.blackboxes: expected keys of BLACKBOX_PRESETS "
-                f"{list(BLACKBOX_PRESETS)}, got {list(self.blackboxes)}"
+                "expected keys of BLACKBOX_PRESETS "
+                f"{list(BLACKBOX_PRESETS)}, got {list(self.blackboxes)}",
+                argument="BenchmarkConfig.blackboxes",
             )
         positive = ("n_train", "n_val", "n_test", "masker_epochs", "iterative_steps", "ig_steps")
         for name in (*positive, "batch_size", "throughput_batch", "jobs"):
@@ -216,35 +219,39 @@ class BenchmarkConfig:
             _check_count("threshold_images", self.threshold_images, minimum=1)
             if self.threshold_images > self.n_val:
                 raise InputError(
-                    f"BenchmarkConfig.threshold_images: {self.threshold_images} is more than "
-                    f"n_val={self.n_val}; lower it or raise n_val"
+                    f"{self.threshold_images} is more than "
+                    f"n_val={self.n_val}; lower it or raise n_val",
+                    argument="BenchmarkConfig.threshold_images",
                 )
         if not isinstance(self.channels_last, bool):
             raise InputError(
-                f"BenchmarkConfig.channels_last: expected True or False, got {self.channels_last!r}"
+                f"expected True or False, got {self.channels_last!r}",
+                argument="BenchmarkConfig.channels_last",
             )
         if any(not isinstance(s, int) or s < 0 for s in self.refine_steps):
             raise InputError(
-                f"BenchmarkConfig.refine_steps: expected non-negative integers, "
-                f"got {self.refine_steps!r}"
+                f"expected non-negative integers, got {self.refine_steps!r}",
+                argument="BenchmarkConfig.refine_steps",
             )
         try:
             ObjectiveConfig.from_dict(self.objective)
         except (TypeError, ValueError) as err:
-            raise InputError(f"BenchmarkConfig.objective: {err}") from None
+            raise InputError(f"{err}", argument="BenchmarkConfig.objective") from None
         _check_by_blackbox(
             "objective_by_blackbox", self.objective_by_blackbox, "dicts of ObjectiveConfig fields"
         )
         for key, overrides in self.objective_by_blackbox.items():
             if not isinstance(overrides, dict):
                 raise InputError(
-                    f"BenchmarkConfig.objective_by_blackbox[{key!r}]: expected a dict of "
-                    f"ObjectiveConfig fields, got {overrides!r}"
+                    f"expected a dict of ObjectiveConfig fields, got {overrides!r}",
+                    argument=f"BenchmarkConfig.objective_by_blackbox[{key!r}]",
                 )
             try:
                 ObjectiveConfig.from_dict(self.objective_for(key))
             except (TypeError, ValueError) as err:
-                raise InputError(f"BenchmarkConfig.objective_by_blackbox[{key!r}]: {err}") from None
+                raise InputError(
+                    f"{err}", argument=f"BenchmarkConfig.objective_by_blackbox[{key!r}]"
+                ) from None
 
     def masker_epochs_for(self, blackbox: str, scratch: bool = False) -> int:
         """Epochs of masker training for one black box (``scratch``: row (b)'s masker)."""
@@ -286,26 +293,29 @@ class BenchmarkConfig:
             raise ValueError(f"mode: expected 'quick' or 'full', got {mode!r}")
         unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
         if unknown:
-            raise InputError(f"BenchmarkConfig.for_mode: unknown options {unknown}")
+            raise InputError(f"unknown options {unknown}", argument="BenchmarkConfig.for_mode")
         return replace(base, **overrides)
 
 
 def _check_count(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"BenchmarkConfig.{name}: expected an integer >= {minimum}, got {value!r}")
+        raise InputError(
+            f"expected an integer >= {minimum}, got {value!r}", argument=f"BenchmarkConfig.{name}"
+        )
 
 
 def _check_by_blackbox(name: str, value: Any, values: str) -> None:
     """Check a per-black-box option: a dict of ``BLACKBOX_PRESETS`` keys to ``values``."""
     if not isinstance(value, dict):
         raise InputError(
-            f"BenchmarkConfig.{name}: expected a dict of black-box keys to {values}, got {value!r}"
+            f"expected a dict of black-box keys to {values}, got {value!r}",
+            argument=f"BenchmarkConfig.{name}",
         )
     for key in value:
         if key not in BLACKBOX_PRESETS:
             raise InputError(
-                f"BenchmarkConfig.{name}: {key!r} is not a key of "
-                f"BLACKBOX_PRESETS {list(BLACKBOX_PRESETS)}"
+                f"{key!r} is not a key of BLACKBOX_PRESETS {list(BLACKBOX_PRESETS)}",
+                argument=f"BenchmarkConfig.{name}",
             )
 
 

@@ -151,8 +151,9 @@ class ClutteredConfig:
             object.__setattr__(self, name, _as_int(getattr(self, name), f"ClutteredConfig.{name}"))
         if isinstance(self.backgrounds, (str, bytes)):
             raise InputError(
-                f"ClutteredConfig.backgrounds must be a sequence of skimage.data names, got the "
-                f"string {self.backgrounds!r}. Hint: backgrounds=({self.backgrounds!r},)."
+                "must be a sequence of skimage.data names, got the "
+                f"string {self.backgrounds!r}. Hint: backgrounds=({self.backgrounds!r},).",
+                argument="ClutteredConfig.backgrounds",
             )
         for name in ("scale_range", "background_crop", "background_brightness"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
@@ -160,32 +161,41 @@ class ClutteredConfig:
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         object.__setattr__(self, "backgrounds", tuple(self.backgrounds))
         if self.image_size < 8:
-            raise InputError(f"ClutteredConfig.image_size must be >= 8, got {self.image_size}.")
+            raise InputError(
+                f"must be >= 8, got {self.image_size}.", argument="ClutteredConfig.image_size"
+            )
         lo, hi = self.scale_range
         if not 0 < lo <= hi <= 1:
             raise InputError(
-                f"ClutteredConfig.scale_range must satisfy 0 < low <= high <= 1 (fractions of "
-                f"the canvas side), got {self.scale_range}."
+                "must satisfy 0 < low <= high <= 1 (fractions of "
+                f"the canvas side), got {self.scale_range}.",
+                argument="ClutteredConfig.scale_range",
             )
         for name in ("background_crop", "tint_saturation", "tint_value", "background_brightness"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi <= 1:
                 raise InputError(
-                    f"ClutteredConfig.{name} must satisfy 0 <= low <= high <= 1, "
-                    f"got {getattr(self, name)}."
+                    f"must satisfy 0 <= low <= high <= 1, got {getattr(self, name)}.",
+                    argument=f"ClutteredConfig.{name}",
                 )
         if not self.backgrounds:
-            raise InputError("ClutteredConfig.backgrounds is empty; name at least one picture.")
+            raise InputError(
+                "is empty; name at least one picture.", argument="ClutteredConfig.backgrounds"
+            )
         if not 0 < self.visible_alpha <= 1:
             raise InputError(
-                f"ClutteredConfig.visible_alpha must be in (0, 1], got {self.visible_alpha}."
+                f"must be in (0, 1], got {self.visible_alpha}.",
+                argument="ClutteredConfig.visible_alpha",
             )
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self, name) < 0:
-                raise InputError(f"ClutteredConfig.{name} must be >= 0, got {getattr(self, name)}.")
+                raise InputError(
+                    f"must be >= 0, got {getattr(self, name)}.", argument=f"ClutteredConfig.{name}"
+                )
         if not 0 < self.val_items < 60000:
             raise InputError(
-                f"ClutteredConfig.val_items must be in [1, 59999], got {self.val_items}."
+                f"must be in [1, 59999], got {self.val_items}.",
+                argument="ClutteredConfig.val_items",
             )
 
     def size_of(self, split: Split) -> int:
@@ -203,8 +213,8 @@ class ClutteredConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(
-                f"ClutteredConfig.from_dict: unknown keys {unknown}; expected some of "
-                f"{sorted(known)}."
+                f"unknown keys {unknown}; expected some of {sorted(known)}.",
+                argument="ClutteredConfig.from_dict",
             )
         return cls(**data)
 
@@ -222,19 +232,20 @@ class ClutteredConfig:
 def _as_int(value: object, name: str) -> int:
     """``value`` as a Python int (NumPy and 0-d integer tensors too); InputError otherwise."""
     if isinstance(value, bool):
-        raise InputError(f"{name} must be an integer, got the bool {value!r}.")
+        raise InputError(f"must be an integer, got the bool {value!r}.", argument=name)
     try:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise InputError(
-            f"{name} must be an integer, got {type(value).__name__} {value!r}. "
-            f"Hint: pass int({value!r}) if a whole number is meant."
+            f"must be an integer, got {type(value).__name__} {value!r}. "
+            f"Hint: pass int({value!r}) if a whole number is meant.",
+            argument=name,
         ) from None
 
 
 def _check_split(split: str) -> Split:
     if split not in _SPLIT_IDS:
-        raise InputError(f"split must be one of 'train', 'val', 'test'; got {split!r}.")
+        raise InputError(f"must be one of 'train', 'val', 'test'; got {split!r}.", argument="split")
     return split  # type: ignore[return-value]
 
 
@@ -413,7 +424,7 @@ def render_composites(
     n, size = len(items), config.image_size
     if uniforms.shape != (n, _DRAWS):
         raise InputError(
-            f"render_composites: uniforms must be ({n}, {_DRAWS}), got {uniforms.shape}."
+            f"uniforms must be ({n}, {_DRAWS}), got {uniforms.shape}.", argument="render_composites"
         )
     images = np.empty((n, 3, size, size), dtype=np.uint8)
     masks = np.empty((n, size, size), dtype=bool)
@@ -572,14 +583,16 @@ class ClutteredFashionMNIST(Dataset):
         for name, fn in (("transform", transform), ("target_transform", target_transform)):
             if fn is not None and not callable(fn):
                 raise InputError(
-                    f"{name} must be a callable or None, got {type(fn).__name__}. Hint: compose "
-                    "several with torchvision.transforms.v2.Compose([...])."
+                    f"must be a callable or None, got {type(fn).__name__}. Hint: compose "
+                    "several with torchvision.transforms.v2.Compose([...]).",
+                    argument=name,
                 )
         self.config = config if config is not None else ClutteredConfig()
         if not isinstance(self.config, ClutteredConfig):
             raise InputError(
-                f"config must be a ClutteredConfig, got {type(self.config).__name__}; build one "
-                "with ClutteredConfig(...) or ClutteredConfig.from_dict(...)."
+                f"must be a ClutteredConfig, got {type(self.config).__name__}; build one "
+                "with ClutteredConfig(...) or ClutteredConfig.from_dict(...).",
+                argument="config",
             )
         self.root = root
         self.download = download
@@ -611,7 +624,7 @@ class ClutteredFashionMNIST(Dataset):
         """
         epoch = _as_int(epoch, "epoch")
         if epoch < 0:
-            raise InputError(f"epoch must be >= 0, got {epoch}.")
+            raise InputError(f"must be >= 0, got {epoch}.", argument="epoch")
         if epoch == self.epoch:
             return
         self.epoch = epoch

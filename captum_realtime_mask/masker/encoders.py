@@ -156,9 +156,10 @@ def _select_scales(reductions: list[int], min_reduction: int, max_reduction: int
             last[r] = i
     if not last:
         raise InputError(
-            f"encoder: no feature map has a stride between min_reduction={min_reduction} and "
+            f"no feature map has a stride between min_reduction={min_reduction} and "
             f"max_reduction={max_reduction} (strides found: {reductions}). Hint: widen the range "
-            "in EncoderSpec."
+            "in EncoderSpec.",
+            argument="encoder",
         )
     return [last[r] for r in sorted(last)]
 
@@ -360,10 +361,11 @@ def _probe_strides(
             module(torch.zeros(1, in_chans, size, size, device=_device_of(module)))
     except Exception as exc:  # the probe image does not suit the model
         raise InputError(
-            f"{label}: a probe image of shape (1, {in_chans}, {size}, {size}), used to find the "
+            f"a probe image of shape (1, {in_chans}, {size}, {size}), used to find the "
             f"feature maps, failed to pass through it ({type(exc).__name__}: {exc}). Hint: set "
             "EncoderSpec(probe_size=...) to a size it accepts, or use encoder='small_cnn' or a "
-            "named encoder such as 'resnet18' (timm) or 'torchvision:resnet18'."
+            "named encoder such as 'resnet18' (timm) or 'torchvision:resnet18'.",
+            argument=label,
         ) from exc
     finally:
         for h in handles:
@@ -407,13 +409,14 @@ def _torchvision_extractor(
         if spec.return_nodes is None:
             if not any(spec.min_reduction <= r <= spec.max_reduction for r in reductions):
                 raise InputError(
-                    f"{label}: {what} could not be split into feature maps: a probe at "
+                    f"{what} could not be split into feature maps: a probe at "
                     f"{spec.probe_size}px found no layer output with a whole stride between "
                     f"min_reduction={spec.min_reduction} and max_reduction={spec.max_reduction} "
                     f"(strides found: {sorted(set(reductions))}). Hint: give the masker an "
                     "encoder of its own: encoder='small_cnn', or a named encoder such as "
                     "'resnet18' (timm) or 'torchvision:resnet18' (pretrained=False without a "
-                    "network); or pass an EncoderSpec with return_nodes or another probe_size."
+                    "network); or pass an EncoderSpec with return_nodes or another probe_size.",
+                    argument=label,
                 )
             # The last module (in completion order) at each stride is the output of that stage.
             picked = _select_scales(reductions, spec.min_reduction, spec.max_reduction)
@@ -423,15 +426,17 @@ def _torchvision_extractor(
             missing = [n for n in nodes if n not in order]
             if missing:
                 raise InputError(
-                    f"encoder.return_nodes: {missing} produced no 4-D feature map in a probe at "
+                    f"{missing} produced no 4-D feature map in a probe at "
                     f"{spec.probe_size}px. Hint: list node names with "
-                    "torchvision.models.feature_extraction.get_graph_node_names(model)."
+                    "torchvision.models.feature_extraction.get_graph_node_names(model).",
+                    argument="encoder.return_nodes",
                 )
             picked = [order.index(n) for n in nodes]
         if not nodes:
             raise InputError(
-                "model: found no convolutional feature maps to use as the masker's encoder. "
-                "Hint: pass encoder='resnet50' (timm) or an EncoderSpec with return_nodes."
+                "found no convolutional feature maps to use as the masker's encoder. "
+                "Hint: pass encoder='resnet50' (timm) or an EncoderSpec with return_nodes.",
+                argument="model",
             )
         try:
             extractor = create_feature_extractor(
@@ -439,9 +444,10 @@ def _torchvision_extractor(
             )
         except Exception as exc:  # torch.fx cannot trace every model
             raise InputError(
-                f"{label}: torchvision's feature extractor could not trace {what} ({exc}). "
+                f"torchvision's feature extractor could not trace {what} ({exc}). "
                 "Hint: use a timm model, encoder='small_cnn', or pass a module that returns a "
-                "list of feature maps."
+                "list of feature maps.",
+                argument=label,
             ) from exc
     finally:
         # create_feature_extractor switches the (shared) modules to train, then eval mode.
@@ -529,8 +535,9 @@ class ModuleFeatures(FeatureEncoder):
             out = self._as_list(module(probe))
         if not out or any(m.dim() != 4 for m in out):
             raise InputError(
-                "encoder: a custom encoder module must return a list of 4-D (N, C, H, W) "
-                f"feature maps; got {[tuple(m.shape) for m in out]}."
+                "a custom encoder module must return a list of 4-D (N, C, H, W) "
+                f"feature maps; got {[tuple(m.shape) for m in out]}.",
+                argument="encoder",
             )
         reductions = [spec.probe_size // m.shape[-1] for m in out]
         self.indices = _select_scales(reductions, spec.min_reduction, spec.max_reduction)
@@ -573,7 +580,7 @@ def build_encoder(
     """
     if spec.kind == "classifier":
         if classifier is None:
-            raise InputError("encoder: kind 'classifier' needs the classifier model.")
+            raise InputError("kind 'classifier' needs the classifier model.", argument="encoder")
         return ClassifierBackbone(classifier, spec)
     if spec.kind == "timm":
         return TimmFeatures(spec)
@@ -584,11 +591,13 @@ def build_encoder(
     if spec.kind == "module":
         if module is None:
             raise InputError(
-                "encoder: kind 'module' needs the encoder module (pass encoder=<module> again "
-                "when loading)."
+                "kind 'module' needs the encoder module (pass encoder=<module> again "
+                "when loading).",
+                argument="encoder",
             )
         return ModuleFeatures(module, spec)
     raise InputError(
-        f"encoder.kind: expected one of 'classifier', 'timm', 'torchvision', 'small_cnn', "
-        f"'module'; got {spec.kind!r}."
+        "expected one of 'classifier', 'timm', 'torchvision', 'small_cnn', "
+        f"'module'; got {spec.kind!r}.",
+        argument="encoder.kind",
     )

@@ -79,7 +79,7 @@ class MaskerConfig:
             return cls(num_classes, encoder, None, 16, 1, "bilinear", None)
         if name == "fast":
             return cls(num_classes, encoder, None, 16, 1, "reduce_bilinear", None)
-        raise InputError(f"preset: expected 'paper', 'light' or 'fast', got {name!r}.")
+        raise InputError(f"expected 'paper', 'light' or 'fast', got {name!r}.", argument="preset")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -145,19 +145,22 @@ class MaskingModel(nn.Module):
         mask_stride = config.mask_stride or min(min(strides), 4)
         if mask_stride > max(strides) or mask_stride & (mask_stride - 1):
             raise InputError(
-                f"mask_stride: expected a power of two <= the encoder's largest stride "
-                f"{max(strides)}, got {mask_stride}."
+                "expected a power of two <= the encoder's largest stride "
+                f"{max(strides)}, got {mask_stride}.",
+                argument="mask_stride",
             )
         self.mask_stride = mask_stride
         filter_stride = config.filter_stride or max(strides)
         if filter_stride not in strides or filter_stride < mask_stride:
             raise InputError(
-                f"filter_stride: expected one of the encoder's strides {list(strides)} that is "
-                f">= the mask stride {mask_stride}, got {config.filter_stride}."
+                f"expected one of the encoder's strides {list(strides)} that is "
+                f">= the mask stride {mask_stride}, got {config.filter_stride}.",
+                argument="filter_stride",
             )
         if config.presence not in ("competitive", "independent"):
             raise InputError(
-                f"presence: expected 'competitive' or 'independent', got {config.presence!r}."
+                f"expected 'competitive' or 'independent', got {config.presence!r}.",
+                argument="presence",
             )
         self.filter_index = strides.index(filter_stride)
         self.filter = FeatureFilter(channels[self.filter_index], config.num_classes)

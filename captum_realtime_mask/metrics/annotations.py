@@ -25,8 +25,8 @@ from typing import IO
 import torch
 from torch import Tensor
 
+from captum_realtime_mask._checks import describe, size_pair
 from captum_realtime_mask.errors import InputError
-from captum_realtime_mask.metrics._checks import _describe, _size_pair
 from captum_realtime_mask.metrics.boxes import _as_box_tensor
 
 __all__ = ["BoxAnnotation", "parse_voc_xml", "resize_pixel_boxes"]
@@ -78,8 +78,8 @@ def resize_pixel_boxes(
         >>> resize_pixel_boxes(torch.tensor([[0.0, 0.0, 99.0, 49.0]]), (100, 200), (10, 10))
         tensor([[0., 0., 4., 4.]])
     """
-    from_h, from_w = _size_pair(from_size, "from_size")
-    to_h, to_w = _size_pair(to_size, "to_size")
+    from_h, from_w = size_pair(from_size, "from_size")
+    to_h, to_w = size_pair(to_size, "to_size")
     b = _as_box_tensor(boxes, "boxes")
     scale = torch.tensor([to_w / from_w, to_h / from_h] * 2, dtype=torch.float64, device=b.device)
     edges = b.to(torch.float64) + torch.tensor([0, 0, 1, 1], dtype=torch.float64, device=b.device)
@@ -165,8 +165,8 @@ def parse_voc_xml(
         where = repr(name) if isinstance(name, str) else "(file object)"
     else:
         raise InputError(
-            "`source` must be a path or an open file of an XML annotation; "
-            f"got {_describe(source)}."
+            f"must be a path or an open file of an XML annotation; got {describe(source)}.",
+            argument="source",
         )
     try:
         root = ET.parse(source).getroot()
@@ -213,7 +213,7 @@ def parse_voc_xml(
     boxes = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
     frame = original_size
     if size is not None:
-        frame = _size_pair(size, "size")
+        frame = size_pair(size, "size")
         boxes = resize_pixel_boxes(boxes, original_size, frame)
     return BoxAnnotation(
         filename=_text(root, "filename", where, required=False),

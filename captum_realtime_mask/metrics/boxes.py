@@ -33,13 +33,13 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou, masks_to_boxes
 
-from captum_realtime_mask.errors import InputError
-from captum_realtime_mask.metrics._checks import (
-    _attribution_batch,
-    _describe,
-    _positive_int,
-    _real_in,
+from captum_realtime_mask._checks import (
+    attribution_batch,
+    describe,
+    integer,
+    real,
 )
+from captum_realtime_mask.errors import InputError
 
 __all__ = [
     "EMPTY_FALLBACKS",
@@ -114,13 +114,14 @@ def normalize_attributions(
         tensor([[[1.0000, 0.0000],
                  [0.5000, 1.0000]]])
     """
-    a = _attribution_batch(attributions)
+    a = attribution_batch(attributions)
     if callable(normalize):
         maps = normalize(a)
         if not isinstance(maps, Tensor) or maps.shape != (a.shape[0], *a.shape[2:]):
             raise InputError(
-                f"`normalize` (a callable) must return maps shaped {(a.shape[0], *a.shape[2:])} "
-                f"(N, H, W); it returned {_describe(maps)}."
+                f"(a callable) must return maps shaped {(a.shape[0], *a.shape[2:])} "
+                f"(N, H, W); it returned {describe(maps)}.",
+                argument="normalize",
             )
         if not maps.is_floating_point():
             maps = maps.to(a.dtype)
@@ -138,14 +139,16 @@ def normalize_attributions(
         )
     else:
         raise InputError(
-            f"`normalize` must be one of {NORMALIZATIONS} or a callable; "
-            f"got {_describe(normalize)}. "
-            'Use "none" for masks in [0, 1] and "abs_minmax" for gradient-like attributions.'
+            f"must be one of {NORMALIZATIONS} or a callable; "
+            f"got {describe(normalize)}. "
+            'Use "none" for masks in [0, 1] and "abs_minmax" for gradient-like attributions.',
+            argument="normalize",
         )
     if not torch.isfinite(maps).all():
         raise InputError(
-            "`attributions` hold NaN or infinite values (after normalisation); "
-            "a box cannot be drawn around them. Check the attribution method's output."
+            "hold NaN or infinite values (after normalisation); "
+            "a box cannot be drawn around them. Check the attribution method's output.",
+            argument="attributions",
         )
     return maps
 
@@ -157,7 +160,8 @@ def _fallback_box(height: int, width: int, empty_fallback: str, device: torch.de
     if empty_fallback == "centre":
         return centre_box(height, width, device=device)
     raise InputError(
-        f"`empty_fallback` must be one of {EMPTY_FALLBACKS}; got {_describe(empty_fallback)}."
+        f"must be one of {EMPTY_FALLBACKS}; got {describe(empty_fallback)}.",
+        argument="empty_fallback",
     )
 
 
@@ -170,20 +174,24 @@ def _check_map_options(
         or isinstance(threshold, bool)
         or not math.isfinite(threshold)
     ):
-        raise InputError(f"`threshold` must be a finite real number; got {_describe(threshold)}.")
+        raise InputError(
+            f"must be a finite real number; got {describe(threshold)}.", argument="threshold"
+        )
     if not callable(normalize) and (
         not isinstance(normalize, str) or normalize not in NORMALIZATIONS
     ):
         raise InputError(
-            f"`normalize` must be one of {NORMALIZATIONS} or a callable; "
-            f"got {_describe(normalize)}. "
-            'Use "none" for masks in [0, 1] and "abs_minmax" for gradient-like attributions.'
+            f"must be one of {NORMALIZATIONS} or a callable; "
+            f"got {describe(normalize)}. "
+            'Use "none" for masks in [0, 1] and "abs_minmax" for gradient-like attributions.',
+            argument="normalize",
         )
     if not isinstance(empty_fallback, str) or empty_fallback not in EMPTY_FALLBACKS:
         raise InputError(
-            f"`empty_fallback` must be one of {EMPTY_FALLBACKS}; got {_describe(empty_fallback)}."
+            f"must be one of {EMPTY_FALLBACKS}; got {describe(empty_fallback)}.",
+            argument="empty_fallback",
         )
-    min_pixels = _positive_int(min_pixels, "min_pixels")
+    min_pixels = integer(min_pixels, "min_pixels", 1)
     return float(threshold), normalize, empty_fallback, min_pixels
 
 
@@ -251,15 +259,16 @@ def _as_box_tensor(boxes: Any, name: str) -> Tensor:
                 else ""
             )
             raise InputError(
-                f"`{name}` must be boxes (x1, y1, x2, y2); got {_describe(boxes)} ({err}).{hint}"
+                f"must be boxes (x1, y1, x2, y2); got {describe(boxes)} ({err}).{hint}",
+                argument=name,
             ) from None
     if boxes.dim() == 0 or boxes.shape[-1] != 4:
         raise InputError(
-            f"`{name}` must hold boxes (x1, y1, x2, y2) in its last dimension; "
-            f"got {_describe(boxes)}."
+            f"must hold boxes (x1, y1, x2, y2) in its last dimension; got {describe(boxes)}.",
+            argument=name,
         )
     if boxes.is_complex():
-        raise InputError(f"`{name}` must be real; got {_describe(boxes)}.")
+        raise InputError(f"must be real; got {describe(boxes)}.", argument=name)
     return boxes.to(torch.float32)
 
 
@@ -284,7 +293,7 @@ def pixel_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     for name, b in (("boxes1", b1), ("boxes2", b2)):
         if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
             raise InputError(
-                f"`{name}` must satisfy x1 <= x2 and y1 <= y2 (inclusive pixel boxes)."
+                "must satisfy x1 <= x2 and y1 <= y2 (inclusive pixel boxes).", argument=name
             )
     one = torch.tensor([0.0, 0.0, 1.0, 1.0], device=b1.device)
     return box_iou(b1 + one, b2 + one)
@@ -306,8 +315,8 @@ def box_area_fraction(boxes: Tensor, height: int, width: int) -> Tensor:
         >>> box_area_fraction(torch.tensor([[3.0, 5.0, 3.0, 5.0], [0.0, 0.0, 9.0, 4.0]]), 10, 10)
         tensor([0.0100, 0.5000])
     """
-    height = _positive_int(height, "height")
-    width = _positive_int(width, "width")
+    height = integer(height, "height", 1)
+    width = integer(width, "width", 1)
     b = (
         boxes
         if isinstance(boxes, Tensor) and boxes.is_floating_point()
@@ -352,11 +361,11 @@ def centre_box(
         >>> centre_box(5, 5, 0.25)  # sides 2.5 -> 3 pixels
         tensor([1., 1., 3., 3.])
     """
-    height = _positive_int(height, "height")
-    width = _positive_int(width, "width")
-    area_fraction = _real_in(area_fraction, "area_fraction", 0.0, 1.0)
+    height = integer(height, "height", 1)
+    width = integer(width, "width", 1)
+    area_fraction = real(area_fraction, "area_fraction", 0.0, 1.0)
     if area_fraction == 0.0:
-        raise InputError("`area_fraction` must be greater than 0; got 0.0.")
+        raise InputError("must be greater than 0; got 0.0.", argument="area_fraction")
     scale = math.sqrt(area_fraction)
     box_w = max(1, math.floor(width * scale + 0.5))
     box_h = max(1, math.floor(height * scale + 0.5))
@@ -382,8 +391,8 @@ def max_box(height: int, width: int, *, device: torch.device | str | None = None
         >>> max_box(4, 6)
         tensor([0., 0., 5., 3.])
     """
-    height = _positive_int(height, "height")
-    width = _positive_int(width, "width")
+    height = integer(height, "height", 1)
+    width = integer(width, "width", 1)
     return torch.tensor([0, 0, width - 1, height - 1], dtype=torch.float32, device=device)
 
 
@@ -418,7 +427,7 @@ def _box_sets(
     Every image must have at least one box. With ``size=(H, W)`` boxes must lie in the image.
     """
     if n < 1:
-        raise InputError(f"`{name}` must describe at least one image; got {_describe(boxes)}.")
+        raise InputError(f"must describe at least one image; got {describe(boxes)}.", argument=name)
     boxes = _array_to_tensor(boxes)
     count = _box_count(boxes)
     if count is None:
@@ -426,9 +435,10 @@ def _box_sets(
         sets = [one] * n
     elif count != n:
         raise InputError(
-            f"`{name}` must describe {n} images (one entry per example); got {_describe(boxes)}. "
+            f"must describe {n} images (one entry per example); got {describe(boxes)}. "
             "An (N, 4) tensor holds one box per image; give several boxes per image as an "
-            "(N, K, 4) tensor or a list of N (K_i, 4) tensors (`[boxes]` for a single image)."
+            "(N, K, 4) tensor or a list of N (K_i, 4) tensors (`[boxes]` for a single image).",
+            argument=name,
         )
     elif isinstance(boxes, Tensor):
         b = _as_box_tensor(boxes, name).to(device)
@@ -438,8 +448,8 @@ def _box_sets(
             sets = list(b.unbind(0))
         else:
             raise InputError(
-                f"`{name}` as a tensor must be shaped (4,), (N, 4) or (N, K, 4); "
-                f"got {_describe(boxes)}."
+                f"as a tensor must be shaped (4,), (N, 4) or (N, K, 4); got {describe(boxes)}.",
+                argument=name,
             )
     else:
         sets = []
@@ -447,14 +457,15 @@ def _box_sets(
             b = _as_box_tensor(item, f"{name}[{i}]").to(device)
             if b.dim() > 2:
                 raise InputError(
-                    f"`{name}[{i}]` must be shaped (4,) or (K, 4); got {_describe(b)}."
+                    f"must be shaped (4,) or (K, 4); got {describe(b)}.", argument=f"{name}[{i}]"
                 )
             sets.append(b.reshape(-1, 4))
     for i, b in enumerate(sets):
         if b.shape[0] == 0:
             raise InputError(
-                f"`{name}[{i}]` holds no box; every image needs at least one. "
-                "Drop images without boxes before scoring them."
+                "holds no box; every image needs at least one. "
+                "Drop images without boxes before scoring them.",
+                argument=f"{name}[{i}]",
             )
     flat = torch.cat(sets)
     bad = ~torch.isfinite(flat).all(dim=1) | (flat != flat.round()).any(dim=1)
@@ -466,9 +477,10 @@ def _box_sets(
         image = int((torch.tensor([b.shape[0] for b in sets]).cumsum(0) <= first).sum())
         limits = f" and x2 <= {size[1] - 1}, y2 <= {size[0] - 1}" if size is not None else ""
         raise InputError(
-            f"`{name}` for image {image} holds the box {flat[first].tolist()}; boxes must be "
+            f"for image {image} holds the box {flat[first].tolist()}; boxes must be "
             f"whole-number inclusive pixel indices (x1, y1, x2, y2) with 0 <= x1 <= x2, "
             f"0 <= y1 <= y2{limits}. Hint: exclusive-end boxes need x2 - 1 and y2 - 1; "
-            "resize_pixel_boxes maps boxes from the original image to the input size."
+            "resize_pixel_boxes maps boxes from the original image to the input size.",
+            argument=name,
         )
     return sets

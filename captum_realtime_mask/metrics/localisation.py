@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from captum_realtime_mask._checks import attribution_batch, describe, real
 from captum_realtime_mask.errors import InputError
-from captum_realtime_mask.metrics._checks import _attribution_batch, _describe, _real_in
 from captum_realtime_mask.metrics.boxes import (
     Normalization,
     _box_count,
@@ -84,15 +84,15 @@ def localisation_details(
         >>> r.boxes, r.ious, r.hits
         (tensor([[0., 0., 3., 3.]]), tensor([0.8000]), tensor([True]))
     """
-    iou_threshold = _real_in(iou_threshold, "iou_threshold", 0.0, 1.0)
+    iou_threshold = real(iou_threshold, "iou_threshold", 0.0, 1.0)
     if (attributions is None) == (boxes is None):
         raise InputError(
             "Give exactly one of `attributions` (boxes are drawn around the map) and `boxes` "
-            f"(predicted boxes as given); got attributions={_describe(attributions)} and "
-            f"boxes={_describe(boxes)}."
+            f"(predicted boxes as given); got attributions={describe(attributions)} and "
+            f"boxes={describe(boxes)}."
         )
     if attributions is not None:
-        a = _attribution_batch(attributions)
+        a = attribution_batch(attributions)
         n, size, device = a.shape[0], (a.shape[2], a.shape[3]), a.device
         predicted, empty = attributions_to_boxes(
             a, threshold, normalize, empty_fallback=empty_fallback, min_pixels=min_pixels
@@ -104,8 +104,9 @@ def localisation_details(
         sets = _box_sets(boxes, n, "boxes", device)
         if any(s.shape[0] != 1 for s in sets):
             raise InputError(
-                "`boxes` must give exactly one predicted box per image; got "
-                f"{[s.shape[0] for s in sets]} boxes per image."
+                "must give exactly one predicted box per image; got "
+                f"{[s.shape[0] for s in sets]} boxes per image.",
+                argument="boxes",
             )
         predicted = torch.cat(sets)
         empty = torch.zeros(n, dtype=torch.bool, device=device)
@@ -215,7 +216,7 @@ class LocalisationEvaluator:
         min_pixels: int = 1,
     ) -> None:
         # Validate now, not at the first update(), so a typo fails where it was made.
-        iou_threshold = _real_in(iou_threshold, "iou_threshold", 0.0, 1.0)
+        iou_threshold = real(iou_threshold, "iou_threshold", 0.0, 1.0)
         threshold, normalize, empty_fallback, min_pixels = _check_map_options(
             threshold, normalize, empty_fallback, min_pixels
         )

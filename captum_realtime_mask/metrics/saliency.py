@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_realtime_mask.errors import InputError
-from captum_realtime_mask.metrics._checks import (
-    _attribution_batch,
-    _describe,
-    _flag,
-    _image_batch,
-    _positive_int,
-    _real_in,
+from captum_realtime_mask._checks import (
+    attribution_batch,
+    describe,
+    flag,
+    image_batch,
+    integer,
+    real,
 )
+from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.metrics.boxes import (
     Normalization,
     _box_sets,
@@ -78,14 +78,16 @@ def _format_target(target: Any, n: int, device: torch.device) -> Tensor:
     )
     if isinstance(target, bool) or target is None:
         raise InputError(
-            f"`target` must name the class to score for each image; got {_describe(target)}. {hint}"
+            f"must name the class to score for each image; got {describe(target)}. {hint}",
+            argument="target",
         )
     if isinstance(target, numbers.Integral):
         t = torch.full((n,), int(target), dtype=torch.long, device=device)
     elif isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise InputError(
-                f"`target` must hold integer class indices; got {_describe(target)}. {hint}"
+                f"must hold integer class indices; got {describe(target)}. {hint}",
+                argument="target",
             )
         if target.numel() == 1:
             t = target.reshape(1).to(device=device, dtype=torch.long).expand(n)
@@ -93,20 +95,24 @@ def _format_target(target: Any, n: int, device: torch.device) -> Tensor:
             t = target.to(device=device, dtype=torch.long)
         else:
             raise InputError(
-                f"`target` must hold 1 or N = {n} class indices; got {_describe(target)}. {hint}"
+                f"must hold 1 or N = {n} class indices; got {describe(target)}. {hint}",
+                argument="target",
             )
     elif isinstance(target, (list, tuple)) and all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in target
     ):
         if len(target) != n:
             raise InputError(
-                f"`target` must list N = {n} class indices; got {_describe(target)}. {hint}"
+                f"must list N = {n} class indices; got {describe(target)}. {hint}",
+                argument="target",
             )
         t = torch.tensor([int(v) for v in target], dtype=torch.long, device=device)
     else:
-        raise InputError(f"`target` has an unsupported type: {_describe(target)}. {hint}")
+        raise InputError(f"has an unsupported type: {describe(target)}. {hint}", argument="target")
     if (t < 0).any():
-        raise InputError(f"`target` must hold non-negative class indices; got {t.tolist()}.")
+        raise InputError(
+            f"must hold non-negative class indices; got {t.tolist()}.", argument="target"
+        )
     return t
 
 
@@ -135,12 +141,13 @@ def _check_options(
     """Validate the metric's scalar options; return them, or raise InputError."""
     if not callable(forward_func):
         raise InputError(
-            f"`forward_func` must be callable (a model or function); got {_describe(forward_func)}."
+            f"must be callable (a model or function); got {describe(forward_func)}.",
+            argument="forward_func",
         )
-    area_floor = _real_in(area_floor, "area_floor", 0.0, 1.0)
+    area_floor = real(area_floor, "area_floor", 0.0, 1.0)
     if max_examples_per_batch is not None:
-        max_examples_per_batch = _positive_int(max_examples_per_batch, "max_examples_per_batch")
-    return area_floor, max_examples_per_batch, _flag(apply_softmax, "apply_softmax")
+        max_examples_per_batch = integer(max_examples_per_batch, "max_examples_per_batch", 1)
+    return area_floor, max_examples_per_batch, flag(apply_softmax, "apply_softmax")
 
 
 def _target_log_probs(out: Tensor, tgt: Tensor, apply_softmax: bool, index: Tensor) -> Tensor:
@@ -214,7 +221,7 @@ def saliency_metric_details(
         >>> r.scores  # mean of (log 0.25 - log 0.25) and (log 1 - log 0.25)
         tensor([0.6931])
     """
-    x = _image_batch(inputs)
+    x = image_batch(inputs)
     n, _, height, width = x.shape
     area_floor, max_examples_per_batch, apply_softmax = _check_options(
         forward_func, area_floor, max_examples_per_batch, apply_softmax
@@ -222,17 +229,18 @@ def saliency_metric_details(
     if (attributions is None) == (boxes is None):
         raise InputError(
             "Give exactly one of `attributions` (boxes are drawn around the map) and `boxes` "
-            f"(scored as given); got attributions={_describe(attributions)} "
-            f"and boxes={_describe(boxes)}."
+            f"(scored as given); got attributions={describe(attributions)} "
+            f"and boxes={describe(boxes)}."
         )
     targets = _format_target(target, n, x.device)
 
     if attributions is not None:
-        a = _attribution_batch(attributions)
+        a = attribution_batch(attributions)
         if a.shape[0] != n or a.shape[2:] != x.shape[2:] or a.shape[1] not in (1, x.shape[1]):
             raise InputError(
-                f"`attributions` must be shaped like `inputs` {tuple(x.shape)}, or (N, 1, H, W), "
-                f"or (N, H, W); got {_describe(a)}."
+                f"must be shaped like `inputs` {tuple(x.shape)}, or (N, 1, H, W), "
+                f"or (N, H, W); got {describe(a)}.",
+                argument="attributions",
             )
         flat_boxes, empty = attributions_to_boxes(
             a.to(x.device),
@@ -263,14 +271,16 @@ def saliency_metric_details(
             out = forward_func(crops, *_select_args(args, n, index))
             if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != crops.shape[0]:
                 raise InputError(
-                    f"`forward_func` must return scores shaped (batch, classes); for a batch of "
-                    f"{crops.shape[0]} crops it returned {_describe(out)}."
+                    "must return scores shaped (batch, classes); for a batch of "
+                    f"{crops.shape[0]} crops it returned {describe(out)}.",
+                    argument="forward_func",
                 )
             tgt = targets[index].to(out.device)
             if int(tgt.max()) >= out.shape[1]:
                 raise InputError(
-                    f"`target` holds class {int(tgt.max())} but `forward_func` returns only "
-                    f"{out.shape[1]} classes."
+                    f"holds class {int(tgt.max())} but `forward_func` returns only "
+                    f"{out.shape[1]} classes.",
+                    argument="target",
                 )
             logp = _target_log_probs(out.to(dtype), tgt, apply_softmax, index)
             log_probs.append(logp.to(x.device))

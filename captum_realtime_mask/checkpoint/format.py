@@ -77,8 +77,9 @@ def previous_version(directory: str | os.PathLike[str]) -> Path:
     directory = Path(os.path.abspath(directory))
     if not directory.name:
         raise InputError(
-            f"directory: the filesystem root {str(directory)!r} cannot hold a checkpoint. "
-            "Hint: pass a folder inside it, e.g. a new 'masker' folder."
+            f"the filesystem root {str(directory)!r} cannot hold a checkpoint. "
+            "Hint: pass a folder inside it, e.g. a new 'masker' folder.",
+            argument="directory",
         )
     return directory.with_name(f".{directory.name}.old")
 
@@ -88,13 +89,15 @@ def _as_path(directory: Any) -> Path:
     raw = os.fspath(directory) if isinstance(directory, str | os.PathLike) else None
     if not isinstance(raw, str):
         raise InputError(
-            "directory: expected a folder path (a str or os.PathLike such as pathlib.Path), "
-            f"got {type(directory).__name__}. Hint: pass e.g. 'runs/masker'."
+            "expected a folder path (a str or os.PathLike such as pathlib.Path), "
+            f"got {type(directory).__name__}. Hint: pass e.g. 'runs/masker'.",
+            argument="directory",
         )
     if not raw:
         raise InputError(
-            "directory: expected a folder path, got an empty string. Hint: pass '.' for the "
-            "current folder, or e.g. 'runs/masker'."
+            "expected a folder path, got an empty string. Hint: pass '.' for the "
+            "current folder, or e.g. 'runs/masker'.",
+            argument="directory",
         )
     return Path(raw)
 
@@ -148,7 +151,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _target_path(directory: Any) -> Path:
+def target_path(directory: Any) -> Path:
     """The absolute folder to write; a symbolic link is followed to the folder it names."""
     path = Path(os.path.abspath(_as_path(directory)))
     if path.is_symlink():
@@ -156,8 +159,9 @@ def _target_path(directory: Any) -> Path:
             path = path.resolve(strict=False)
         except (OSError, RuntimeError) as exc:  # a loop of links
             raise InputError(
-                f"directory: {str(path)!r} is a symbolic link that cannot be followed ({exc}). "
-                "Hint: pass a new or empty folder."
+                f"{str(path)!r} is a symbolic link that cannot be followed ({exc}). "
+                "Hint: pass a new or empty folder.",
+                argument="directory",
             ) from exc
     return path
 
@@ -177,14 +181,15 @@ def _package_config(directory: Path) -> dict[str, Any] | None:
     return meta if markers and isinstance(meta.get("files"), dict) else None
 
 
-def _target_kind(directory: Path) -> tuple[str, dict[str, Any] | None]:
+def target_kind(directory: Path) -> tuple[str, dict[str, Any] | None]:
     """``("new" | "empty" | "checkpoint", old config)``; anything else raises InputError."""
     if not directory.exists():
         return "new", None
     if not directory.is_dir():
         raise InputError(
-            f"directory: expected a folder for the checkpoint, but {str(directory)!r} is a "
-            "file (left as it is). Hint: pass the path of a new or empty folder."
+            f"expected a folder for the checkpoint, but {str(directory)!r} is a "
+            "file (left as it is). Hint: pass the path of a new or empty folder.",
+            argument="directory",
         )
     entries = sorted(p.name for p in directory.iterdir())
     if not entries:
@@ -194,10 +199,11 @@ def _target_kind(directory: Path) -> tuple[str, dict[str, Any] | None]:
         return "checkpoint", meta
     shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
     raise InputError(
-        f"directory: expected a new folder, an empty one or a checkpoint folder written by this "
+        "expected a new folder, an empty one or a checkpoint folder written by this "
         f"package, but {str(directory)!r} holds other files ({shown}) and no checkpoint "
         f"{CONFIG_NAME}; nothing was written. Hint: pass a new or empty folder, e.g. "
-        f"{str(directory / 'masker')!r}."
+        f"{str(directory / 'masker')!r}.",
+        argument="directory",
     )
 
 
@@ -299,17 +305,18 @@ def write_checkpoint(
         InputError: ``directory`` is not a path, is a file, or is a folder that holds other
             files and no checkpoint of this package.
     """
-    directory = _target_path(directory)
-    kind, meta = _target_kind(directory)
+    directory = target_path(directory)
+    kind, meta = target_kind(directory)
     old = previous_version(directory)
     # The user's files come from the current version or, after a save that died between its
     # renames, from the parked one.
     parked = _package_config(old)
     if parked is None and (old.exists() or old.is_symlink()):
         raise InputError(
-            f"directory: {str(old)!r}, where a save parks the previous version of "
+            f"{str(old)!r}, where a save parks the previous version of "
             f"{str(directory)!r}, exists and is not a checkpoint of this package; nothing was "
-            "written. Hint: rename or move it, or pass another folder."
+            "written. Hint: rename or move it, or pass another folder.",
+            argument="directory",
         )
     source = directory if kind == "checkpoint" else old
     if kind != "checkpoint":
@@ -321,8 +328,9 @@ def write_checkpoint(
         directory.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
         raise InputError(
-            f"directory: cannot create {str(directory)!r}: a part of its path is a file "
-            f"({exc}). Hint: pass a folder whose parent folders are folders."
+            f"cannot create {str(directory)!r}: a part of its path is a file "
+            f"({exc}). Hint: pass a folder whose parent folders are folders.",
+            argument="directory",
         ) from exc
 
     if kind == "empty":
@@ -369,7 +377,7 @@ def write_checkpoint(
     return directory
 
 
-def _file_in_the_way(path: Path) -> Path | None:
+def file_in_the_way(path: Path) -> Path | None:
     """The first existing part of ``path`` (itself, then its parents) when it is not a folder.
 
     None means ``path`` is a folder or can be created as one (``mkdir(parents=True)``).

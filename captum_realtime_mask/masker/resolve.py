@@ -1,0 +1,90 @@
+"""From the user's arguments to the masker's specs: the encoder, and the number of classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from captum_realtime_mask.errors import InputError
+from captum_realtime_mask.masker.encoders import EncoderSpec
+
+__all__ = ["EncoderArg", "infer_num_classes", "resolve_encoder", "saved_num_classes"]
+
+#: What ``RealTimeMaskAttribution(encoder=...)`` accepts.
+EncoderArg = str | EncoderSpec | nn.Module
+
+
+def infer_num_classes(model: nn.Module | None) -> int | None:
+    """Classes of a timm / torchvision classifier: ``num_classes`` or the last Linear's width.
+
+    A Linear that is the model's last module with weights decides (a replaced ``fc``, or a
+    head appended in an ``nn.Sequential``, leaves a stale ``num_classes`` attribute behind).
+    """
+    if model is None:
+        return None
+    weighted = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
+    if weighted and isinstance(weighted[-1], nn.Linear):
+        return int(weighted[-1].out_features)
+    for m in reversed(list(model.modules())):
+        n = getattr(m, "num_classes", None)
+        if isinstance(n, int) and n > 0:
+            return n
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def saved_num_classes(meta: dict[str, Any]) -> int | None:
+    """The class count of the classifier a saved masker was trained for, from its config.
+
+    Saves record ``classifier_num_classes``; older saves and training checkpoints only the
+    masker's ``num_classes``. None when neither is an int.
+    """
+    masker = meta.get("masker")
+    for value in (
+        meta.get("classifier_num_classes"),
+        masker.get("num_classes") if isinstance(masker, dict) else None,
+    ):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def resolve_encoder(
+    encoder: EncoderArg, pretrained: bool | None
+) -> tuple[EncoderSpec, nn.Module | None]:
+    """Turn the ``encoder`` argument into a spec (and the user's module, if one was given)."""
+    if isinstance(encoder, EncoderSpec):
+        return encoder, None
+    if isinstance(encoder, nn.Module):
+        return EncoderSpec(kind="module", frozen=bool(pretrained)), encoder
+    if not isinstance(encoder, str):
+        raise InputError(
+            "expected 'classifier', 'small_cnn', a timm model name (e.g. 'resnet50'), "
+            f"'torchvision:<name>', an EncoderSpec or an nn.Module; got {type(encoder).__name__}.",
+            argument="encoder",
+        )
+    if encoder in ("classifier", "small_cnn"):
+        return EncoderSpec(kind=encoder), None
+    if encoder.startswith("torchvision:"):
+        name = encoder.split(":", 1)[1]
+        import torchvision
+
+        if name not in torchvision.models.list_models():
+            raise InputError(
+                f"{name!r} is not a torchvision model name. Hint: pick one from "
+                "torchvision.models.list_models(), e.g. 'torchvision:resnet50'.",
+                argument="encoder",
+            )
+        return EncoderSpec(kind="torchvision", name=name, pretrained=pretrained is not False), None
+    name = encoder.split(":", 1)[1] if encoder.startswith("timm:") else encoder
+    import timm
+
+    if not timm.is_model(name):
+        raise InputError(
+            f"{encoder!r} is not a timm model name. Hint: pass 'classifier' (the "
+            "default), 'small_cnn', a name from timm.list_models() such as 'resnet50', or "
+            "'torchvision:<name>'.",
+            argument="encoder",
+        )
+    return EncoderSpec(kind="timm", name=name, pretrained=pretrained is not False), None
