@@ -13,6 +13,7 @@ from captum_realtime_mask._checks import is_int
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
+    "LOGITS_HINT",
     "check_logits",
     "format_additional_forward_args",
     "format_inputs",
@@ -22,6 +23,14 @@ __all__ = [
 ]
 
 TargetLike = int | torch.Tensor | Sequence[int] | None
+
+#: How to adapt a classifier that returns something else than a logits tensor (a Hugging Face
+#: model's output object, a tuple): an nn.Module, so that fit() can freeze it.
+LOGITS_HINT = (
+    "wrap the model in an nn.Module whose forward returns one row of class logits per "
+    "image, e.g. class Logits(nn.Module) with forward(self, x) returning self.model(x).logits "
+    "(fit() needs an nn.Module to freeze: a lambda only works for attribute())."
+)
 
 
 def format_inputs(inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, bool]:
@@ -220,8 +229,17 @@ def forward(
     return out
 
 
-def check_logits(out: Any, n: int, num_classes: int | None = None) -> None:
+def check_logits(
+    out: Any, n: int, num_classes: int | None = None, batch: int | None = None
+) -> None:
     """Raise :class:`InputError` unless ``out`` is a tensor of class scores ``(n, num_classes)``.
+
+    Args:
+        out: What the classifier returned.
+        n: The number of images it was given.
+        num_classes: When given, the number of class scores each row must have.
+        batch: The size of the user's batch those ``n`` images were made from (fit() calls
+            the classifier on masked copies), to name it in the message.
 
     Example:
         >>> check_logits(torch.zeros(2, 3), 2, num_classes=3)
@@ -229,12 +247,13 @@ def check_logits(out: Any, n: int, num_classes: int | None = None) -> None:
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         k = num_classes if num_classes is not None else "K"
-        raise InputError(
-            f"expected logits shaped (N, K) = ({n}, {k}), got {shape}. Hint: "
-            "wrap the model so that it returns one row of class logits per image (e.g. "
-            "lambda x: model(x).logits).",
-            argument="forward_func",
-        )
+        where = f"expected logits shaped (N, K) = ({n}, {k})"
+        if batch is not None and batch != n:
+            where = (
+                f"for a batch of {batch} images, fit() called the classifier on {n} images made "
+                f"from them and expected logits shaped (N, K) = ({n}, {k})"
+            )
+        raise InputError(f"{where}, got {shape}. Hint: {LOGITS_HINT}", argument="forward_func")
     if num_classes is not None and out.shape[1] != num_classes:
         raise InputError(
             f"expected {num_classes} class scores per image (num_classes), got "

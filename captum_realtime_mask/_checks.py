@@ -113,18 +113,19 @@ def real(
         >>> real(0, "lr", 0, low_open=True)
         Traceback (most recent call last):
         ...
-        captum_realtime_mask.errors.InputError: lr: expected a real number > 0, got int 0.
+        captum_realtime_mask.errors.InputError: lr: expected a finite real number > 0, got int 0.
     """
     if value is None and none_ok:
         return None
+    number_kind = "a finite real number" if finite else "a real number"
     if low is not None and high is not None:
         expected = f"a real number in {'(' if low_open else '['}{low}, {high}]"
     elif low is not None:
-        expected = f"a real number {'>' if low_open else '>='} {low}"
+        expected = f"{number_kind} {'>' if low_open else '>='} {low}"
     elif high is not None:
-        expected = f"a real number <= {high}"
+        expected = f"{number_kind} <= {high}"
     else:
-        expected = "a finite real number" if finite else "a real number"
+        expected = number_kind
     if none_ok:
         expected += " or None"
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -150,8 +151,14 @@ def flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def one_of(value: Any, name: str, options: Sequence[T]) -> T:
+def one_of(value: Any, name: str, options: Sequence[T], *, hint: str = "") -> T:
     """``value`` if it is one of ``options`` (compared with ``==``, strings exactly).
+
+    Args:
+        value: What came.
+        name: The argument's name, for the message.
+        options: The values accepted.
+        hint: Appended to the message.
 
     Example:
         >>> one_of("cosine", "lr_schedule", ("constant", "cosine"))
@@ -163,7 +170,7 @@ def one_of(value: Any, name: str, options: Sequence[T]) -> T:
         found = False
     if not found:
         shown = " or ".join(repr(o) for o in options)
-        raise InputError(f"expected one of {shown}, got {describe(value)}.", name)
+        raise InputError(f"expected one of {shown}, got {describe(value)}.{_space(hint)}", name)
     return value
 
 

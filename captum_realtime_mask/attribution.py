@@ -18,6 +18,7 @@ from torch import nn
 
 from captum_realtime_mask import __version__
 from captum_realtime_mask._captum_compat import (
+    LOGITS_HINT,
     format_inputs,
     format_target,
     predicted_target,
@@ -300,7 +301,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         if self.model is None:
             raise InputError(
                 "fit() needs the classifier as an nn.Module (or its bound "
-                "forward) to freeze it during training.",
+                f"forward) to freeze it during training. Hint: {LOGITS_HINT}",
                 argument="forward_func",
             )
         unknown = set(options) - set(FitConfig.__dataclass_fields__)
@@ -617,7 +618,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         """
         from pathlib import Path
 
-        from captum_realtime_mask.training import _latest_checkpoint
+        from captum_realtime_mask.checkpoint import latest_checkpoint
 
         if not isinstance(directory, str | os.PathLike):
             hint = (
@@ -649,7 +650,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
             # A fit(checkpoint_dir=...) folder gives its newest step; where there is no
             # checkpoint at all, read_checkpoint below says what is missing.
             with contextlib.suppress(CheckpointError):
-                path = _latest_checkpoint(path)
+                path = latest_checkpoint(path)
         meta, tensors = read_checkpoint(path, device=device)
         if meta.get("kind") != "RealTimeMaskAttribution" or "masker" not in tensors:
             raise CheckpointError(f"{path}: not a RealTimeMaskAttribution checkpoint.")

@@ -278,14 +278,14 @@ def test_channels_last_fit_trains_alike_and_gives_both_models_their_layout_back(
 @pytest.mark.parametrize("destroy_fill", ["alternative", "inpaint"])
 def test_gradients_reach_the_masker_and_never_the_classifier(timm_resnet, destroy_fill):
     from captum_realtime_mask.objective import ObjectiveConfig
-    from captum_realtime_mask.training import _step_terms
+    from captum_realtime_mask.training.step import step_terms
 
     x, y = _batch()
     attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn")
     attr.masker.train()
     for p in timm_resnet.parameters():
         p.requires_grad_(False)
-    terms, _ = _step_terms(
+    terms, _ = step_terms(
         attr.masker,
         timm_resnet,
         x,
@@ -490,13 +490,13 @@ def test_learning_on_coloured_squares(squares_task):
 
 
 def test_shape_bucket_pads_real_selectors_with_fake_ones():
-    from captum_realtime_mask.training import _shape_bucket
+    from captum_realtime_mask.training.step import shape_bucket
 
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
         real = torch.rand(64, generator=g) > 0.3
         idx = real.nonzero().squeeze(1)
-        used = _shape_bucket(idx, real)
+        used = shape_bucket(idx, real)
         assert torch.equal(used[: len(idx)], idx)
         assert len(used) % 8 == 0 or len(used) == 64
         assert not real[used[len(idx) :]].any()
@@ -505,7 +505,7 @@ def test_shape_bucket_pads_real_selectors_with_fake_ones():
 
 def test_fake_selectors_avoid_classes_the_classifier_sees(timm_resnet):
     from captum_realtime_mask.objective import ObjectiveConfig
-    from captum_realtime_mask.training import _step_terms
+    from captum_realtime_mask.training.step import step_terms
 
     # Fixed logits: class 4 is the only class under 5% on images 0-3; on images 4-5 every
     # class is likely (uniform), so they have no candidate and keep their label.
@@ -529,7 +529,7 @@ def test_fake_selectors_avoid_classes_the_classifier_sees(timm_resnet):
 
     attr.masker.forward = spy
     for seed in range(5):
-        _, real = _step_terms(
+        _, real = step_terms(
             attr.masker, Fixed(), x, y, 5, objective, torch.Generator().manual_seed(seed)
         )
         assert real.tolist() == [False] * 4 + [True] * 2
@@ -542,8 +542,8 @@ def test_fake_selectors_avoid_classes_the_classifier_sees(timm_resnet):
 
 
 def test_padded_classifier_batches_leave_the_loss_unchanged(timm_resnet, monkeypatch):
-    from captum_realtime_mask import training
     from captum_realtime_mask.objective import ObjectiveConfig
+    from captum_realtime_mask.training import step
 
     x, y = torch.rand(12, 3, 32, 32), torch.arange(12) % 5
     attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn", seed=0)
@@ -551,8 +551,8 @@ def test_padded_classifier_batches_leave_the_loss_unchanged(timm_resnet, monkeyp
     objective = ObjectiveConfig(fake_prob=0.5, blur_prob=1.0)
 
     def terms(devices):
-        monkeypatch.setattr(training, "_BUCKETED_DEVICES", frozenset(devices))
-        out, real = training._step_terms(
+        monkeypatch.setattr(step, "BUCKETED_DEVICES", frozenset(devices))
+        out, real = step.step_terms(
             attr.masker, timm_resnet, x, y, 5, objective, torch.Generator().manual_seed(3)
         )
         return out, real

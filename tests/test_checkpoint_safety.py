@@ -12,7 +12,7 @@ from conftest import make_test_resnet
 from torch import nn
 
 from captum_realtime_mask import RealTimeMaskAttribution
-from captum_realtime_mask import checkpoint as checkpoint_mod
+from captum_realtime_mask.checkpoint import format as checkpoint_mod
 from captum_realtime_mask.checkpoint import read_checkpoint, write_checkpoint
 from captum_realtime_mask.errors import CheckpointError, InputError
 

@@ -20,6 +20,7 @@ from captum_realtime_mask import (
     training,
 )
 from captum_realtime_mask._model_state import snapshot_model
+from captum_realtime_mask.training import trainer
 
 SIZE = 32  # test_resnet's deepest map is 1x1 at 32 px
 FIT = {"progress": False}
@@ -265,7 +266,7 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path):
     for path in (blocker, blocker / "sub"):
         with pytest.raises(InputError, match="checkpoint_dir: .*file"):
             attr.fit([(x, y)], epochs=1, checkpoint_dir=str(path), **FIT)
-    with pytest.raises(InputError, match="checkpoint_dir: expected a folder path"):
+    with pytest.raises(InputError, match=r"checkpoint_dir: expected a path \(a str or os.PathLike\) or None, got int 3"):
         attr.fit([(x, y)], epochs=1, checkpoint_dir=3, **FIT)
     assert same(masker_before, weights(attr)) and blocker.read_text() == "not a folder"
     # A pathlib.Path works and is stored as a string in the checkpoints' JSON.
@@ -310,7 +311,7 @@ def test_resumed_history_is_the_interrupted_runs(tmp_path, monkeypatch):
     data = [(x, y)] * 3
     reference = RealTimeMaskAttribution(classifier()).fit(data, epochs=2, **FIT)
     crashed = RealTimeMaskAttribution(classifier())
-    real = training._step_terms
+    real = trainer.step_terms
     calls = iter(range(100))
 
     def crash_at_5(*args, **kwargs):
@@ -319,7 +320,7 @@ def test_resumed_history_is_the_interrupted_runs(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(training, "_step_terms", crash_at_5)
+        m.setattr(trainer, "step_terms", crash_at_5)
         with pytest.raises(KeyboardInterrupt):
             crashed.fit(data, epochs=2, checkpoint_dir=str(tmp_path), checkpoint_every=1, **FIT)
     assert crashed.history == []  # a failed call reports nothing
@@ -332,21 +333,21 @@ def test_resumed_history_is_the_interrupted_runs(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "options, expected",
     [
-        ({"lr": "1e-3"}, r"lr: expected a number, got str '1e-3'.*lr=1e-3"),
-        ({"lr": True}, "lr: expected a number"),
-        ({"lr": math.inf}, "lr: expected a positive learning rate"),
-        ({"seed": None}, r"seed: expected an int .*None.*seed=0"),
+        ({"lr": "1e-3"}, r"lr: expected a finite real number > 0, got str '1e-3'.*lr=1e-3"),
+        ({"lr": True}, "lr: expected a finite real number > 0, got bool True"),
+        ({"lr": math.inf}, "lr: expected a finite real number > 0, got float inf"),
+        ({"seed": None}, r"seed: expected an int, got NoneType None.*seed=0"),
         ({"seed": "x"}, "seed: expected an int"),
         ({"seed": 1.5}, "seed: expected an int"),
         ({"epochs": True, "max_steps": None}, r"epochs: .*bool True"),
         ({"max_steps": True}, r"max_steps: .*bool True"),
         ({"checkpoint_every": True}, r"checkpoint_every: .*bool True"),
         ({"keep_last": True}, r"keep_last: .*bool"),
-        ({"weight_decay": "0"}, "weight_decay: expected a number"),
-        ({"grad_clip": "1"}, "grad_clip: expected a number"),
-        ({"area_warmup": None}, "area_warmup: expected a number"),
-        ({"lr_schedule": ["cosine"]}, "lr_schedule: expected"),
-        ({"extra": 3}, "extra: expected a dict"),
+        ({"weight_decay": "0"}, "weight_decay: expected a finite real number >= 0, got str"),
+        ({"grad_clip": "1"}, "grad_clip: expected a finite real number > 0 or None, got str"),
+        ({"area_warmup": None}, r"area_warmup: expected a real number in \[0, 1\], got NoneType"),
+        ({"lr_schedule": ["cosine"]}, "lr_schedule: expected one of 'constant' or 'cosine'"),
+        ({"extra": {}}, r"fit\(\): unknown options \['extra'\]"),
     ],
     ids=lambda v: str(v) if isinstance(v, dict) else "",
 )

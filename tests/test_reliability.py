@@ -34,11 +34,12 @@ from captum_realtime_mask import (
     ObjectiveConfig,
     RealTimeMaskAttribution,
     TrainingError,
-    training,
 )
-from captum_realtime_mask import checkpoint as checkpoint_mod
+from captum_realtime_mask.checkpoint import format as checkpoint_mod
 from captum_realtime_mask._model_state import snapshot_model
 from captum_realtime_mask.checkpoint import read_checkpoint, write_checkpoint
+from captum_realtime_mask.training import state as training_state
+from captum_realtime_mask.training import trainer
 
 SIZE = 16  # small_cnn below has strides 2, 4, 8
 FIT = {"progress": False, "lr": 1e-2}
@@ -92,8 +93,8 @@ class Interrupted(Exception):
 
 
 def interrupt_at_step(call: int):
-    """A _step_terms that raises on its ``call``-th call (1-based)."""
-    real = training._step_terms
+    """A step_terms that raises on its ``call``-th call (1-based)."""
+    real = trainer.step_terms
     counter = itertools.count(1)
 
     def step_terms(*args, **kwargs):
@@ -385,13 +386,13 @@ def test_gradient_clipping_bounds_the_norm_the_optimiser_sees():
 # ---------------------------------------------------------------------------------- checkpoints
 def test_periodic_checkpoints_keep_the_last_k(tmp_path, monkeypatch):
     written = []
-    real_write = training.write_checkpoint
+    real_write = training_state.write_checkpoint
 
     def spy(directory, *args, **kwargs):
         written.append(Path(directory).name)
         return real_write(directory, *args, **kwargs)
 
-    monkeypatch.setattr(training, "write_checkpoint", spy)
+    monkeypatch.setattr(training_state, "write_checkpoint", spy)
     attr = make_attr()
     ckpt = tmp_path / "ckpt"
     attr.fit(
@@ -421,7 +422,7 @@ def test_a_prune_killed_mid_deletion_leaves_no_half_deleted_checkpoint(tmp_path,
 
     ckpt = tmp_path / "ckpt"
     with monkeypatch.context() as m:
-        m.setattr(training.shutil, "rmtree", killed_after_one_file)
+        m.setattr(shutil, "rmtree", killed_after_one_file)
         with pytest.raises(Interrupted):
             make_attr().fit(
                 make_batches(3),
@@ -463,7 +464,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
         torch.manual_seed(123)
         crashed = make_attr()
         with monkeypatch.context() as m:
-            m.setattr(training, "_step_terms", interrupt_at_step(6 + 4))
+            m.setattr(trainer, "step_terms", interrupt_at_step(6 + 4))
             with pytest.raises(Interrupted):
                 crashed.fit(loader(), checkpoint_dir=str(ckpt), checkpoint_every=1, **options)
         state = read_checkpoint(ckpt / "step-000000009")[0]["training"]["state"]
@@ -482,7 +483,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
     if loader_kind == "dataloader_generator":
         # The check can fail: without replaying the epoch's random states the order differs.
         with torch.random.fork_rng(devices=[]):
-            monkeypatch.setattr(training, "_set_epoch_rng", lambda loader, states: None)
+            monkeypatch.setattr(trainer, "restore_epoch_rng", lambda loader, states: None)
             careless = make_attr()
             careless.fit(loader(), resume_from=tmp_path / "step9", **options)
         with pytest.raises(AssertionError, match="masker tensors differ"):
@@ -611,7 +612,7 @@ def test_a_save_interrupted_between_its_renames_loses_nothing(tmp_path, monkeypa
     ckpt = tmp_path / "ckpt"
     attr = make_attr()
     with monkeypatch.context() as m:
-        m.setattr(training, "_step_terms", interrupt_at_step(4))  # crash in the 2nd epoch
+        m.setattr(trainer, "step_terms", interrupt_at_step(4))  # crash in the 2nd epoch
         with pytest.raises(Interrupted):
             attr.fit(data, epochs=2, checkpoint_dir=str(ckpt), checkpoint_every=1, **FIT)
     step3 = ckpt / "step-000000003"  # written at step 3, then again at the end of epoch 0

@@ -323,7 +323,6 @@ def write_checkpoint(
         meta = parked
     new_names = {f"{stem}.safetensors" for stem in tensors} | {CONFIG_NAME}
     own = new_names | {n for n in (meta or {}).get("files", {}) if _TENSOR_FILE.fullmatch(n)}
-    created: list[Path] = []
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
@@ -333,35 +332,60 @@ def write_checkpoint(
             argument="directory",
         ) from exc
 
+    carried = (source, own) if meta is not None else None
     if kind == "empty":
-        try:
-            _write_files(directory, config, tensors)
-            if meta is not None:
-                _carry_over(source, directory, own, created)
-            _fsync(directory)
-        except BaseException:
-            # The folder was empty: everything in it now is ours (or a link to a kept file).
-            for path in [*(directory / name for name in new_names), *created]:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)  # a stale parked version is now superseded
-        return directory
+        _write_into_empty(directory, config, tensors, carried, new_names)
+    else:
+        _write_by_rename(directory, config, tensors, carried, replace=kind == "checkpoint")
+    return directory
 
+
+def _write_into_empty(
+    directory: Path,
+    config: dict[str, Any],
+    tensors: dict[str, dict[str, torch.Tensor]],
+    carried: tuple[Path, set[str]] | None,
+    new_names: set[str],
+) -> None:
+    """Write into an empty folder, config last; on failure remove everything written."""
+    created: list[Path] = []
+    try:
+        _write_files(directory, config, tensors)
+        if carried is not None:
+            _carry_over(carried[0], directory, carried[1], created)
+        _fsync(directory)
+    except BaseException:
+        # The folder was empty: everything in it now is ours (or a link to a kept file).
+        for path in [*(directory / name for name in new_names), *created]:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    shutil.rmtree(previous_version(directory), ignore_errors=True)  # a stale parked version
+
+
+def _write_by_rename(
+    directory: Path,
+    config: dict[str, Any],
+    tensors: dict[str, dict[str, torch.Tensor]],
+    carried: tuple[Path, set[str]] | None,
+    replace: bool,
+) -> None:
+    """Write a staging sibling, then rename it over ``directory`` (parking the old version)."""
+    old = previous_version(directory)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         _write_files(staging, config, tensors)
-        if meta is not None:
-            _carry_over(source, staging, own, created)
-        if kind == "checkpoint":
+        if carried is not None:
+            _carry_over(carried[0], staging, carried[1], [])
+        if replace:
             shutil.copymode(directory, staging)
         else:
             os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's folders are private (0o700)
         _fsync(staging)
-        cwd = _cwd_inside(directory) if kind == "checkpoint" else None
-        if kind == "checkpoint":
+        cwd = _cwd_inside(directory) if replace else None
+        if replace:
             # Park the current version; an older parked one is superseded by it.
             shutil.rmtree(old, ignore_errors=True)
             os.replace(directory, old)
@@ -374,7 +398,6 @@ def write_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return directory
 
 
 def file_in_the_way(path: Path) -> Path | None:
