@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import math
-import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -17,6 +14,7 @@ from captum.log import log_usage
 from torch import nn
 
 from captum_realtime_mask import __version__
+from captum_realtime_mask import _checks as check
 from captum_realtime_mask._captum_compat import (
     LOGITS_HINT,
     format_inputs,
@@ -31,16 +29,16 @@ from captum_realtime_mask._speed import (
     masker_forward,
     optimize_for_inference,
 )
-from captum_realtime_mask.checkpoint import read_checkpoint, write_checkpoint
+from captum_realtime_mask.checkpoint import write_checkpoint
 from captum_realtime_mask.errors import CheckpointError, InputError
 from captum_realtime_mask.masker.model import MaskerConfig, MaskingModel, Preset
 from captum_realtime_mask.masker.resolve import (
     EncoderArg,
     infer_num_classes,
     resolve_encoder,
-    saved_num_classes,
 )
 from captum_realtime_mask.objective import ObjectiveConfig
+from captum_realtime_mask.saved import KIND, read_saved_masker
 from captum_realtime_mask.training import FitConfig, fit_masker
 
 __all__ = ["RealTimeMaskAttribution"]
@@ -48,17 +46,10 @@ __all__ = ["RealTimeMaskAttribution"]
 
 def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveConfig:
     """Check the plain arguments of the constructor; return the objective to use."""
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
-        or num_classes < 1
-    ):  # fmt: skip
-        raise InputError(
-            "expected a positive int (or None to read it from the classifier), "
-            f"got {num_classes!r}.",
-            argument="num_classes",
-        )
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InputError(f"expected an int, got {seed!r}.", argument="seed")
+    check.integer(
+        num_classes, "num_classes", 1, none_ok=True, hint="(None reads it from the classifier)"
+    )
+    check.integer(seed, "seed")
     if objective is None:
         return ObjectiveConfig()
     if isinstance(objective, dict):
@@ -74,13 +65,7 @@ def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveCo
 
 def _check_confidence(confidence: Any) -> float:
     """``confidence`` as a float, refusing non-numbers, NaN and infinities."""
-    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
-        raise InputError(
-            f"expected a number (0 by default), got {confidence!r}.", argument="confidence"
-        )
-    if not math.isfinite(confidence):
-        raise InputError(f"expected a finite number, got {confidence!r}.", argument="confidence")
-    return float(confidence)
+    return check.real(confidence, "confidence", hint="Hint: pass a number; 0 is the default.")
 
 
 _REFINE_FIXED = (
@@ -95,10 +80,7 @@ _REFINE_FIXED = (
 
 def _check_refinement(steps: Any, options: Any) -> None:
     """Check the refinement arguments of :meth:`RealTimeMaskAttribution.attribute`."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise InputError(
-            f"expected an int >= 0 (0 for no refinement), got {steps!r}.", argument="refine_steps"
-        )
+    check.integer(steps, "refine_steps", 0, hint="(0 for no refinement)")
     if options is not None and not isinstance(options, dict):
         raise InputError(
             f"expected a dict of optimise_masks arguments or None, got {type(options).__name__}.",
@@ -550,7 +532,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
     # ------------------------------------------------------------------ persistence
     def _config_dict(self) -> dict[str, Any]:
         return {
-            "kind": "RealTimeMaskAttribution",
+            "kind": KIND,
             "package_version": __version__,
             "masker": self.masker.config.to_dict(),
             "objective": self.objective.to_dict(),
@@ -616,62 +598,9 @@ class RealTimeMaskAttribution(PerturbationAttribution):
                 classifier whose number of classes differs from the one the masker was
                 trained for.
         """
-        from pathlib import Path
-
-        from captum_realtime_mask.checkpoint import latest_checkpoint
-
-        if not isinstance(directory, str | os.PathLike):
-            hint = (
-                "the arguments look swapped: call load(directory, forward_func), the folder "
-                "first and the classifier second."
-                if isinstance(forward_func, str | os.PathLike)
-                else "pass the folder that save() wrote, e.g. 'runs/masker'."
-            )
-            raise InputError(
-                "expected the checkpoint folder (a str or os.PathLike), got "
-                f"{type(directory).__name__}. Hint: {hint}",
-                argument="directory",
-            )
-        if not callable(forward_func):
-            raise InputError(
-                "expected the classifier the masker was trained for (a callable "
-                f"such as an nn.Module), got {type(forward_func).__name__}. Hint: call "
-                "load(directory, forward_func), the folder first and the classifier second.",
-                argument="forward_func",
-            )
-        if encoder is not None and not isinstance(encoder, nn.Module):
-            raise InputError(
-                "expected the custom encoder (an nn.Module) or None, got "
-                f"{type(encoder).__name__}. Hint: pass the module the masker was built with.",
-                argument="encoder",
-            )
-        path = Path(directory)
-        if Path(os.path.abspath(path)).name:  # the filesystem root holds no checkpoint
-            # A fit(checkpoint_dir=...) folder gives its newest step; where there is no
-            # checkpoint at all, read_checkpoint below says what is missing.
-            with contextlib.suppress(CheckpointError):
-                path = latest_checkpoint(path)
-        meta, tensors = read_checkpoint(path, device=device)
-        if meta.get("kind") != "RealTimeMaskAttribution" or "masker" not in tensors:
-            raise CheckpointError(f"{path}: not a RealTimeMaskAttribution checkpoint.")
-        try:
-            masker_config = MaskerConfig.from_dict(meta["masker"])
-            obj = ObjectiveConfig.from_dict(meta["objective"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{path}: the masker or objective config cannot be read "
-                f"({type(exc).__name__}: {exc}). Hint: load it with the release that wrote it."
-            ) from exc
-        saved = saved_num_classes(meta)
-        if saved is None:
-            saved = masker_config.num_classes
-        found = infer_num_classes(find_module(forward_func))
-        if found is not None and found != saved:
-            raise CheckpointError(
-                f"forward_func: the masker in {str(path)!r} was trained for a classifier with "
-                f"{saved} classes, but the classifier given has {found}. Hint: load it with "
-                "the classifier it was trained for."
-            )
+        path, meta, tensors = read_saved_masker(directory, forward_func, encoder, device)
+        masker_config = MaskerConfig.from_dict(meta["masker"])
+        obj = ObjectiveConfig.from_dict(meta["objective"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if masker_config.encoder.pretrained:

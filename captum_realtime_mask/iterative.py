@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
@@ -50,6 +49,7 @@ from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from tqdm.auto import tqdm
 
+from captum_realtime_mask import _checks as check
 from captum_realtime_mask._captum_compat import (
     format_additional_forward_args,
     format_inputs,
@@ -57,7 +57,6 @@ from captum_realtime_mask._captum_compat import (
     forward,
     predicted_target,
 )
-from captum_realtime_mask._checks import is_int
 from captum_realtime_mask._model_state import find_module, floating_dtype, frozen_model
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import (
@@ -108,13 +107,13 @@ def _mask_size(mask_size: int | tuple[int, int] | None, height: int, width: int)
     """Validate ``mask_size`` (an int, an ``(h, w)`` pair or None for the default)."""
     if mask_size is None:
         return default_mask_size(height, width)
-    if is_int(mask_size):
+    if check.is_int(mask_size):
         size: tuple[Any, ...] = (mask_size, mask_size)
     elif isinstance(mask_size, (tuple, list, torch.Size)):
         size = tuple(mask_size)
     else:
         size = ()
-    if len(size) != 2 or not all(is_int(s) for s in size):
+    if len(size) != 2 or not all(check.is_int(s) for s in size):
         raise InputError(
             f"expected an int or an (h, w) pair of ints, got {mask_size!r}.", argument="mask_size"
         )
@@ -384,34 +383,7 @@ def optimise_masks(
     module = find_module(forward_func)
     x = x.detach().to((floating_dtype(module) if module is not None else None) or x.dtype)
     n, _, height, width = x.shape
-    if not is_int(n_iter) or n_iter < 0:
-        raise InputError(f"expected an int >= 0, got {n_iter!r}.", argument="n_iter")
-    n_iter = int(n_iter)
-    if (
-        not isinstance(lr, numbers.Real)
-        or isinstance(lr, bool)
-        or not math.isfinite(lr)
-        or not lr > 0
-    ):
-        raise InputError(f"expected a finite positive number, got {lr!r}.", argument="lr")
-    if internal_batch_size is not None and (
-        not is_int(internal_batch_size) or internal_batch_size < 1
-    ):
-        raise InputError(
-            f"expected None or an int >= 1, got {internal_batch_size!r}.",
-            argument="internal_batch_size",
-        )
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise InputError(
-            f"expected a torch.Generator or None, got {type(generator).__name__}. "
-            "Hint: generator=torch.Generator().manual_seed(0).",
-            argument="generator",
-        )
-    if objective is not None and not isinstance(objective, ObjectiveConfig):
-        raise InputError(
-            f"expected an ObjectiveConfig or None, got {type(objective).__name__}.",
-            argument="objective",
-        )
+    n_iter, lr = _check_settings(n_iter, lr, internal_batch_size, generator, objective)
     config = objective if objective is not None else ObjectiveConfig()
     size = _mask_size(mask_size, height, width)
     logits0 = _init_logits(init_mask, x, size)
@@ -429,13 +401,34 @@ def optimise_masks(
         history = torch.zeros(len(_HISTORY_KEYS), n_iter, dtype=torch.float32, device=x.device)
         masks = _optimise_all(
             forward_func, x, target_t if target_known else None, logits0, gens,
-            additional_forward_args, n_iter, float(lr), config, history, chunk, progress,
+            additional_forward_args, n_iter, lr, config, history, chunk, progress,
         )  # fmt: skip
     mask = _upsample(torch.cat(masks), height, width).to(out_dtype).contiguous()
     if not return_history:
         return mask
     hist = (history / n).float().cpu()
     return mask, dict(zip(_HISTORY_KEYS, hist, strict=True))
+
+
+def _check_settings(
+    n_iter: Any, lr: Any, internal_batch_size: Any, generator: Any, objective: Any
+) -> tuple[int, float]:
+    """Check :func:`optimise_masks`' settings; returns ``n_iter`` and ``lr`` as plain numbers."""
+    n_iter = check.integer(n_iter, "n_iter", 0)
+    lr = check.real(lr, "lr", 0, low_open=True)
+    check.integer(internal_batch_size, "internal_batch_size", 1, none_ok=True)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(
+            f"expected a torch.Generator or None, got {type(generator).__name__}. "
+            "Hint: generator=torch.Generator().manual_seed(0).",
+            argument="generator",
+        )
+    if objective is not None and not isinstance(objective, ObjectiveConfig):
+        raise InputError(
+            f"expected an ObjectiveConfig or None, got {type(objective).__name__}.",
+            argument="objective",
+        )
+    return n_iter, lr
 
 
 def _optimise_all(

@@ -38,6 +38,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from captum_realtime_mask import _checks as check
+from captum_realtime_mask.errors import InputError
+
 __all__ = [
     "LossTerms",
     "ObjectiveConfig",
@@ -116,34 +119,25 @@ class ObjectiveConfig:
     inpaint_sigma: float = 20.0
 
     def __post_init__(self) -> None:
+        def name(field: str) -> str:
+            return f"ObjectiveConfig.{field}"
+
         non_negative = ("tv_weight", "area_weight", "preserve_weight", "destroy_weight")
-        for name in (*non_negative, "blur_sigma", "inpaint_sigma"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"ObjectiveConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("fake_prob", "blur_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(
-                    f"ObjectiveConfig.{name} must be a probability in [0, 1], "
-                    f"got {getattr(self, name)}"
-                )
-        if self.fake_max_prob is not None and not 0.0 < self.fake_max_prob <= 1.0:
-            raise ValueError(
-                "ObjectiveConfig.fake_max_prob must be None or a probability in (0, 1], "
-                f"got {self.fake_max_prob}"
-            )
-        if self.preserve not in ("log_prob", "hinge"):
-            raise ValueError(
-                f"ObjectiveConfig.preserve must be 'log_prob' or 'hinge', got {self.preserve!r}"
-            )
-        if self.destroy not in ("prob_power", "hinge"):
-            raise ValueError(
-                f"ObjectiveConfig.destroy must be 'prob_power' or 'hinge', got {self.destroy!r}"
-            )
-        if self.destroy_fill not in ("alternative", "inpaint"):
-            raise ValueError(
-                "ObjectiveConfig.destroy_fill must be 'alternative' or 'inpaint', "
-                f"got {self.destroy_fill!r}"
-            )
+        for f in (*non_negative, "blur_sigma", "inpaint_sigma"):
+            setattr(self, f, check.real(getattr(self, f), name(f), 0))
+        for f in ("fake_prob", "blur_prob"):
+            setattr(self, f, check.real(getattr(self, f), name(f), 0, 1))
+        free = ("destroy_power", "area_power", "preserve_margin", "destroy_margin")
+        for f in (*free, "embedding_weight", "colour_range", "noise_std", "eps"):
+            setattr(self, f, check.real(getattr(self, f), name(f)))
+        self.fake_max_prob = check.real(
+            self.fake_max_prob, name("fake_max_prob"), 0, 1, low_open=True, none_ok=True
+        )
+        self.preserve = check.one_of(self.preserve, name("preserve"), ("log_prob", "hinge"))
+        self.destroy = check.one_of(self.destroy, name("destroy"), ("prob_power", "hinge"))
+        self.destroy_fill = check.one_of(
+            self.destroy_fill, name("destroy_fill"), ("alternative", "inpaint")
+        )
 
     @classmethod
     def paper(cls) -> ObjectiveConfig:
@@ -173,7 +167,7 @@ class ObjectiveConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown ObjectiveConfig keys: {sorted(unknown)}")
+            raise InputError(f"unknown ObjectiveConfig keys: {sorted(unknown)}", "objective")
         return cls(**data)
 
 

@@ -163,17 +163,17 @@ def test_wrong_shapes_and_files(workspace, tmp_path, capsys):
 def test_record_restores_pretrained_classifier():
     from argparse import Namespace
 
-    from captum_realtime_mask.cli import _fill_from_record
+    from captum_realtime_mask.cli.classifier import fill_from_record
 
     record = {"model": "resnet18", "checkpoint": None, "pretrained": True, "num_classes": 1000}
     args = Namespace(model=None, checkpoint=None, pretrained=False, num_classes=None, mean=None,
                      std=None, image_size=None, blackbox=None, no_normalize=False)  # fmt: skip
-    _fill_from_record(args, record)
+    fill_from_record(args, record)
     assert args.model == "resnet18" and args.pretrained is True
     # Weights given on the command line win over the recorded pretrained flag.
     args = Namespace(model=None, checkpoint="w.pt", pretrained=False, num_classes=None, mean=None,
                      std=None, image_size=None, blackbox=None, no_normalize=False)  # fmt: skip
-    _fill_from_record(args, record)
+    fill_from_record(args, record)
     assert args.pretrained is False
 
 
@@ -341,8 +341,156 @@ def test_builtin_train_refuses_other_num_classes(tmp_path, capsys, monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("data or black box loaded although --num-classes was wrong")
 
-    monkeypatch.setattr("captum_realtime_mask.cli._builtin_split", no_loading)
+    monkeypatch.setattr("captum_realtime_mask.cli.data.builtin_split", no_loading)
     monkeypatch.setattr("captum_realtime_mask.benchmark.blackbox.train_blackbox", no_loading)
     argv = ["train", "--builtin", "--num-classes", "5", "--n", "16", "--max-steps", "1"]
     err = error_of([*argv, "--cache-dir", str(tmp_path), "--output", str(tmp_path / "m")], capsys)
     assert "--num-classes" in err and "10" in err
+
+
+# ------------------------------------------------------------------ version, help, device
+def test_version(capsys):
+    from captum_realtime_mask import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.split() == ["captum-realtime-mask", __version__]
+
+
+def test_every_option_has_help():
+    import argparse
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Building a classifier, a black box or a masker fails the test: an error came too late."""
+
+    def work(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    monkeypatch.setattr(timm, "create_model", work)
+    monkeypatch.setattr("captum_realtime_mask.benchmark.blackbox.train_blackbox", work)
+    monkeypatch.setattr("captum_realtime_mask.benchmark.blackbox.load_blackbox", work)
+    monkeypatch.setattr(RealTimeMaskAttribution, "load", work)
+    monkeypatch.setattr(RealTimeMaskAttribution, "fit", work)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "nonsense"])
+@pytest.mark.parametrize("command", ["train", "explain", "evaluate"])
+def test_device_is_checked_before_any_work(command, device, workspace, tmp_path, capsys, no_work):
+    # Before: explain and evaluate ended in a traceback (exit 1) for a missing GPU, and train
+    # loaded its data and classifier first, then said "device: ..." without the option.
+    data = ["--image-folder", str(workspace["images"]), "--num-workers", "0"]
+    masker = ["--masker", str(workspace["masker"])]
+    argv = {
+        "train": ["train", *data, "--output", str(tmp_path / "m")],
+        "explain": ["explain", str(workspace["images"]), *masker, "--output", str(tmp_path / "o")],
+        "evaluate": ["evaluate", *data, *masker, "--annotations", str(workspace["xml"])],
+    }[command]
+    err = error_of([*argv, *classifier_args(workspace), "--device", device], capsys)
+    assert err.split("error: ")[1].startswith("--device: ") and repr(device) in err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ normalisation
+@pytest.fixture
+def offline_pretrained(monkeypatch):
+    """``--pretrained`` without a download: the timm model keeps its pretrained_cfg only."""
+    create = timm.create_model
+
+    def offline(name, pretrained=False, **kwargs):
+        torch.manual_seed(0)
+        return create(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    # test_resnet's weights were trained with mean = std = 0.5 at 160 px, not ImageNet's.
+    config = timm.data.resolve_model_data_config(create("test_resnet", pretrained=False))
+    assert config["mean"] == (0.5, 0.5, 0.5) and config["input_size"] == (3, 160, 160)
+
+
+def test_pretrained_timm_model_uses_its_data_config(
+    workspace, tmp_path, monkeypatch, offline_pretrained
+):
+    # Before: ImageNet's mean/std and 224 px, whatever the model's weights were trained with.
+    seen = []
+
+    def fit(self, loader, **kwargs):
+        seen.append((self.forward_func, next(iter(loader))[0].shape[-2:]))
+        return self
+
+    monkeypatch.setattr(RealTimeMaskAttribution, "fit", fit)
+    out = tmp_path / "masker"
+    argv = ["train", "--image-folder", str(workspace["images"]), "--model", "test_resnet"]
+    argv += ["--pretrained", "--num-workers", "0", "--no-progress", "--output", str(out)]
+    assert main(argv) == 0
+    (model, size), = seen  # fmt: skip
+    assert model.normalize.mean.flatten().tolist() == [0.5, 0.5, 0.5]
+    assert model.normalize.std.flatten().tolist() == [0.5, 0.5, 0.5]
+    assert tuple(size) == (160, 160)
+    # The record says what was used, so explain normalises and resizes the same way.
+    record = json.loads((out / "classifier.json").read_text())
+    assert record["mean"] == [0.5, 0.5, 0.5] and record["std"] == [0.5, 0.5, 0.5]
+    assert record["image_size"] == 160 and record["pretrained"] is True
+    loaded = []
+    load = RealTimeMaskAttribution.load.__func__
+
+    def spy(cls, directory, forward_func, **kwargs):
+        loaded.append(forward_func)
+        return load(cls, directory, forward_func, **kwargs)
+
+    monkeypatch.setattr(RealTimeMaskAttribution, "load", classmethod(spy))
+    image = str(workspace["images"] / "cat" / "cat0.png")
+    dest = tmp_path / "overlays"
+    assert main(["explain", image, "--masker", str(out), "--output", str(dest)]) == 0
+    assert loaded[0].normalize.mean.flatten().tolist() == [0.5, 0.5, 0.5]
+    assert (dest / "cat0_overlay.png").is_file()
+
+
+def test_normalisation_and_size_defaults(workspace, offline_pretrained):
+    from argparse import Namespace
+
+    from captum_realtime_mask.cli.classifier import IMAGENET_MEAN, IMAGENET_STD, load_classifier
+    from captum_realtime_mask.datasets import CLUTTERED_MEAN
+
+    def load(**options):
+        args = {"model": "test_resnet", "checkpoint": None, "pretrained": True, "num_classes": 2,
+                "mean": None, "std": None, "no_normalize": False, "image_size": None,
+                "builtin": False, "blackbox": None, "cache_dir": None}  # fmt: skip
+        return load_classifier(Namespace(**{**args, **options}))
+
+    half = (0.5, 0.5, 0.5)
+    # --pretrained: the model's own data config; each of --mean, --std, --image-size wins.
+    clf = load()
+    assert (clf.mean, clf.std, clf.image_size) == (half, half, 160)
+    assert clf.model.normalize.mean.flatten().tolist() == list(half)
+    clf = load(mean=[0.1, 0.2, 0.3], image_size=32)
+    assert (clf.mean, clf.std, clf.image_size) == ((0.1, 0.2, 0.3), half, 32)
+    clf = load(no_normalize=True)
+    assert clf.mean is None and not hasattr(clf.model, "normalize") and clf.image_size == 160
+    # Own weights: ImageNet's statistics at 224 px, as before; --builtin: the dataset's.
+    clf = load(pretrained=False, checkpoint=str(workspace["ckpt"]))
+    assert (clf.mean, clf.std, clf.image_size) == (IMAGENET_MEAN, IMAGENET_STD, 224)
+    clf = load(builtin=True)
+    assert clf.mean == tuple(CLUTTERED_MEAN) and clf.image_size == 64
+
+
+def test_module_entry_point_and_usage_doctests():
+    import doctest
+    import subprocess
+    import sys
+
+    from captum_realtime_mask import __version__
+    from captum_realtime_mask.cli import usage
+
+    assert doctest.testmod(usage).failed == 0
+    cmd = [sys.executable, "-m", "captum_realtime_mask.cli", "--version"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and __version__ in result.stdout

@@ -86,8 +86,9 @@ def latest_checkpoint(path: Path) -> Path:
     steps = step_dirs(path)
     if not steps:
         raise CheckpointError(
-            f"resume_from: {str(path)!r} holds no checkpoint (no config.json and no step-* "
-            "folders). Hint: pass the checkpoint_dir of the interrupted run."
+            f"{str(path)!r} holds no checkpoint (no config.json and no step-* "
+            "folders). Hint: pass the checkpoint_dir of the interrupted run.",
+            argument="resume_from",
         )
     return steps[-1]
 

@@ -442,14 +442,16 @@ def read_checkpoint(
     cfg_path = directory / CONFIG_NAME
     if directory.is_file():
         raise CheckpointError(
-            f"directory: {str(directory)!r} is a file; a checkpoint is a folder. Hint: pass "
-            "the folder that holds it."
+            f"{str(directory)!r} is a file; a checkpoint is a folder. Hint: pass "
+            "the folder that holds it.",
+            argument="directory",
         )
     if not cfg_path.is_file():
         raise CheckpointError(
-            f"directory: no {CONFIG_NAME} in {str(directory)!r}. Hint: pass the folder that "
+            f"no {CONFIG_NAME} in {str(directory)!r}. Hint: pass the folder that "
             "RealTimeMaskAttribution.save() wrote, or a step-* folder (or the checkpoint_dir) "
-            "that fit(checkpoint_dir=...) wrote."
+            "that fit(checkpoint_dir=...) wrote.",
+            argument="directory",
         )
     try:
         config = json.loads(cfg_path.read_text())

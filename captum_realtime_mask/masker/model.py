@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captum_realtime_mask import _checks as check
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.masker.blocks import FeatureFilter, MaskHead, UpsampleMode, Upsampler
 from captum_realtime_mask.masker.encoders import EncoderSpec, FeatureEncoder, build_encoder
@@ -64,6 +65,25 @@ class MaskerConfig:
     filter_stride: int | None = None
     presence: Presence = "competitive"
     eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        def name(field: str) -> str:
+            return f"MaskerConfig.{field}"
+
+        self.num_classes = check.integer(self.num_classes, name("num_classes"), 1)
+        if not isinstance(self.encoder, EncoderSpec):
+            raise InputError(
+                f"expected an EncoderSpec, got {check.describe(self.encoder)}.", name("encoder")
+            )
+        for f in ("first_width", "mask_stride", "filter_stride"):
+            setattr(self, f, check.integer(getattr(self, f), name(f), 1, none_ok=True))
+        self.min_width = check.integer(self.min_width, name("min_width"), 1)
+        self.blocks_per_upsampler = check.integer(
+            self.blocks_per_upsampler, name("blocks_per_upsampler"), 0
+        )
+        self.upsample = check.one_of(self.upsample, name("upsample"), get_args(UpsampleMode))
+        self.presence = check.one_of(self.presence, "presence", get_args(Presence))
+        self.eps = check.real(self.eps, name("eps"), 0, low_open=True)
 
     @classmethod
     def preset(cls, name: Preset, num_classes: int, encoder: EncoderSpec) -> MaskerConfig:
@@ -134,6 +154,7 @@ class MaskingModel(nn.Module):
         encoder_module: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        config = replace(config)  # a copy, checked again: fields may have been set since
         self.encoder: FeatureEncoder = build_encoder(config.encoder, classifier, encoder_module)
         in_chans = getattr(self.encoder, "in_chans", config.encoder.in_chans)
         if in_chans != config.encoder.in_chans:
@@ -156,11 +177,6 @@ class MaskingModel(nn.Module):
                 f"expected one of the encoder's strides {list(strides)} that is "
                 f">= the mask stride {mask_stride}, got {config.filter_stride}.",
                 argument="filter_stride",
-            )
-        if config.presence not in ("competitive", "independent"):
-            raise InputError(
-                f"expected 'competitive' or 'independent', got {config.presence!r}.",
-                argument="presence",
             )
         self.filter_index = strides.index(filter_stride)
         self.filter = FeatureFilter(channels[self.filter_index], config.num_classes)

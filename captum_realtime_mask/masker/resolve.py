@@ -1,15 +1,13 @@
-"""From the user's arguments to the masker's specs: the encoder, and the number of classes."""
+"""From the user's arguments to the masker's specs: the encoder and the number of classes."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from torch import nn
 
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.masker.encoders import EncoderSpec
 
-__all__ = ["EncoderArg", "infer_num_classes", "resolve_encoder", "saved_num_classes"]
+__all__ = ["EncoderArg", "infer_num_classes", "resolve_encoder"]
 
 #: What ``RealTimeMaskAttribution(encoder=...)`` accepts.
 EncoderArg = str | EncoderSpec | nn.Module
@@ -32,22 +30,6 @@ def infer_num_classes(model: nn.Module | None) -> int | None:
             return n
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return linears[-1].out_features if linears else None
-
-
-def saved_num_classes(meta: dict[str, Any]) -> int | None:
-    """The class count of the classifier a saved masker was trained for, from its config.
-
-    Saves record ``classifier_num_classes``; older saves and training checkpoints only the
-    masker's ``num_classes``. None when neither is an int.
-    """
-    masker = meta.get("masker")
-    for value in (
-        meta.get("classifier_num_classes"),
-        masker.get("num_classes") if isinstance(masker, dict) else None,
-    ):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
 
 
 def resolve_encoder(

@@ -157,7 +157,9 @@ def resume(
     ckpt = latest_checkpoint(path)
     meta, tensors = read_checkpoint(ckpt, device="cpu")
     if "training" not in meta or "training" not in tensors:
-        raise CheckpointError(f"resume_from: {ckpt} is a saved masker, not a training checkpoint.")
+        raise CheckpointError(
+            f"{ckpt} is a saved masker, not a training checkpoint.", argument="resume_from"
+        )
     try:
         training, train_tensors = meta["training"], tensors["training"]
         parts.masker.load_state_dict(dict(tensors["masker"]), strict=True)
@@ -182,9 +184,10 @@ def resume(
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
-            f"resume_from: {ckpt} does not fit this masker and training setup "
+            f"{ckpt} does not fit this masker and training setup "
             f"({type(exc).__name__}: {exc}). Hint: resume with the same classifier, encoder "
-            "and options as the interrupted run."
+            "and options as the interrupted run.",
+            argument="resume_from",
         ) from exc
     changed = [
         f"{k}={saved[k]!r} -> {getattr(config, k)!r}"
