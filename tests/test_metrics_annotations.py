@@ -9,6 +9,7 @@ from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.metrics import (
     BoxAnnotation,
     localisation_details,
+    localisation_error,
     parse_voc_xml,
     resize_pixel_boxes,
     saliency_metric,
@@ -134,6 +135,25 @@ def test_bad_source_and_size(tmp_path):
     path = write(tmp_path, voc_xml([("a", (1, 1, 5, 5), 0)]))
     with pytest.raises(InputError, match="size"):
         parse_voc_xml(path, size=(0, 10))
+
+
+def test_size_error_shows_the_value_given():
+    boxes = torch.tensor([[0.0, 0.0, 9.0, 9.0]])
+    with pytest.raises(InputError, match=r"^from_size: .*got int 0\."):
+        resize_pixel_boxes(boxes, 0, 20)
+    with pytest.raises(InputError, match=r"^to_size: .*\(0, 20\)"):
+        resize_pixel_boxes(boxes, 10, (0, 20))
+    with pytest.raises(InputError, match=r"^from_size: .*'24'"):
+        resize_pixel_boxes(boxes, "24", 20)
+
+
+def test_box_annotation_instead_of_boxes_hints_at_dot_boxes(tmp_path):
+    ann = parse_voc_xml(write(tmp_path, voc_xml([("a", (1, 1, 4, 4), 0)], width=8, height=8)))
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, :4, :4] = 1.0
+    with pytest.raises(InputError, match=r"^gt_boxes\[0\]: .*`\.boxes`"):
+        localisation_error(mask, [ann])
+    assert float(localisation_error(mask, [ann.boxes])) == 0.0
 
 
 def test_resize_pixel_boxes_identity_and_upscale():

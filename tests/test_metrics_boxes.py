@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from captum_realtime_mask.metrics import (
     normalize_attributions,
     pixel_box_iou,
 )
+from captum_realtime_mask.metrics.boxes import as_box_tensor, box_count, box_sets, check_map_options
 
 # ---------------------------------------------------------------- normalisation
 
@@ -67,7 +69,7 @@ def test_normalize_bool_mask_is_accepted():
 @pytest.mark.parametrize(
     ("attributions", "normalize", "match"),
     [
-        (torch.rand(2, 4, 4), "zscore", "`normalize` must be one of"),
+        (torch.rand(2, 4, 4), "zscore", "^normalize: expected one of 'none' or 'minmax'"),
         (torch.rand(4, 4), "none", r"\(N, C, H, W\)"),
         (torch.rand(1, 1, 1, 4, 4), "none", "attributions"),
         (torch.full((1, 4, 4), float("nan")), "none", "NaN"),
@@ -172,6 +174,14 @@ def test_box_area_fraction_hand_computed():
     assert box_area_fraction(b64, 10, 20).dtype == torch.float64
 
 
+def test_box_area_fraction_float16_does_not_overflow():
+    whole = torch.tensor([[0.0, 0.0, 255.0, 255.0], [0.0, 0.0, 127.0, 255.0]])
+    out = box_area_fraction(whole.half(), 256, 256)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, torch.tensor([1.0, 0.5], dtype=torch.float16))
+    torch.testing.assert_close(box_area_fraction(whole.double(), 256, 256).float(), out.float())
+
+
 def test_centre_and_max_box_hand_computed():
     assert max_box(6, 8).tolist() == [0.0, 0.0, 7.0, 5.0]
     assert centre_box(224, 224).tolist() == [33.0, 33.0, 190.0, 190.0]  # 158 px sides
@@ -193,6 +203,45 @@ def test_centre_and_max_box_hand_computed():
 def test_baseline_boxes_reject_bad_sizes(args, match):
     with pytest.raises(InputError, match=match):
         centre_box(*args)
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def test_check_map_options_converts_and_names_the_argument():
+    assert check_map_options(np.float32(0.25), "abs_minmax", "centre", np.int64(300)) == (
+        0.25,
+        "abs_minmax",
+        "centre",
+        300,
+    )
+    fn = lambda a: a.sum(1)  # noqa: E731
+    assert check_map_options(1, fn, "max", 1)[1] is fn
+    with pytest.raises(InputError, match=r"^normalize: .*Hint: use \"none\" for masks"):
+        check_map_options(0.5, "zscore", "max", 1)
+    with pytest.raises(InputError, match="^empty_fallback: expected one of 'max' or 'centre'"):
+        check_map_options(0.5, "none", "center", 1)
+    with pytest.raises(InputError, match="^threshold: expected a finite real number"):
+        check_map_options(math.inf, "none", "max", 1)
+    with pytest.raises(InputError, match="^min_pixels: expected a positive int"):
+        check_map_options(0.5, "none", "max", True)
+
+
+def test_box_count_and_box_sets_read_every_format():
+    one = [0, 0, 1, 1]
+    assert box_count(one) is None and box_count(torch.tensor(one)) is None
+    assert box_count(torch.zeros(3, 4)) == 3 and box_count(np.zeros((2, 5, 4))) == 2
+    assert box_count([one, one]) == 2 and box_count([torch.zeros(2, 4)]) == 1
+    cpu = torch.device("cpu")
+    shared = box_sets(one, 2, "boxes", cpu)
+    assert [b.tolist() for b in shared] == [[[0.0, 0.0, 1.0, 1.0]]] * 2
+    ragged = box_sets([torch.tensor(one), torch.tensor([one, [1, 1, 2, 2]])], 2, "boxes", cpu)
+    assert [b.shape[0] for b in ragged] == [1, 2] and ragged[1].dtype == torch.float32
+    with pytest.raises(InputError, match=r"^boxes: for image 1 holds the box .*x2 <= 1"):
+        box_sets([one, [0, 0, 2, 1]], 2, "boxes", cpu, size=(2, 2))
+    assert as_box_tensor([[1, 2, 3, 4]], "b").dtype == torch.float32
+    with pytest.raises(InputError, match="^b: must hold boxes"):
+        as_box_tensor([1, 2, 3], "b")
 
 
 # ---------------------------------------------------------------- properties

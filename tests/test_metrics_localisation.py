@@ -2,6 +2,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.utilities.data import dim_zero_cat
 
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.metrics import (
@@ -130,7 +132,7 @@ def test_batch_size_independence():
 
 def test_evaluator_accumulates_and_resets():
     ev = LocalisationEvaluator(iou_threshold=0.5)
-    with pytest.raises(RuntimeError, match="update"):
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="update"):
         ev.compute()
     ev.update(square_masks(2), torch.tensor([[0.0, 0.0, 3.0, 3.0], [4.0, 4.0, 7.0, 7.0]]))
     ev.update(torch.zeros(1, 8, 8), [[0, 0, 7, 7]])  # empty map: whole image, a hit
@@ -157,6 +159,28 @@ def test_localisation_on_cuda():
     r = localisation_details(mask, [[0, 0, 3, 3], [4, 4, 7, 7]])
     assert r.hits.is_cuda and r.ious.is_cuda and r.boxes.is_cuda
     assert r.hits.tolist() == [True, False]
+
+
+def test_several_boxes_of_one_image_error_says_how_to_pass_them():
+    mask = square_masks(1)
+    gt = torch.tensor([[0, 0, 3, 3], [4, 4, 7, 7]])
+    with pytest.raises(
+        InputError, match=r"^gt_boxes: must describe 1 images.*\(N, K, 4\).*`\[boxes\]`"
+    ):
+        localisation_error(mask, gt)
+    assert float(localisation_error(mask, [gt])) == 0.0
+    assert float(localisation_error(mask, gt[None])) == 0.0
+
+
+@pytest.mark.gpu
+def test_evaluator_states_stay_on_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    ev = LocalisationEvaluator()
+    torch.testing.assert_close(
+        ev(square_masks(2).cuda(), [[0, 0, 3, 3], [4, 4, 7, 7]]).cpu(), torch.tensor(0.5)
+    )
+    assert ev.hits.is_cuda and ev.boxes.is_cuda and ev.compute().is_cuda
 
 
 @pytest.mark.parametrize(
@@ -190,3 +214,113 @@ def test_map_of_a_box_localises_that_box(x1, x2, y1, y2):
     assert r.boxes.tolist() == box.tolist()
     assert r.ious.item() == pytest.approx(1.0) and r.hits.item()
     assert r.ious.item() == pytest.approx(pixel_box_iou(r.boxes, box).max().item())
+
+
+# ------------------------------------------------------- constructor checks
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"iou_threshold": 50}, "iou_threshold"),
+        ({"threshold": "0.5"}, "threshold"),
+        ({"normalize": "min_max"}, "normalize"),
+        ({"empty_fallback": "center"}, "empty_fallback"),
+        ({"min_pixels": -3}, "min_pixels"),
+    ],
+)
+def test_constructor_validates_its_arguments(kwargs, name):
+    with pytest.raises(InputError, match=f"^{name}: "):
+        LocalisationEvaluator(**kwargs)
+
+
+def test_valid_constructor_options_still_score():
+    evaluator = LocalisationEvaluator(normalize="minmax", empty_fallback="centre")
+    result = evaluator.update(torch.ones(2, 1, 4, 4), [0, 0, 3, 3])
+    assert bool(result.empty.all())  # constant maps normalise to zeros: the centre box
+    assert evaluator.boxes.tolist() == [centre_box(4, 4).tolist()] * 2
+
+
+# ------------------------------------------------------- a torchmetrics Metric
+
+GT = torch.tensor([[0.0, 0.0, 3.0, 3.0], [4.0, 4.0, 7.0, 7.0]])  # square_masks: hit, miss
+
+
+def test_is_a_torchmetrics_metric_with_cat_states():
+    ev = LocalisationEvaluator()
+    assert isinstance(ev, Metric)
+    assert ev.higher_is_better is False and ev.full_state_update is False
+    names = {"hit_batches", "iou_batches", "box_batches", "empty_batches"}
+    assert ev._reductions == dict.fromkeys(names, dim_zero_cat)
+    assert ev.metric_state == dict.fromkeys(names, [])
+    assert ev.hits.dtype == torch.bool and ev.ious.shape == (0,) and ev.boxes.shape == (0, 4)
+
+
+def test_forward_returns_the_batch_error_and_accumulates():
+    ev = LocalisationEvaluator()
+    torch.testing.assert_close(ev(square_masks(2), GT), torch.tensor(0.5))
+    torch.testing.assert_close(ev(None, [[1, 1, 6, 6]], boxes=centre_box(8, 8)), torch.tensor(0.0))
+    assert ev.num_examples == 3 and ev.update_count == 2
+    assert ev.hits.tolist() == [True, False, True]
+    torch.testing.assert_close(ev.ious, torch.tensor([1.0, 0.0, 1.0]))
+    torch.testing.assert_close(ev.compute(), torch.tensor(1 / 3))
+    result = ev.update(torch.zeros(1, 8, 8), [[0, 0, 7, 7]])  # empty map: whole image, a hit
+    assert isinstance(result, LocalisationResult) and result.empty.tolist() == [True]
+    torch.testing.assert_close(ev.compute(), torch.tensor(0.25))
+    assert ev.empty.tolist() == [False, False, False, True]
+
+
+def test_reset_forgets_every_image():
+    ev = LocalisationEvaluator()
+    ev.update(square_masks(2), GT)
+    ev.reset()
+    assert ev.num_examples == 0 and ev.update_count == 0 and ev.boxes.shape == (0, 4)
+    ev.update(square_masks(1), GT[:1])
+    torch.testing.assert_close(ev.compute(), torch.tensor(0.0))
+
+
+def test_merge_state_combines_two_evaluators():
+    a, b = LocalisationEvaluator(), LocalisationEvaluator()
+    a.update(square_masks(2), GT)  # hit, miss
+    b.update(None, [[1, 1, 6, 6]], boxes=centre_box(8, 8))  # hit
+    a.merge_state(b)
+    assert a.num_examples == 3 and sorted(a.hits.tolist()) == [False, True, True]
+    torch.testing.assert_close(a.compute(), torch.tensor(1 / 3))
+
+
+def test_compute_gathers_every_process_images():
+    other = LocalisationEvaluator()
+    other.update(square_masks(2), GT[[1, 1]])  # two misses
+    states = [other.hits, other.ious, other.boxes, other.empty]
+    queue = list(states)
+    ev = LocalisationEvaluator(
+        dist_sync_fn=lambda tensor, group=None: [tensor, queue.pop(0)],
+        distributed_available_fn=lambda: True,
+    )
+    ev.update(square_masks(2), GT)  # hit, miss
+    torch.testing.assert_close(ev.compute(), torch.tensor(0.75))
+    assert ev.num_examples == 2  # the local state is restored after compute
+    queue[:] = [torch.tensor([])] * 4  # what torchmetrics sends from a process without images
+    ev.sync(dist_sync_fn=ev.dist_sync_fn)
+    assert ev.hits.tolist() == [True, False] and ev.boxes.shape == (2, 4)
+    ev.unsync()
+
+
+def test_a_process_without_images_reads_the_others():
+    other = LocalisationEvaluator()
+    other.update(square_masks(2), GT)
+    queue = [other.hits, other.ious, other.boxes, other.empty]
+    ev = LocalisationEvaluator(distributed_available_fn=lambda: True)
+    ev.sync(dist_sync_fn=lambda tensor, group=None: [tensor, queue.pop(0)])
+    assert ev.hits.tolist() == [True, False] and ev.empty.tolist() == [False, False]
+    assert ev.boxes.tolist() == [[0.0, 0.0, 3.0, 3.0]] * 2
+    ev.unsync()
+    assert ev.num_examples == 0
+
+
+def test_in_a_metric_collection_on_its_own_keyword_arguments():
+    metrics = MetricCollection([LocalisationEvaluator()], prefix="val_")
+    batch = metrics(attributions=square_masks(2), gt_boxes=GT)
+    torch.testing.assert_close(batch["val_LocalisationEvaluator"], torch.tensor(0.5))
+    metrics.update(attributions=None, gt_boxes=GT, boxes=GT)  # two hits
+    torch.testing.assert_close(metrics.compute()["val_LocalisationEvaluator"], torch.tensor(0.25))

@@ -1,8 +1,9 @@
 """Saliency metric and weakly supervised localisation for any attribution, in captum.metrics' style.
 
 Functions (``saliency_metric``, ``localisation_error``) score one batch and return tensors;
-the classes (``SaliencyMetric``, ``LocalisationEvaluator``) accumulate over a dataset with
-``update`` / ``compute`` / ``reset``. Boxes are inclusive pixel indices (see
+the classes (``SaliencyMetric``, ``LocalisationEvaluator``) are :class:`torchmetrics.Metric`
+subclasses that accumulate over a dataset (and across processes) with ``update`` /
+``compute`` / ``reset``. Boxes are inclusive pixel indices (see
 :mod:`captum_realtime_mask.metrics.boxes`).
 """
 

@@ -20,14 +20,14 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import torch
 from torch import Tensor
 
 from captum_realtime_mask._checks import describe, size_pair
 from captum_realtime_mask.errors import InputError
-from captum_realtime_mask.metrics.boxes import _as_box_tensor
+from captum_realtime_mask.metrics.boxes import as_box_tensor
 
 __all__ = ["BoxAnnotation", "parse_voc_xml", "resize_pixel_boxes"]
 
@@ -80,7 +80,7 @@ def resize_pixel_boxes(
     """
     from_h, from_w = size_pair(from_size, "from_size")
     to_h, to_w = size_pair(to_size, "to_size")
-    b = _as_box_tensor(boxes, "boxes")
+    b = as_box_tensor(boxes, "boxes")
     scale = torch.tensor([to_w / from_w, to_h / from_h] * 2, dtype=torch.float64, device=b.device)
     edges = b.to(torch.float64) + torch.tensor([0, 0, 1, 1], dtype=torch.float64, device=b.device)
     edges = torch.floor(edges * scale + 0.5)
@@ -114,6 +114,58 @@ def _number(element: ET.Element, path: str, source: str) -> float:
     if not math.isfinite(value):
         raise InputError(f"Annotation {source}: <{path}> must be finite; got {text!r}.")
     return value
+
+
+def _source_name(source: Any) -> str:
+    """How messages name the annotation ``source`` (a path or a file object), or InputError."""
+    if isinstance(source, (str, os.PathLike)):
+        return repr(os.fspath(source))
+    if hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        return repr(name) if isinstance(name, str) else "(file object)"
+    raise InputError(
+        f"must be a path or an open file of an XML annotation; got {describe(source)}.",
+        argument="source",
+    )
+
+
+def _original_size(root: ET.Element, where: str) -> tuple[int, int]:
+    """``(height, width)`` from ``<size>``: positive whole numbers, or InputError."""
+    orig_w = _number(root, "size/width", where)
+    orig_h = _number(root, "size/height", where)
+    if orig_w < 1 or orig_h < 1 or orig_w != int(orig_w) or orig_h != int(orig_h):
+        raise InputError(
+            f"Annotation {where}: <size> must hold positive whole <width> and <height>; "
+            f"got width={orig_w}, height={orig_h}."
+        )
+    return int(orig_h), int(orig_w)
+
+
+def _object_box(
+    obj: ET.Element, source: str, label: str, offset: float, size: tuple[int, int]
+) -> list[float]:
+    """The 0-based inclusive box of one ``<object>``, clamped to the image, or InputError.
+
+    ``source`` names the object in messages; ``offset`` (1 for 1-based files) is subtracted
+    from the coordinates; ``size`` is the original ``(height, width)``.
+    """
+    corners = ("xmin", "ymin", "xmax", "ymax")
+    coords = [_number(obj, f"bndbox/{c}", source) - offset for c in corners]
+    x1, y1, x2, y2 = (math.floor(v + 0.5) for v in coords)
+    height, width = size
+    if x2 < x1 or y2 < y1:
+        raise InputError(
+            f"Annotation {source} ({label!r}) has a reversed box {coords} "
+            "(0-based); <xmin> must not exceed <xmax>, nor <ymin> <ymax>."
+        )
+    if x1 > width - 1 or y1 > height - 1 or x2 < 0 or y2 < 0:
+        raise InputError(
+            f"Annotation {source} ({label!r}) lies outside the image: {coords} "
+            f"(0-based) in a {width}x{height} image. Check `one_based` and the file."
+        )
+    x1, y1 = max(x1, 0), max(y1, 0)
+    x2, y2 = min(x2, width - 1), min(y2, height - 1)
+    return [float(x1), float(y1), float(x2), float(y2)]
 
 
 def parse_voc_xml(
@@ -158,28 +210,12 @@ def parse_voc_xml(
         >>> ann.names, ann.original_size, ann.boxes
         (('cat',), (100, 200), tensor([[0., 0., 4., 4.]]))
     """
-    if isinstance(source, (str, os.PathLike)):
-        where = repr(os.fspath(source))
-    elif hasattr(source, "read"):
-        name = getattr(source, "name", None)
-        where = repr(name) if isinstance(name, str) else "(file object)"
-    else:
-        raise InputError(
-            f"must be a path or an open file of an XML annotation; got {describe(source)}.",
-            argument="source",
-        )
+    where = _source_name(source)
     try:
         root = ET.parse(source).getroot()
     except ET.ParseError as err:
         raise InputError(f"Annotation {where} is not well-formed XML: {err}.") from None
-    orig_w = _number(root, "size/width", where)
-    orig_h = _number(root, "size/height", where)
-    if orig_w < 1 or orig_h < 1 or orig_w != int(orig_w) or orig_h != int(orig_h):
-        raise InputError(
-            f"Annotation {where}: <size> must hold positive whole <width> and <height>; "
-            f"got width={orig_w}, height={orig_h}."
-        )
-    original_size = (int(orig_h), int(orig_w))
+    original_size = _original_size(root, where)
     offset = 1.0 if one_based else 0.0
     rows: list[list[float]] = []
     names: list[str] = []
@@ -189,25 +225,7 @@ def parse_voc_xml(
         if hard and not include_difficult:
             continue
         label = _text(obj, "name", f"{where} object {k}")
-        coords = [
-            _number(obj, f"bndbox/{c}", f"{where} object {k}") - offset
-            for c in ("xmin", "ymin", "xmax", "ymax")
-        ]
-        x1, y1, x2, y2 = (math.floor(v + 0.5) for v in coords)
-        height, width = original_size
-        if x2 < x1 or y2 < y1:
-            raise InputError(
-                f"Annotation {where} object {k} ({label!r}) has a reversed box {coords} "
-                "(0-based); <xmin> must not exceed <xmax>, nor <ymin> <ymax>."
-            )
-        if x1 > width - 1 or y1 > height - 1 or x2 < 0 or y2 < 0:
-            raise InputError(
-                f"Annotation {where} object {k} ({label!r}) lies outside the image: {coords} "
-                f"(0-based) in a {width}x{height} image. Check `one_based` and the file."
-            )
-        x1, y1 = max(x1, 0), max(y1, 0)
-        x2, y2 = min(x2, width - 1), min(y2, height - 1)
-        rows.append([float(x1), float(y1), float(x2), float(y2)])
+        rows.append(_object_box(obj, f"{where} object {k}", label, offset, original_size))
         names.append(label)
         difficult.append(hard)
     boxes = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)

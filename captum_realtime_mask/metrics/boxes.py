@@ -33,12 +33,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou, masks_to_boxes
 
-from captum_realtime_mask._checks import (
-    attribution_batch,
-    describe,
-    integer,
-    real,
-)
+from captum_realtime_mask._checks import attribution_batch, describe, integer, one_of, real
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
@@ -115,6 +110,7 @@ def normalize_attributions(
                  [0.5000, 1.0000]]])
     """
     a = attribution_batch(attributions)
+    normalize = check_normalize(normalize)
     if callable(normalize):
         maps = normalize(a)
         if not isinstance(maps, Tensor) or maps.shape != (a.shape[0], *a.shape[2:]):
@@ -127,7 +123,7 @@ def normalize_attributions(
             maps = maps.to(a.dtype)
     elif normalize == "none":
         maps = a.mean(dim=1)
-    elif normalize in ("minmax", "abs_minmax"):
+    else:  # "minmax" or "abs_minmax"
         maps = a.sum(dim=1)
         if normalize == "abs_minmax":
             maps = maps.abs()
@@ -136,13 +132,6 @@ def normalize_attributions(
         span = flat.max(dim=1).values[:, None, None] - low
         maps = torch.where(
             span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0
-        )
-    else:
-        raise InputError(
-            f"must be one of {NORMALIZATIONS} or a callable; "
-            f"got {describe(normalize)}. "
-            'Use "none" for masks in [0, 1] and "abs_minmax" for gradient-like attributions.',
-            argument="normalize",
         )
     if not torch.isfinite(maps).all():
         raise InputError(
@@ -155,44 +144,42 @@ def normalize_attributions(
 
 def _fallback_box(height: int, width: int, empty_fallback: str, device: torch.device) -> Tensor:
     """Return the (4,) box used for empty maps."""
-    if empty_fallback == "max":
-        return max_box(height, width, device=device)
-    if empty_fallback == "centre":
+    if one_of(empty_fallback, "empty_fallback", EMPTY_FALLBACKS) == "centre":
         return centre_box(height, width, device=device)
-    raise InputError(
-        f"must be one of {EMPTY_FALLBACKS}; got {describe(empty_fallback)}.",
-        argument="empty_fallback",
+    return max_box(height, width, device=device)
+
+
+def check_normalize(normalize: Any) -> Normalization:
+    """``normalize`` if it is one of :data:`NORMALIZATIONS` or a callable, else InputError."""
+    if callable(normalize):
+        return normalize
+    return one_of(
+        normalize,
+        "normalize",
+        NORMALIZATIONS,
+        hint='Hint: use "none" for masks in [0, 1] and "abs_minmax" for gradient-like '
+        "attributions, or pass a callable that returns the (N, H, W) maps.",
     )
 
 
-def _check_map_options(
+def check_map_options(
     threshold: Any, normalize: Any, empty_fallback: Any, min_pixels: Any
 ) -> tuple[float, Normalization, str, int]:
-    """Validate the options that turn maps into boxes; return them, or raise InputError."""
-    if (
-        not isinstance(threshold, numbers.Real)
-        or isinstance(threshold, bool)
-        or not math.isfinite(threshold)
-    ):
-        raise InputError(
-            f"must be a finite real number; got {describe(threshold)}.", argument="threshold"
-        )
-    if not callable(normalize) and (
-        not isinstance(normalize, str) or normalize not in NORMALIZATIONS
-    ):
-        raise InputError(
-            f"must be one of {NORMALIZATIONS} or a callable; "
-            f"got {describe(normalize)}. "
-            'Use "none" for masks in [0, 1] and "abs_minmax" for gradient-like attributions.',
-            argument="normalize",
-        )
-    if not isinstance(empty_fallback, str) or empty_fallback not in EMPTY_FALLBACKS:
-        raise InputError(
-            f"must be one of {EMPTY_FALLBACKS}; got {describe(empty_fallback)}.",
-            argument="empty_fallback",
-        )
-    min_pixels = integer(min_pixels, "min_pixels", 1)
-    return float(threshold), normalize, empty_fallback, min_pixels
+    """Validate the options that turn maps into boxes; return them, or raise InputError.
+
+    Shared by :func:`attributions_to_boxes` and the metrics' constructors, so an option is
+    refused with the same words wherever it is passed.
+
+    Example:
+        >>> check_map_options(0.5, "minmax", "centre", 300)
+        (0.5, 'minmax', 'centre', 300)
+    """
+    return (
+        real(threshold, "threshold"),
+        check_normalize(normalize),
+        one_of(empty_fallback, "empty_fallback", EMPTY_FALLBACKS),
+        integer(min_pixels, "min_pixels", 1),
+    )
 
 
 def attributions_to_boxes(
@@ -234,7 +221,7 @@ def attributions_to_boxes(
         MapBoxes(boxes=tensor([[2., 1., 4., 2.],
                 [0., 0., 5., 3.]]), empty=tensor([False,  True]))
     """
-    threshold, normalize, empty_fallback, min_pixels = _check_map_options(
+    threshold, normalize, empty_fallback, min_pixels = check_map_options(
         threshold, normalize, empty_fallback, min_pixels
     )
     maps = normalize_attributions(attributions, normalize)
@@ -247,7 +234,7 @@ def attributions_to_boxes(
     return MapBoxes(boxes, empty)
 
 
-def _as_box_tensor(boxes: Any, name: str) -> Tensor:
+def as_box_tensor(boxes: Any, name: str) -> Tensor:
     """Return ``boxes`` as a float32 tensor shaped (..., 4), or raise InputError."""
     if not isinstance(boxes, Tensor):
         try:
@@ -288,8 +275,8 @@ def pixel_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         >>> pixel_box_iou(torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([[1.0, 0.0, 2.0, 1.0]]))
         tensor([[0.3333]])
     """
-    b1 = _as_box_tensor(boxes1, "boxes1").reshape(-1, 4)
-    b2 = _as_box_tensor(boxes2, "boxes2").reshape(-1, 4).to(b1.device)
+    b1 = as_box_tensor(boxes1, "boxes1").reshape(-1, 4)
+    b2 = as_box_tensor(boxes2, "boxes2").reshape(-1, 4).to(b1.device)
     for name, b in (("boxes1", b1), ("boxes2", b2)):
         if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
             raise InputError(
@@ -320,7 +307,7 @@ def box_area_fraction(boxes: Tensor, height: int, width: int) -> Tensor:
     b = (
         boxes
         if isinstance(boxes, Tensor) and boxes.is_floating_point()
-        else _as_box_tensor(boxes, "boxes")
+        else as_box_tensor(boxes, "boxes")
     )
     # Computed in at least float32 and cast back: a float16 pixel count overflows (inf) from
     # 256 x 256 pixels on.
@@ -363,9 +350,7 @@ def centre_box(
     """
     height = integer(height, "height", 1)
     width = integer(width, "width", 1)
-    area_fraction = real(area_fraction, "area_fraction", 0.0, 1.0)
-    if area_fraction == 0.0:
-        raise InputError("must be greater than 0; got 0.0.", argument="area_fraction")
+    area_fraction = real(area_fraction, "area_fraction", 0.0, 1.0, low_open=True)
     scale = math.sqrt(area_fraction)
     box_w = max(1, math.floor(width * scale + 0.5))
     box_h = max(1, math.floor(height * scale + 0.5))
@@ -403,7 +388,7 @@ def _array_to_tensor(boxes: Any) -> Any:
     return boxes
 
 
-def _box_count(boxes: Any) -> int | None:
+def box_count(boxes: Any) -> int | None:
     """Number of images a ``boxes`` argument describes; None for one box shared by all."""
     boxes = _array_to_tensor(boxes)
     if isinstance(boxes, Tensor):
@@ -415,7 +400,7 @@ def _box_count(boxes: Any) -> int | None:
     return None
 
 
-def _box_sets(
+def box_sets(
     boxes: Any,
     n: int,
     name: str,
@@ -429,9 +414,9 @@ def _box_sets(
     if n < 1:
         raise InputError(f"must describe at least one image; got {describe(boxes)}.", argument=name)
     boxes = _array_to_tensor(boxes)
-    count = _box_count(boxes)
+    count = box_count(boxes)
     if count is None:
-        one = _as_box_tensor(boxes, name).reshape(1, 4).to(device)
+        one = as_box_tensor(boxes, name).reshape(1, 4).to(device)
         sets = [one] * n
     elif count != n:
         raise InputError(
@@ -441,7 +426,7 @@ def _box_sets(
             argument=name,
         )
     elif isinstance(boxes, Tensor):
-        b = _as_box_tensor(boxes, name).to(device)
+        b = as_box_tensor(boxes, name).to(device)
         if b.dim() == 2:
             sets = list(b.unsqueeze(1).unbind(0))
         elif b.dim() == 3:
@@ -454,7 +439,7 @@ def _box_sets(
     else:
         sets = []
         for i, item in enumerate(boxes):
-            b = _as_box_tensor(item, f"{name}[{i}]").to(device)
+            b = as_box_tensor(item, f"{name}[{i}]").to(device)
             if b.dim() > 2:
                 raise InputError(
                     f"must be shaped (4,) or (K, 4); got {describe(b)}.", argument=f"{name}[{i}]"

@@ -19,12 +19,13 @@ from torch import Tensor
 
 from captum_realtime_mask._checks import attribution_batch, describe, real
 from captum_realtime_mask.errors import InputError
+from captum_realtime_mask.metrics._accumulating import AccumulatingMetric
 from captum_realtime_mask.metrics.boxes import (
     Normalization,
-    _box_count,
-    _box_sets,
-    _check_map_options,
     attributions_to_boxes,
+    box_count,
+    box_sets,
+    check_map_options,
     pixel_box_iou,
 )
 
@@ -98,10 +99,10 @@ def localisation_details(
             a, threshold, normalize, empty_fallback=empty_fallback, min_pixels=min_pixels
         )
     else:
-        n = _box_count(boxes) or _box_count(gt_boxes) or 1
+        n = box_count(boxes) or box_count(gt_boxes) or 1
         size = None
         device = boxes.device if isinstance(boxes, Tensor) else torch.device("cpu")
-        sets = _box_sets(boxes, n, "boxes", device)
+        sets = box_sets(boxes, n, "boxes", device)
         if any(s.shape[0] != 1 for s in sets):
             raise InputError(
                 "must give exactly one predicted box per image; got "
@@ -110,7 +111,7 @@ def localisation_details(
             )
         predicted = torch.cat(sets)
         empty = torch.zeros(n, dtype=torch.bool, device=device)
-    gt_sets = _box_sets(gt_boxes, n, "gt_boxes", device, size=size)
+    gt_sets = box_sets(gt_boxes, n, "gt_boxes", device, size=size)
     ious = torch.stack([pixel_box_iou(predicted[i], gt).max() for i, gt in enumerate(gt_sets)])
     return LocalisationResult(hits=ious > iou_threshold, ious=ious, boxes=predicted, empty=empty)
 
@@ -179,11 +180,19 @@ def localisation_error(
     ).error
 
 
-class LocalisationEvaluator:
-    """Accumulate localisation results over a dataset: ``update`` per batch, then ``compute``.
+class LocalisationEvaluator(AccumulatingMetric):
+    """Accumulate localisation results over a dataset, as a :class:`torchmetrics.Metric`.
 
-    Per-image results stay available as :attr:`hits`, :attr:`ious`, :attr:`boxes` and
-    :attr:`empty`.
+    ``update`` scores a batch (the arguments of :func:`localisation_error`) and returns its
+    :class:`LocalisationResult`; ``compute`` gives the localisation error over every image seen
+    since the last ``reset``; calling the evaluator (``forward``) scores a batch, accumulates
+    it and returns the batch's error. Per-image results stay available as :attr:`hits`,
+    :attr:`ious`, :attr:`boxes` and :attr:`empty`, on the device of the batches.
+
+    The results are kept in list states reduced with ``"cat"`` (``hit_batches``,
+    ``iou_batches``, ``box_batches``, ``empty_batches``), so in a distributed run ``compute``
+    scores every process's images (each image once when the sampler does not repeat any), and
+    :meth:`~torchmetrics.Metric.merge_state` combines evaluators.
 
     Args:
         threshold: See :func:`localisation_error`.
@@ -191,6 +200,8 @@ class LocalisationEvaluator:
         normalize: See :func:`localisation_error`.
         empty_fallback: See :func:`localisation_error`.
         min_pixels: See :func:`localisation_error`.
+        kwargs: Options of :class:`torchmetrics.Metric` (``dist_sync_on_step``,
+            ``process_group``, ``sync_on_compute``, ``compute_on_cpu``, ...).
 
     Raises:
         InputError: An argument has the wrong type or value (checked here, before any batch).
@@ -200,11 +211,18 @@ class LocalisationEvaluator:
         >>> evaluator = LocalisationEvaluator()
         >>> mask = torch.zeros(2, 1, 8, 8)
         >>> mask[:, :, 0:4, 0:4] = 1.0
-        >>> _ = evaluator.update(mask, [[0, 0, 3, 3], [4, 4, 7, 7]])
-        >>> _ = evaluator.update(None, [[0, 0, 7, 7]], boxes=max_box(8, 8))
+        >>> evaluator.update(mask, [[0, 0, 3, 3], [4, 4, 7, 7]]).hits
+        tensor([ True, False])
+        >>> evaluator(None, [[0, 0, 7, 7]], boxes=max_box(8, 8))  # this batch's error
+        tensor(0.)
         >>> evaluator.compute(), evaluator.hits
         (tensor(0.3333), tensor([ True, False,  True]))
     """
+
+    is_differentiable = False
+    higher_is_better = False
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
 
     def __init__(
         self,
@@ -214,18 +232,23 @@ class LocalisationEvaluator:
         *,
         empty_fallback: str = "max",
         min_pixels: int = 1,
+        **kwargs: Any,
     ) -> None:
         # Validate now, not at the first update(), so a typo fails where it was made.
         iou_threshold = real(iou_threshold, "iou_threshold", 0.0, 1.0)
-        threshold, normalize, empty_fallback, min_pixels = _check_map_options(
+        threshold, normalize, empty_fallback, min_pixels = check_map_options(
             threshold, normalize, empty_fallback, min_pixels
         )
+        super().__init__(**kwargs)
         self.threshold = threshold
         self.iou_threshold = iou_threshold
         self.normalize = normalize
         self.empty_fallback = empty_fallback
         self.min_pixels = min_pixels
-        self._results: list[LocalisationResult] = []
+        self.add_state("hit_batches", [], dist_reduce_fx="cat")
+        self.add_state("iou_batches", [], dist_reduce_fx="cat")
+        self.add_state("box_batches", [], dist_reduce_fx="cat")
+        self.add_state("empty_batches", [], dist_reduce_fx="cat")
 
     def update(
         self,
@@ -242,6 +265,11 @@ class LocalisationEvaluator:
 
         Returns:
             The batch's :class:`LocalisationResult`.
+
+        Example:
+            >>> evaluator = LocalisationEvaluator()
+            >>> evaluator.update(torch.ones(1, 4, 4), [[0, 0, 3, 3]]).ious
+            tensor([1.])
         """
         result = localisation_details(
             attributions,
@@ -253,50 +281,50 @@ class LocalisationEvaluator:
             empty_fallback=self.empty_fallback,
             min_pixels=self.min_pixels,
         )
-        self._results.append(result)
+        self.hit_batches.append(result.hits.detach())
+        self.iou_batches.append(result.ious.detach())
+        self.box_batches.append(result.boxes.detach())
+        self.empty_batches.append(result.empty.detach())
         return result
-
-    def _cat(self, field: str, empty_shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        parts = [getattr(r, field) for r in self._results]
-        if not parts:
-            return torch.zeros(empty_shape, dtype=dtype)
-        return torch.cat([p.to(parts[0].device) for p in parts])
 
     @property
     def num_examples(self) -> int:
         """Number of images seen since the last reset."""
-        return sum(r.hits.shape[0] for r in self._results)
+        return self.state_length("hit_batches")
 
     @property
     def hits(self) -> Tensor:
         """``(num_examples,)`` bool: True where the image was localised."""
-        return self._cat("hits", (0,), torch.bool)
+        return self.cat_state("hit_batches", dtype=torch.bool)
 
     @property
     def ious(self) -> Tensor:
         """``(num_examples,)`` best IoU of each image's predicted box with its ground truth."""
-        return self._cat("ious", (0,), torch.float32)
+        return self.cat_state("iou_batches", dtype=torch.float32)
 
     @property
     def boxes(self) -> Tensor:
         """``(num_examples, 4)`` predicted boxes, inclusive pixel coordinates."""
-        return self._cat("boxes", (0, 4), torch.float32)
+        return self.cat_state("box_batches", (4,), dtype=torch.float32)
 
     @property
     def empty(self) -> Tensor:
         """``(num_examples,)`` bool: True where a map was empty and the fallback box was used."""
-        return self._cat("empty", (0,), torch.bool)
+        return self.cat_state("empty_batches", dtype=torch.bool)
 
     def compute(self) -> Tensor:
         """Return the localisation error over every image seen, a 0-d fraction in ``[0, 1]``.
 
         Raises:
             RuntimeError: No image was seen since the last reset.
-        """
-        if not self._results:
-            raise RuntimeError("LocalisationEvaluator.compute() needs at least one update() first.")
-        return 1.0 - self.hits.float().mean()
 
-    def reset(self) -> None:
-        """Forget every image seen."""
-        self._results.clear()
+        Example:
+            >>> evaluator = LocalisationEvaluator()
+            >>> _ = evaluator.update(torch.ones(2, 4, 4), [[0, 0, 3, 3], [0, 0, 1, 1]])
+            >>> evaluator.compute()  # the second image's IoU is 4/16: a miss
+            tensor(0.5000)
+        """
+        hits = self.hits
+        if hits.shape[0] == 0:
+            raise RuntimeError("LocalisationEvaluator.compute() needs at least one update() first.")
+        return 1.0 - hits.float().mean()

@@ -14,7 +14,6 @@ is finite even when ``p`` underflows.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,15 +28,17 @@ from captum_realtime_mask._checks import (
     flag,
     image_batch,
     integer,
+    is_int,
     real,
 )
 from captum_realtime_mask.errors import InputError
+from captum_realtime_mask.metrics._accumulating import AccumulatingMetric
 from captum_realtime_mask.metrics.boxes import (
     Normalization,
-    _box_sets,
-    _check_map_options,
     attributions_to_boxes,
     box_area_fraction,
+    box_sets,
+    check_map_options,
 )
 
 __all__ = ["SaliencyMetric", "SaliencyResult", "saliency_metric", "saliency_metric_details"]
@@ -70,23 +71,25 @@ class SaliencyResult:
     box_scores: Tensor
 
 
+_TARGET_HINT = (
+    "Pass an int (the same class for every image), a list of N ints, a tensor with one or N "
+    "class indices, or None for the classifier's predicted class."
+)
+
+
 def _format_target(target: Any, n: int, device: torch.device) -> Tensor:
-    """Return Captum-style ``target`` as an int64 tensor of length ``n``."""
-    hint = (
-        "Pass an int (the same class for every image), a list of N ints, or a tensor with one "
-        "or N class indices."
-    )
-    if isinstance(target, bool) or target is None:
+    """Return Captum-style ``target`` (not None) as an int64 tensor of length ``n``."""
+    if isinstance(target, bool):
         raise InputError(
-            f"must name the class to score for each image; got {describe(target)}. {hint}",
+            f"must name the class to score for each image; got {describe(target)}. {_TARGET_HINT}",
             argument="target",
         )
-    if isinstance(target, numbers.Integral):
+    if is_int(target):
         t = torch.full((n,), int(target), dtype=torch.long, device=device)
     elif isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise InputError(
-                f"must hold integer class indices; got {describe(target)}. {hint}",
+                f"must hold integer class indices; got {describe(target)}. {_TARGET_HINT}",
                 argument="target",
             )
         if target.numel() == 1:
@@ -95,20 +98,20 @@ def _format_target(target: Any, n: int, device: torch.device) -> Tensor:
             t = target.to(device=device, dtype=torch.long)
         else:
             raise InputError(
-                f"must hold 1 or N = {n} class indices; got {describe(target)}. {hint}",
+                f"must hold 1 or N = {n} class indices; got {describe(target)}. {_TARGET_HINT}",
                 argument="target",
             )
-    elif isinstance(target, (list, tuple)) and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in target
-    ):
+    elif isinstance(target, (list, tuple)) and all(is_int(v) for v in target):
         if len(target) != n:
             raise InputError(
-                f"must list N = {n} class indices; got {describe(target)}. {hint}",
+                f"must list N = {n} class indices; got {describe(target)}. {_TARGET_HINT}",
                 argument="target",
             )
         t = torch.tensor([int(v) for v in target], dtype=torch.long, device=device)
     else:
-        raise InputError(f"has an unsupported type: {describe(target)}. {hint}", argument="target")
+        raise InputError(
+            f"has an unsupported type: {describe(target)}. {_TARGET_HINT}", argument="target"
+        )
     if (t < 0).any():
         raise InputError(
             f"must hold non-negative class indices; got {t.tolist()}.", argument="target"
@@ -144,10 +147,11 @@ def _check_options(
             f"must be callable (a model or function); got {describe(forward_func)}.",
             argument="forward_func",
         )
-    area_floor = real(area_floor, "area_floor", 0.0, 1.0)
-    if max_examples_per_batch is not None:
-        max_examples_per_batch = integer(max_examples_per_batch, "max_examples_per_batch", 1)
-    return area_floor, max_examples_per_batch, flag(apply_softmax, "apply_softmax")
+    return (
+        real(area_floor, "area_floor", 0.0, 1.0),
+        integer(max_examples_per_batch, "max_examples_per_batch", 1, none_ok=True),
+        flag(apply_softmax, "apply_softmax"),
+    )
 
 
 def _target_log_probs(out: Tensor, tgt: Tensor, apply_softmax: bool, index: Tensor) -> Tensor:
@@ -172,7 +176,8 @@ def _target_log_probs(out: Tensor, tgt: Tensor, apply_softmax: bool, index: Tens
     if bad.any():
         images = sorted(set(index[bad.to(index.device)].tolist()))
         raise InputError(
-            f"`forward_func` returned {problem} for the crops of image(s) {images[:10]}. {fix}"
+            f"returned {problem} for the crops of image(s) {images[:10]}. {fix}",
+            argument="forward_func",
         )
     return logp
 
@@ -189,11 +194,113 @@ def _crop_and_resize(x: Tensor, image_index: Tensor, boxes: Tensor) -> Tensor:
     return torch.cat(crops)
 
 
+def _classify(
+    forward_func: Callable[..., Tensor], batch: Tensor, what: str, args: tuple[Any, ...]
+) -> Tensor:
+    """``forward_func(batch, *args)``, checked to be ``(batch, classes)`` scores."""
+    out = forward_func(batch, *args)
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != batch.shape[0]:
+        raise InputError(
+            "must return scores shaped (batch, classes); for a batch of "
+            f"{batch.shape[0]} {what} it returned {describe(out)}.",
+            argument="forward_func",
+        )
+    return out
+
+
+@torch.no_grad()
+def _predicted_classes(
+    forward_func: Callable[..., Tensor], x: Tensor, args: tuple[Any, ...], step: int
+) -> Tensor:
+    """The classifier's top class on each full image (``target=None``), in chunks of ``step``."""
+    n = x.shape[0]
+    predicted = []
+    for start in range(0, n, step):
+        index = torch.arange(start, min(start + step, n), device=x.device)
+        chunk = x[start : start + step]
+        out = _classify(forward_func, chunk, "images", _select_args(args, n, index))
+        if torch.isnan(out).any():
+            raise InputError(
+                "returned NaN scores on the full images, so their predicted class "
+                "(target=None) is undefined. Check the classifier, or pass `target`.",
+                argument="forward_func",
+            )
+        predicted.append(out.argmax(dim=1).to(device=x.device, dtype=torch.long))
+    return torch.cat(predicted)
+
+
+def _boxes_to_score(
+    x: Tensor,
+    attributions: Any,
+    boxes: Any,
+    threshold: Any,
+    normalize: Any,
+    empty_fallback: Any,
+    min_pixels: Any,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The boxes to crop: ``(boxes (M, 4), image index (M,), empty flags (N,))``."""
+    n, _, height, width = x.shape
+    if (attributions is None) == (boxes is None):
+        raise InputError(
+            "Give exactly one of `attributions` (boxes are drawn around the map) and `boxes` "
+            f"(scored as given); got attributions={describe(attributions)} "
+            f"and boxes={describe(boxes)}."
+        )
+    if boxes is not None:
+        sets = box_sets(boxes, n, "boxes", x.device, size=(height, width))
+        image_index = torch.repeat_interleave(
+            torch.arange(n, device=x.device),
+            torch.tensor([s.shape[0] for s in sets], device=x.device),
+        )
+        return torch.cat(sets), image_index, torch.zeros(n, dtype=torch.bool, device=x.device)
+    a = attribution_batch(attributions)
+    if a.shape[0] != n or a.shape[2:] != x.shape[2:] or a.shape[1] not in (1, x.shape[1]):
+        raise InputError(
+            f"must be shaped like `inputs` {tuple(x.shape)}, or (N, 1, H, W), "
+            f"or (N, H, W); got {describe(a)}.",
+            argument="attributions",
+        )
+    map_boxes, empty = attributions_to_boxes(
+        a.to(x.device), threshold, normalize, empty_fallback=empty_fallback, min_pixels=min_pixels
+    )
+    return map_boxes, torch.arange(n, device=x.device), empty
+
+
+@torch.no_grad()
+def _crop_log_probs(
+    forward_func: Callable[..., Tensor],
+    x: Tensor,
+    boxes: Tensor,
+    image_index: Tensor,
+    targets: Tensor,
+    args: tuple[Any, ...],
+    step: int,
+    apply_softmax: bool,
+) -> Tensor:
+    """``log p`` of each box's target class on its resized crop, ``step`` crops per call."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    log_probs = []
+    for start in range(0, boxes.shape[0], step):
+        index = image_index[start : start + step]
+        crops = _crop_and_resize(x, index, boxes[start : start + step])
+        out = _classify(forward_func, crops, "crops", _select_args(args, x.shape[0], index))
+        tgt = targets[index].to(out.device)
+        if int(tgt.max()) >= out.shape[1]:
+            raise InputError(
+                f"holds class {int(tgt.max())} but `forward_func` returns only "
+                f"{out.shape[1]} classes.",
+                argument="target",
+            )
+        logp = _target_log_probs(out.to(dtype), tgt, apply_softmax, index)
+        log_probs.append(logp.to(x.device))
+    return torch.cat(log_probs)
+
+
 def saliency_metric_details(
     forward_func: Callable[..., Tensor],
     inputs: Tensor | tuple[Tensor],
     attributions: Tensor | tuple[Tensor] | None,
-    target: int | list[int] | Tensor,
+    target: int | list[int] | Tensor | None,
     threshold: float = 0.5,
     area_floor: float = 0.05,
     additional_forward_args: Any = None,
@@ -226,69 +333,22 @@ def saliency_metric_details(
     area_floor, max_examples_per_batch, apply_softmax = _check_options(
         forward_func, area_floor, max_examples_per_batch, apply_softmax
     )
-    if (attributions is None) == (boxes is None):
-        raise InputError(
-            "Give exactly one of `attributions` (boxes are drawn around the map) and `boxes` "
-            f"(scored as given); got attributions={describe(attributions)} "
-            f"and boxes={describe(boxes)}."
-        )
-    targets = _format_target(target, n, x.device)
-
-    if attributions is not None:
-        a = attribution_batch(attributions)
-        if a.shape[0] != n or a.shape[2:] != x.shape[2:] or a.shape[1] not in (1, x.shape[1]):
-            raise InputError(
-                f"must be shaped like `inputs` {tuple(x.shape)}, or (N, 1, H, W), "
-                f"or (N, H, W); got {describe(a)}.",
-                argument="attributions",
-            )
-        flat_boxes, empty = attributions_to_boxes(
-            a.to(x.device),
-            threshold,
-            normalize,
-            empty_fallback=empty_fallback,
-            min_pixels=min_pixels,
-        )
-        image_index = torch.arange(n, device=x.device)
-    else:
-        sets = _box_sets(boxes, n, "boxes", x.device, size=(height, width))
-        flat_boxes = torch.cat(sets)
-        image_index = torch.repeat_interleave(
-            torch.arange(n, device=x.device),
-            torch.tensor([s.shape[0] for s in sets], device=x.device),
-        )
-        empty = torch.zeros(n, dtype=torch.bool, device=x.device)
-
-    dtype = torch.promote_types(x.dtype, torch.float32)
+    flat_boxes, image_index, empty = _boxes_to_score(
+        x, attributions, boxes, threshold, normalize, empty_fallback, min_pixels
+    )
     args = _format_forward_args(additional_forward_args)
-    total = flat_boxes.shape[0]
-    step = max_examples_per_batch or total
-    log_probs = []
-    with torch.no_grad():
-        for start in range(0, total, step):
-            index = image_index[start : start + step]
-            crops = _crop_and_resize(x, index, flat_boxes[start : start + step])
-            out = forward_func(crops, *_select_args(args, n, index))
-            if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != crops.shape[0]:
-                raise InputError(
-                    "must return scores shaped (batch, classes); for a batch of "
-                    f"{crops.shape[0]} crops it returned {describe(out)}.",
-                    argument="forward_func",
-                )
-            tgt = targets[index].to(out.device)
-            if int(tgt.max()) >= out.shape[1]:
-                raise InputError(
-                    f"holds class {int(tgt.max())} but `forward_func` returns only "
-                    f"{out.shape[1]} classes.",
-                    argument="target",
-                )
-            logp = _target_log_probs(out.to(dtype), tgt, apply_softmax, index)
-            log_probs.append(logp.to(x.device))
-    log_p = torch.cat(log_probs)
-    areas = box_area_fraction(flat_boxes.to(dtype), height, width)
+    step = max_examples_per_batch or max(n, flat_boxes.shape[0])
+    if target is None:
+        targets = _predicted_classes(forward_func, x, args, step)
+    else:
+        targets = _format_target(target, n, x.device)
+    log_p = _crop_log_probs(
+        forward_func, x, flat_boxes, image_index, targets, args, step, apply_softmax
+    )
+    areas = box_area_fraction(flat_boxes.to(log_p.dtype), height, width)
     box_scores = areas.clamp_min(area_floor).log() - log_p
-    sums = torch.zeros(n, dtype=dtype, device=x.device).index_add_(0, image_index, box_scores)
-    counts = torch.bincount(image_index, minlength=n).to(dtype)
+    sums = torch.zeros(n, dtype=log_p.dtype, device=x.device).index_add_(0, image_index, box_scores)
+    counts = torch.bincount(image_index, minlength=n).to(log_p.dtype)
     return SaliencyResult(
         scores=sums / counts,
         empty=empty,
@@ -304,7 +364,7 @@ def saliency_metric(
     forward_func: Callable[..., Tensor],
     inputs: Tensor | tuple[Tensor],
     attributions: Tensor | tuple[Tensor] | None,
-    target: int | list[int] | Tensor,
+    target: int | list[int] | Tensor | None,
     threshold: float = 0.5,
     area_floor: float = 0.05,
     additional_forward_args: Any = None,
@@ -342,8 +402,10 @@ def saliency_metric(
         inputs: Images ``(N, C, H, W)`` as the classifier takes them, or a 1-tuple holding them.
         attributions: Maps shaped like ``inputs``, ``(N, 1, H, W)`` or ``(N, H, W)``, or None
             when ``boxes`` is given.
-        target: The class to score: an int for all images, a list of N ints, or a tensor with
-            1 or N indices.
+        target: The class to score: an int for all images, a list of N ints, a tensor with
+            1 or N indices, or None for the class the classifier predicts on each full image
+            (as in ``attribute(target=None)``; one more call of ``forward_func``, on the
+            uncropped inputs).
         threshold: Map pixels strictly above it are inside the saliency region.
         area_floor: ``a`` is raised to at least this (0.05 in the paper), in ``[0, 1]``.
         additional_forward_args: Extra arguments for ``forward_func``, a value or a tuple.
@@ -378,6 +440,9 @@ def saliency_metric(
         >>> mask[0, :, :2, :] = 1.0  # top half: a = 0.5; image 1 is empty: whole image
         >>> saliency_metric(uniform, x, mask, target=0)
         tensor([0.6931, 1.3863])
+        >>> likes_2 = lambda x: torch.tensor([[0.0, 0.0, 2.0]]).expand(x.shape[0], 3)
+        >>> saliency_metric(likes_2, x, mask, target=None)  # class 2: p = e^2 / (e^2 + 2)
+        tensor([-0.4536,  0.2395])
     """
     return saliency_metric_details(
         forward_func,
@@ -396,11 +461,23 @@ def saliency_metric(
     ).scores
 
 
-class SaliencyMetric:
-    """Accumulate :func:`saliency_metric` over a dataset: ``update`` per batch, then ``compute``.
+class SaliencyMetric(AccumulatingMetric):
+    """Accumulate :func:`saliency_metric` over a dataset, as a :class:`torchmetrics.Metric`.
 
-    Per-example scores and empty-map flags stay available as :attr:`scores` and :attr:`empty`,
-    on the device of the batches.
+    ``update`` scores a batch (the arguments of :func:`saliency_metric` that are not options
+    of the metric) and returns its ``(N,)`` scores; ``compute`` gives the mean score over every
+    example seen since the last ``reset`` (the paper's table 3 number); calling the metric
+    (``forward``) scores a batch, accumulates it and returns the batch's mean, calling the
+    classifier once. Per-example scores and empty-map flags stay available as :attr:`scores`
+    and :attr:`empty`, on the device of the batches.
+
+    The results are kept in list states reduced with ``"cat"`` (``score_batches`` and
+    ``empty_batches``), so in a distributed run ``compute`` averages over every process's
+    examples, and :meth:`~torchmetrics.Metric.merge_state` combines metrics.
+
+    The classifier is used, not owned: it is not a submodule of the metric, so
+    ``metric.to(device)``, ``metric.state_dict()`` and ``metric.parameters()`` leave it out.
+    Put it on the batches' device yourself.
 
     Args:
         forward_func: The classifier (see :func:`saliency_metric`).
@@ -411,6 +488,8 @@ class SaliencyMetric:
         empty_fallback: See :func:`saliency_metric`.
         min_pixels: See :func:`saliency_metric`.
         apply_softmax: See :func:`saliency_metric`.
+        kwargs: Options of :class:`torchmetrics.Metric` (``dist_sync_on_step``,
+            ``process_group``, ``sync_on_compute``, ``compute_on_cpu``, ...).
 
     Raises:
         InputError: An argument has the wrong type or value (checked here, before any batch).
@@ -419,11 +498,14 @@ class SaliencyMetric:
         >>> metric = SaliencyMetric(lambda x: torch.zeros(x.shape[0], 4))
         >>> metric.update(torch.rand(2, 3, 4, 4), torch.ones(2, 1, 4, 4), target=1)
         tensor([1.3863, 1.3863])
-        >>> metric.update(torch.rand(1, 3, 4, 4), None, target=1, boxes=[[0, 0, 1, 1]])
-        tensor([0.])
+        >>> metric(torch.rand(1, 3, 4, 4), None, target=1, boxes=[[0, 0, 1, 1]])  # batch mean
+        tensor(0.)
         >>> metric.compute(), metric.num_examples
         (tensor(0.9242), 3)
     """
+
+    is_differentiable = False
+    higher_is_better = False
 
     def __init__(
         self,
@@ -436,14 +518,16 @@ class SaliencyMetric:
         empty_fallback: str = "max",
         min_pixels: int = 1,
         apply_softmax: bool = True,
+        **kwargs: Any,
     ) -> None:
         # Validate now, not at the first update(), so a typo fails where it was made.
         area_floor, max_examples_per_batch, apply_softmax = _check_options(
             forward_func, area_floor, max_examples_per_batch, apply_softmax
         )
-        threshold, normalize, empty_fallback, min_pixels = _check_map_options(
+        threshold, normalize, empty_fallback, min_pixels = check_map_options(
             threshold, normalize, empty_fallback, min_pixels
         )
+        super().__init__(**kwargs)
         self.forward_func = forward_func
         self.threshold = threshold
         self.area_floor = area_floor
@@ -452,14 +536,20 @@ class SaliencyMetric:
         self.empty_fallback = empty_fallback
         self.min_pixels = min_pixels
         self.apply_softmax = apply_softmax
-        self._scores: list[Tensor] = []
-        self._empty: list[Tensor] = []
+        self.add_state("score_batches", [], dist_reduce_fx="cat")
+        self.add_state("empty_batches", [], dist_reduce_fx="cat")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "forward_func":  # a plain attribute, never a registered submodule
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
 
     def update(
         self,
         inputs: Tensor | tuple[Tensor],
         attributions: Tensor | tuple[Tensor] | None,
-        target: int | list[int] | Tensor,
+        target: int | list[int] | Tensor | None,
         additional_forward_args: Any = None,
         boxes: Any = None,
     ) -> Tensor:
@@ -468,12 +558,17 @@ class SaliencyMetric:
         Args:
             inputs: See :func:`saliency_metric`.
             attributions: See :func:`saliency_metric`.
-            target: See :func:`saliency_metric`.
+            target: See :func:`saliency_metric` (None: the classifier's predicted class).
             additional_forward_args: See :func:`saliency_metric`.
             boxes: See :func:`saliency_metric`.
 
         Returns:
             The batch's ``(N,)`` scores.
+
+        Example:
+            >>> metric = SaliencyMetric(lambda x: torch.zeros(x.shape[0], 2))
+            >>> metric.update(torch.rand(1, 3, 4, 4), None, target=None, boxes=[[0, 0, 3, 3]])
+            tensor([0.6931])
         """
         result = saliency_metric_details(
             self.forward_func,
@@ -490,42 +585,38 @@ class SaliencyMetric:
             min_pixels=self.min_pixels,
             apply_softmax=self.apply_softmax,
         )
-        self._scores.append(result.scores.detach())
-        self._empty.append(result.empty.detach())
+        self.score_batches.append(result.scores.detach())
+        self.empty_batches.append(result.empty.detach())
         return result.scores
 
     @property
     def num_examples(self) -> int:
         """Number of examples seen since the last reset."""
-        return sum(s.shape[0] for s in self._scores)
-
-    def _cat(self, parts: list[Tensor], dtype: torch.dtype) -> Tensor:
-        if not parts:
-            return torch.zeros(0, dtype=dtype)
-        device = parts[0].device
-        return torch.cat([p.to(device) for p in parts])
+        return self.state_length("score_batches")
 
     @property
     def scores(self) -> Tensor:
         """``(num_examples,)`` per-example scores, in the order seen."""
-        return self._cat(self._scores, torch.float32)
+        return self.cat_state("score_batches")
 
     @property
     def empty(self) -> Tensor:
         """``(num_examples,)`` bool flags: True where a map was empty (fallback box scored)."""
-        return self._cat(self._empty, torch.bool)
+        return self.cat_state("empty_batches", dtype=torch.bool)
 
     def compute(self) -> Tensor:
         """Return the mean score over every example seen (the paper's table 3 number).
 
         Raises:
             RuntimeError: No example was seen since the last reset.
-        """
-        if not self._scores:
-            raise RuntimeError("SaliencyMetric.compute() needs at least one update() first.")
-        return self.scores.mean()
 
-    def reset(self) -> None:
-        """Forget every example seen."""
-        self._scores.clear()
-        self._empty.clear()
+        Example:
+            >>> metric = SaliencyMetric(lambda x: torch.zeros(x.shape[0], 2))
+            >>> _ = metric.update(torch.rand(2, 3, 4, 4), None, 0, boxes=[[0, 0, 1, 1]] * 2)
+            >>> metric.compute()  # log(0.25) - log(0.5) for both images
+            tensor(-0.6931)
+        """
+        scores = self.scores
+        if scores.shape[0] == 0:
+            raise RuntimeError("SaliencyMetric.compute() needs at least one update() first.")
+        return scores.mean()
