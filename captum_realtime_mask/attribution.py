@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -31,6 +30,7 @@ from captum_realtime_mask._speed import (
 )
 from captum_realtime_mask.checkpoint import write_checkpoint
 from captum_realtime_mask.errors import CheckpointError, InputError
+from captum_realtime_mask.iterative import check_refinement
 from captum_realtime_mask.masker.model import MaskerConfig, MaskingModel, Preset
 from captum_realtime_mask.masker.resolve import (
     EncoderArg,
@@ -66,45 +66,6 @@ def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveCo
 def _check_confidence(confidence: Any) -> float:
     """``confidence`` as a float, refusing non-numbers, NaN and infinities."""
     return check.real(confidence, "confidence", hint="Hint: pass a number; 0 is the default.")
-
-
-_REFINE_FIXED = (
-    "additional_forward_args",
-    "init_mask",
-    "inputs",
-    "n_iter",
-    "return_history",
-    "target",
-)
-
-
-def _check_refinement(steps: Any, options: Any) -> None:
-    """Check the refinement arguments of :meth:`RealTimeMaskAttribution.attribute`."""
-    check.integer(steps, "refine_steps", 0, hint="(0 for no refinement)")
-    if options is not None and not isinstance(options, dict):
-        raise InputError(
-            f"expected a dict of optimise_masks arguments or None, got {type(options).__name__}.",
-            argument="refine_options",
-        )
-    if not options:
-        return  # the usual call: no signature to read on the real-time path
-    from captum_realtime_mask.iterative import optimise_masks
-
-    known = set(inspect.signature(optimise_masks).parameters) - {"forward_func"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise InputError(
-            f"unknown options {unknown}; accepted: {sorted(known - set(_REFINE_FIXED))}.",
-            argument="refine_options",
-        )
-    fixed = sorted(set(options) & set(_REFINE_FIXED))
-    if fixed:
-        raise InputError(
-            f"{', '.join(fixed)} cannot be set through attribute(). Pass the "
-            "steps as refine_steps and extra classifier arguments as additional_forward_args; "
-            "for the loss history call captum_realtime_mask.iterative.optimise_masks directly.",
-            argument="refine_options",
-        )
 
 
 class RealTimeMaskAttribution(PerturbationAttribution):
@@ -517,7 +478,7 @@ class RealTimeMaskAttribution(PerturbationAttribution):
             For the single-channel mask use :meth:`mask`.
         """
         self._warn_if_untrained(stacklevel=4)  # past torch.no_grad's and log_usage's wrappers
-        _check_refinement(refine_steps, refine_options)
+        check_refinement(refine_steps, refine_options)
         confidence = _check_confidence(confidence)
         x, tgt, was_tuple = self._prepare(inputs, target, additional_forward_args)
         if refine_steps:
@@ -625,3 +586,93 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         attr._trained = True
         attr.history = meta.get("history", [])
         return attr
+
+    # ------------------------------------------------------------------ sharing
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """:meth:`save` plus a ``README.md`` model card (kept if the folder has one).
+
+        The folder is what :meth:`from_pretrained` and :meth:`push_to_hub` share.
+        """
+        from captum_realtime_mask.hub import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        forward_func: Callable[..., torch.Tensor],
+        *,
+        encoder: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+    ) -> RealTimeMaskAttribution:
+        """Load a shared masker from a folder or a Hugging Face Hub repository id.
+
+        A folder that exists is loaded like :meth:`load`; anything else is taken for a
+        repository id (``"user/masker"``) and its ``config.json``, ``masker.safetensors`` and
+        ``README.md`` are fetched with :func:`huggingface_hub.snapshot_download` (cached;
+        ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads only the cache). The files go
+        through every check of :meth:`load`. Needs the ``hub`` extra for repository ids.
+
+        Args:
+            name_or_path: A folder written by :meth:`save_pretrained` or :meth:`save`, or a
+                Hub repository id.
+            forward_func: The classifier the masker was trained for.
+            encoder: The custom encoder module, for maskers saved with one.
+            device: Where to put the masker.
+            revision: A branch, tag or commit of the repository.
+            cache_dir: The Hub cache folder (default: huggingface_hub's).
+            local_files_only: Read only the local Hub cache.
+            token: A Hub token for private repositories (default: the logged-in one).
+
+        Raises:
+            InputError: Not a folder and not a valid repository id.
+            CheckpointError: The download failed, or the files fail :meth:`load`'s checks.
+        """
+        from captum_realtime_mask.hub import from_pretrained
+
+        return from_pretrained(
+            cls,
+            name_or_path,
+            forward_func,
+            encoder=encoder,
+            device=device,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload a captum-realtime-mask masker",
+        create_pr: bool = False,
+    ) -> str:
+        """Upload the masker (the :meth:`save_pretrained` folder) to a Hub model repository.
+
+        Creates the repository when missing. Needs a network, the ``hub`` extra and a token
+        with write access (``huggingface-cli login`` or ``HF_TOKEN``).
+
+        Returns:
+            The URL of the commit.
+        """
+        from captum_realtime_mask.hub import push_to_hub
+
+        return push_to_hub(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )

@@ -38,6 +38,7 @@ images in one call get identical masks.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -571,3 +572,40 @@ class IterativeMaskAttribution(PerturbationAttribution):
         )
         out = mask.expand_as(x).contiguous()
         return (out,) if was_tuple else out
+
+
+_REFINE_FIXED = (
+    "additional_forward_args",
+    "init_mask",
+    "inputs",
+    "n_iter",
+    "return_history",
+    "target",
+)
+
+
+def check_refinement(steps: Any, options: Any) -> None:
+    """Check the refinement arguments of :meth:`RealTimeMaskAttribution.attribute`."""
+    check.integer(steps, "refine_steps", 0, hint="(0 for no refinement)")
+    if options is not None and not isinstance(options, dict):
+        raise InputError(
+            f"expected a dict of optimise_masks arguments or None, got {type(options).__name__}.",
+            argument="refine_options",
+        )
+    if not options:
+        return  # the usual call: no signature to read on the real-time path
+    known = set(inspect.signature(optimise_masks).parameters) - {"forward_func"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(
+            f"unknown options {unknown}; accepted: {sorted(known - set(_REFINE_FIXED))}.",
+            argument="refine_options",
+        )
+    fixed = sorted(set(options) & set(_REFINE_FIXED))
+    if fixed:
+        raise InputError(
+            f"{', '.join(fixed)} cannot be set through attribute(). Pass the "
+            "steps as refine_steps and extra classifier arguments as additional_forward_args; "
+            "for the loss history call captum_realtime_mask.iterative.optimise_masks directly.",
+            argument="refine_options",
+        )
