@@ -1,4 +1,9 @@
-"""Smoke test of the benchmark runner on a tiny configuration (needs Debian's Fashion-MNIST)."""
+"""Tests of the benchmark: its configuration, settings, scoring, report and runner.
+
+The end-to-end run (``slow``) needs Debian's Fashion-MNIST; the others test one module each:
+``config`` (BenchmarkConfig), ``settings``, ``_scoring`` (a method's row), ``_maskers`` (the
+maskers' training batches), ``_report`` (results.md) and ``runner`` (its worker processes).
+"""
 
 from __future__ import annotations
 
@@ -18,20 +23,21 @@ def _have_fashion_mnist() -> bool:
     return True
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not _have_fashion_mnist(), reason="apt-get install dataset-fashion-mnist")
-def test_runner_writes_every_method_and_the_report(tmp_path):
-    from captum_realtime_mask.benchmark.runner import (
-        BENCHMARK_FIT,
-        SCRATCH_FIT,
-        BenchmarkConfig,
-        run_benchmark,
-    )
+needs_fashion_mnist = pytest.mark.skipif(
+    not _have_fashion_mnist(), reason="apt-get install dataset-fashion-mnist"
+)
 
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One end-to-end run on a tiny configuration: (config, results, output folder, cache)."""
+    from captum_realtime_mask.benchmark.runner import BenchmarkConfig, run_benchmark
+
+    folder = tmp_path_factory.mktemp("benchmark")
     cfg = BenchmarkConfig.for_mode(
         "quick",
-        output=str(tmp_path / "out"),
-        cache_dir=str(tmp_path / "cache"),
+        output=str(folder / "out"),
+        cache_dir=str(folder / "cache"),
         n_train=128,
         n_val=16,
         threshold_images=12,  # more than n_test: thresholds still use 12 validation images
@@ -51,6 +57,15 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
         threads=2,
     )
     results = run_benchmark(cfg, log=lambda _: None)
+    return cfg, results, folder / "out", folder / "cache"
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_runner_records_each_blackbox_and_its_maskers(tiny_run):
+    from captum_realtime_mask.benchmark.runner import BENCHMARK_FIT, SCRATCH_FIT
+
+    cfg, results, out, cache = tiny_run
     assert list(results["blackboxes"]) == ["resnet", "cspdarknet"]
     assert results["machine"]["processes"] == 2
     assert results["masker_fit"] == BENCHMARK_FIT and results["config"]["channels_last"]
@@ -61,12 +76,23 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     # Each black box's maskers were trained, and are saved, with its own objective.
     powers = {b: bb["masker_objective"]["destroy_power"] for b, bb in results["blackboxes"].items()}
     assert powers == {"resnet": 0.3, "cspdarknet": 1.0}
-    saved_configs = sorted((tmp_path / "cache" / "maskers").glob("*/config.json"))
+    saved_configs = sorted((cache / "maskers").glob("*/config.json"))
     assert len(saved_configs) == 4  # two rows per black box
     for path in saved_configs:
         saved_power = json.loads(path.read_text())["objective"]["destroy_power"]
         assert saved_power == powers[path.parent.name.split("-")[0]], path
     assert all(bb["channels_last"] for bb in results["blackboxes"].values())
+    # The iterative mask and the refinement optimise the objective of the black box's maskers.
+    for bb in results["blackboxes"].values():
+        optimising = [r for r in bb["rows"] if r["n_test"] < cfg.n_test]
+        assert len(optimising) == 2 and optimising[-1]["method"].startswith("Iterative mask")
+        assert all(r["objective"] == bb["masker_objective"] for r in optimising)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_runner_scores_every_method(tiny_run):
+    cfg, results, _, _ = tiny_run
     rows = results["blackboxes"]["resnet"]["rows"]
     names = [r["method"] for r in rows]
     for expected in (
@@ -87,11 +113,6 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert any("refinement" in n for n in names)
     refined = next(r for r in rows if "refinement" in r["method"])
     assert refined["n_test"] == 4  # per-image optimisation runs on the smaller subset
-    # The iterative mask and the refinement optimise the objective of the black box's maskers.
-    for bb in results["blackboxes"].values():
-        optimising = [r for r in bb["rows"] if r["n_test"] < cfg.n_test]
-        assert len(optimising) == 2 and optimising[-1]["method"].startswith("Iterative mask")
-        assert all(r["objective"] == bb["masker_objective"] for r in optimising)
     for r in rows:
         assert r["saliency_metric"] == r["saliency_metric"]  # not NaN
         if r["method"] != "Ground-truth boxes":
@@ -111,7 +132,6 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     # The whole image never overlaps an item by IoU > 0.5, on any subset of the images.
     assert max_row["localisation_error_correct"] in (None, 100.0)
     assert max_row["localisation_error_misclassified"] in (None, 100.0)
-    gt_row = next(r for r in rows if r["method"] == "Ground-truth boxes")
     split = ("localisation_error_correct", "localisation_error_misclassified")
     assert all(gt_row[k] is None for k in ("localisation_error", *split))  # nothing to localise
     # The correctly classified and the misclassified images split the whole test set.
@@ -124,9 +144,16 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
         parts.append((1.0 - share, r["localisation_error_misclassified"]))
         mixed = sum(w * e for w, e in parts if e is not None)
         assert abs(mixed - r["localisation_error"]) < 1e-6, r["method"]
-    saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved["blackboxes"]["resnet"]["rows"][0]["method"] == names[0]
-    table = (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_runner_writes_the_report(tiny_run):
+    _, results, out, _ = tiny_run
+    saved = json.loads((out / "results.json").read_text())
+    rows = results["blackboxes"]["resnet"]["rows"]
+    assert saved["blackboxes"]["resnet"]["rows"][0]["method"] == rows[0]["method"]
+    table = (out / "results.md").read_text()
     assert table.count("On the first 4 test images") == 2  # one table per black box
     assert "| Occlusion |" in table
     assert "| loc. error, misclassified (%) |" in table
@@ -140,13 +167,14 @@ def test_runner_writes_every_method_and_the_report(tmp_path):
     assert "maskers use the run's objective with `destroy_power=1.0`" in csp_part
     assert "chosen on 12 validation images" in table
     heading = table.split("## Black box: resnet")[1].splitlines()[0]
+    share = results["blackboxes"]["resnet"]["test_correct_share"]
     assert "(on " in heading  # where the black box's own accuracy was measured
     assert f"{share:.3f} on this benchmark's 8 test images" in heading
-    assert (tmp_path / "out" / "figure.png").stat().st_size > 1000
+    assert (out / "figure.png").stat().st_size > 1000
 
 
 def test_throughput_is_the_median_call_within_a_time_budget(monkeypatch):
-    from captum_realtime_mask.benchmark import runner
+    from captum_realtime_mask.benchmark import _scoring
 
     durations = iter([0.0, 1.0, 0.5, 0.3, 2.0, 0.2])  # warm-up call, then the timed ones
     clock = [0.0]
@@ -154,37 +182,38 @@ def test_throughput_is_the_median_call_within_a_time_budget(monkeypatch):
     def fn(x, y):
         clock[0] += next(durations)
 
-    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_scoring.time, "perf_counter", lambda: clock[0])
     x = torch.zeros(10, 1)
-    ips, calls = runner._throughput(fn, x, x)
+    ips, calls = _scoring.throughput(fn, x, x)
     assert calls == 4  # 1.0 + 0.5 + 0.3 + 2.0 > 3 s: no fifth call
     assert ips == pytest.approx(10 / 0.75)  # median of 1.0, 0.5, 0.3, 2.0
     durations = iter([0.0] + [0.1] * 5 + [9.0])
-    assert runner._throughput(fn, x, x)[1] == 5  # fast: stops at the call cap
+    assert _scoring.throughput(fn, x, x)[1] == 5  # fast: stops at the call cap
 
 
 def test_each_method_row_starts_from_the_seed_whatever_ran_before(monkeypatch):
-    from captum_realtime_mask.benchmark import runner
+    from captum_realtime_mask.benchmark import _scoring
+    from captum_realtime_mask.benchmark.config import BenchmarkConfig
     from captum_realtime_mask.benchmark.methods import Method
 
     def one_untimed_call(fn, x, y):  # timings differ between calls; the draws must not
         fn(x, y)
         return 1.0, 1
 
-    monkeypatch.setattr(runner, "_throughput", one_untimed_call)
+    monkeypatch.setattr(_scoring, "throughput", one_untimed_call)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
     images = torch.rand(6, 3, 8, 8)
     boxes = torch.tensor([[1.0, 1.0, 5.0, 5.0]]).expand(6, 4)
     split = (images, torch.arange(6) % 3, boxes)
     drawn = Method("random", lambda x, t: torch.rand(len(x), 1, 8, 8), kind="mask")
-    cfg = runner.BenchmarkConfig.for_mode("quick", seed=3)
+    cfg = BenchmarkConfig.for_mode("quick", seed=3)
     correct = torch.ones(6, dtype=torch.bool)
 
     def row_after(draws: int) -> tuple[dict, torch.Tensor]:
         torch.rand(draws)  # what earlier methods would have drawn
         before = torch.random.get_rng_state()
         maps: dict[str, torch.Tensor] = {}
-        row = runner._method_row(model, drawn, cfg, split, split, correct, maps)
+        row = _scoring.method_row(model, drawn, cfg, split, split, correct, maps)
         assert torch.equal(torch.random.get_rng_state(), before)  # the global stream is restored
         row.pop("seconds")
         return row, maps["random"]
@@ -200,7 +229,8 @@ def test_each_method_row_starts_from_the_seed_whatever_ran_before(monkeypatch):
 def test_each_masker_shuffles_its_own_batches_from_the_seed(monkeypatch, tmp_path):
     from torch.utils.data import TensorDataset
 
-    from captum_realtime_mask.benchmark import runner
+    from captum_realtime_mask.benchmark import _maskers
+    from captum_realtime_mask.benchmark.config import BenchmarkConfig
 
     seen: list[list[int]] = []
 
@@ -214,20 +244,20 @@ def test_each_masker_shuffles_its_own_batches_from_the_seed(monkeypatch, tmp_pat
         def save(self, folder):
             pass
 
-    monkeypatch.setattr(runner, "RealTimeMaskAttribution", RecordingAttribution)
+    monkeypatch.setattr(_maskers, "RealTimeMaskAttribution", RecordingAttribution)
     train = TensorDataset(torch.zeros(40, 1), torch.arange(40))
-    cfg = runner.BenchmarkConfig.for_mode("quick", batch_size=8, seed=5)
+    cfg = BenchmarkConfig.for_mode("quick", batch_size=8, seed=5)
     for row in ("frozen", "scratch"):  # row (b) trained right after row (a), in one run
-        runner._fit_masker(None, None, train, None, cfg, 1, {}, tmp_path / row, print)
+        _maskers.fit_masker(None, None, train, None, cfg, 1, {}, tmp_path / row, print)
     assert seen[0] == seen[1]
     assert seen[0] != list(range(40)) and sorted(seen[0]) == list(range(40))
-    other = runner.replace(cfg, seed=6)
-    runner._fit_masker(None, None, train, None, other, 1, {}, tmp_path / "other", print)
+    other = BenchmarkConfig.for_mode("quick", batch_size=8, seed=6)
+    _maskers.fit_masker(None, None, train, None, other, 1, {}, tmp_path / "other", print)
     assert seen[2] != seen[0]  # the order follows the seed
 
 
 def test_error_on_a_subset_counts_only_its_images():
-    from captum_realtime_mask.benchmark.runner import _error_on
+    from captum_realtime_mask.benchmark._scoring import error_on as _error_on
 
     hits = torch.tensor([True, False, True, False, False])
     assert _error_on(hits, torch.tensor([True, True, False, False, False])) == 50.0
@@ -238,7 +268,8 @@ def test_error_on_a_subset_counts_only_its_images():
 def test_report_names_subset_rows_and_objective_overrides_only_when_present():
     import copy
 
-    from captum_realtime_mask.benchmark.runner import BENCHMARK_OBJECTIVE, _markdown
+    from captum_realtime_mask.benchmark._report import markdown as _markdown
+    from captum_realtime_mask.benchmark.settings import BENCHMARK_OBJECTIVE
 
     def row(method, n_test):
         return {
@@ -307,30 +338,50 @@ def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"threshold_images": 0}, "threshold_images"),
-        ({"threshold_images": 600}, "threshold_images.*n_val"),
-        ({"n_test": -1}, "n_test"),
-        ({"jobs": 0}, "jobs"),
-        ({"refine_steps": (0, -2)}, "refine_steps"),
-        ({"blackboxes": ("vgg",)}, "blackboxes"),
-        ({"objective": {"destroy_wieght": 1.0}}, "objective.*destroy_wieght"),
-        ({"n_tset": 5}, "unknown options.*n_tset"),
-        ({"channels_last": "yes"}, "channels_last"),
-        ({"masker_epochs_by_blackbox": {"vgg": 2}}, "masker_epochs_by_blackbox.*vgg"),
-        ({"masker_epochs_by_blackbox": {"resnet": 0}}, "masker_epochs_by_blackbox.*resnet"),
-        ({"masker_epochs_by_blackbox": 4}, "masker_epochs_by_blackbox.*dict"),
-        ({"scratch_masker_epochs": 0}, "scratch_masker_epochs"),
-        ({"objective_by_blackbox": {"vgg": {}}}, "objective_by_blackbox.*vgg"),
-        ({"objective_by_blackbox": {"resnet": {"destroy_powr": 1}}}, r"blackbox\['resnet'\].*powr"),
-        ({"objective_by_blackbox": {"resnet": 1.0}}, r"objective_by_blackbox\['resnet'\].*dict"),
-        ({"objective_by_blackbox": 3}, "objective_by_blackbox.*dict"),
+        ({"threshold_images": 0}, "threshold_images: expected a positive int or None, got int 0"),
+        ({"threshold_images": 600}, "threshold_images: 600 is more than n_val=500"),
+        ({"n_test": -1}, "n_test: expected a positive int, got int -1"),
+        ({"n_test": 2.0}, "n_test: expected a positive int, got float 2.0"),
+        ({"jobs": 0}, "jobs: expected a positive int, got int 0"),
+        ({"batch_size": True}, "batch_size: expected a positive int, got bool True"),
+        ({"iterative_images": -1}, "iterative_images: expected an int >= 0, got int -1"),
+        ({"seed": "0"}, "seed: expected an int, got str '0'"),
+        ({"refine_steps": (0, -2)}, "refine_steps: expected an int >= 0, got int -2"),
+        ({"refine_steps": 10}, "refine_steps: expected a sequence of ints >= 0, got int 10"),
+        ({"blackboxes": ("vgg",)}, "blackboxes: expected one of 'resnet' or 'cspdarknet', got str"),
+        ({"blackboxes": ()}, r"blackboxes: expected a non-empty tuple of BLACKBOX_PRESETS keys"),
+        ({"output": 3}, r"output: expected a path \(a str or os.PathLike\), got int 3"),
+        (
+            {"objective": {"destroy_wieght": 1.0}},
+            r"objective: .*'destroy_wieght'",  # the wording is ObjectiveConfig's
+        ),
+        ({"objective": [1]}, "objective: expected a dict of ObjectiveConfig fields, got a list"),
+        ({"n_tset": 5}, r"for_mode: unknown options \['n_tset'\]"),
+        ({"channels_last": "yes"}, "channels_last: expected True or False, got str 'yes'"),
+        ({"masker_epochs_by_blackbox": {"vgg": 2}}, "masker_epochs_by_blackbox: 'vgg' is not a"),
+        (
+            {"masker_epochs_by_blackbox": {"resnet": 0}},
+            r"masker_epochs_by_blackbox\['resnet'\]: expected a positive int, got int 0",
+        ),
+        ({"masker_epochs_by_blackbox": 4}, "masker_epochs_by_blackbox: expected a dict of"),
+        ({"scratch_masker_epochs": 0}, "scratch_masker_epochs: expected a positive int or None"),
+        ({"objective_by_blackbox": {"vgg": {}}}, "objective_by_blackbox: 'vgg' is not a key of"),
+        (
+            {"objective_by_blackbox": {"resnet": {"destroy_powr": 1}}},
+            r"objective_by_blackbox\['resnet'\]: .*'destroy_powr'",
+        ),
+        (
+            {"objective_by_blackbox": {"resnet": 1.0}},
+            r"objective_by_blackbox\['resnet'\]: expected a dict of ObjectiveConfig fields",
+        ),
+        ({"objective_by_blackbox": 3}, "objective_by_blackbox: expected a dict of black-box keys"),
     ],
 )
 def test_benchmark_config_names_bad_options(overrides, match):
     from captum_realtime_mask.benchmark.runner import BENCHMARK_OBJECTIVE, BenchmarkConfig
     from captum_realtime_mask.errors import InputError
 
-    with pytest.raises(InputError, match=match):
+    with pytest.raises(InputError, match=f"^BenchmarkConfig.{match}"):
         BenchmarkConfig.for_mode("full", **overrides)
     cfg = BenchmarkConfig.for_mode("full", threshold_images=100)
     assert cfg.threshold_images == 100 and cfg.n_val == 500
@@ -345,3 +396,97 @@ def test_benchmark_config_names_bad_options(overrides, match):
     cfg = BenchmarkConfig.for_mode("full", objective_by_blackbox={"cspdarknet": {"tv_weight": 1}})
     assert cfg.objective_for("cspdarknet") == {**BENCHMARK_OBJECTIVE, "tv_weight": 1}
     assert cfg.objective_for("resnet") == BENCHMARK_OBJECTIVE
+
+
+def test_benchmark_config_names_a_bad_mode():
+    from captum_realtime_mask.benchmark.config import BenchmarkConfig
+    from captum_realtime_mask.errors import InputError
+
+    expected = "expected one of 'quick' or 'full', got str 'fast'"
+    with pytest.raises(InputError, match=f"^BenchmarkConfig.mode: {expected}"):
+        BenchmarkConfig(mode="fast")
+    with pytest.raises(InputError, match=f"^mode: {expected}"):
+        BenchmarkConfig.for_mode("fast")
+
+
+def test_benchmark_config_stores_plain_python_values():
+    import numpy as np
+
+    from captum_realtime_mask.benchmark.config import BenchmarkConfig
+
+    epochs = {"resnet": np.int64(4)}
+    cfg = BenchmarkConfig.for_mode(
+        "quick",
+        n_test=np.int64(8),
+        refine_steps=[0, np.int32(2)],
+        blackboxes=["resnet"],
+        masker_epochs_by_blackbox=epochs,
+        channels_last=np.bool_(False),
+    )
+    assert type(cfg.n_test) is int and cfg.refine_steps == (0, 2) and cfg.blackboxes == ("resnet",)
+    assert type(cfg.masker_epochs_by_blackbox["resnet"]) is int and cfg.channels_last is False
+    assert type(epochs["resnet"]) is np.int64  # the caller's dict is not changed
+
+
+def test_quick_mode_settings_are_unchanged():
+    """The quick mode's figures follow from these values; changing one changes them."""
+    from dataclasses import asdict
+
+    from captum_realtime_mask.benchmark import runner
+    from captum_realtime_mask.masker.encoders import EncoderSpec
+
+    objective = {
+        "area_weight": 10.0,
+        "tv_weight": 5.0,
+        "fake_prob": 0.5,
+        "fake_max_prob": 0.05,
+        "destroy_weight": 5.0,
+        "destroy_fill": "inpaint",
+    }
+    settings = {
+        "BENCHMARK_OBJECTIVE": objective,
+        "BENCHMARK_FIT": {"lr_schedule": "cosine"},
+        "BENCHMARK_OBJECTIVE_BY_BLACKBOX": {"resnet": {"destroy_power": 1.0}},
+        "SCRATCH_FIT": {"channels_last": True, "area_warmup": 0.5},
+        "FROZEN_ENCODER": EncoderSpec(kind="classifier", min_reduction=2),
+        "SCRATCH_ENCODER": EncoderSpec(kind="small_cnn", width=16, min_reduction=2),
+    }
+    assert {name: getattr(runner, name) for name in settings} == settings
+    assert asdict(runner.BenchmarkConfig.for_mode("quick")) == {
+        "mode": "quick",
+        "output": "runs/demo",
+        "cache_dir": None,
+        "blackboxes": ("resnet",),
+        "n_train": 4000,
+        "n_val": 100,
+        "threshold_images": None,
+        "n_test": 200,
+        "blackbox_epochs": 6,
+        "blackbox_max_steps": None,
+        "masker_epochs": 3,
+        "masker_epochs_by_blackbox": {},
+        "scratch_masker_epochs": None,
+        "masker_max_steps": None,
+        "iterative_images": 32,
+        "iterative_steps": 100,
+        "refine_steps": (0, 10),
+        "ig_steps": 50,
+        "batch_size": 64,
+        "throughput_batch": 32,
+        "seed": 0,
+        "objective": objective,
+        "objective_by_blackbox": {},
+        "jobs": 2,
+        "threads": None,
+        "channels_last": True,
+        "extra": {},
+    }
+
+
+def test_runner_keeps_its_public_names():
+    from captum_realtime_mask.benchmark import config, runner, settings
+
+    assert runner.BenchmarkConfig is config.BenchmarkConfig
+    for name in settings.__all__:
+        assert getattr(runner, name) is getattr(settings, name), name
+    assert set(runner.__all__) >= {"BenchmarkConfig", "run_benchmark", *settings.__all__}

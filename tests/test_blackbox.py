@@ -1,4 +1,5 @@
-"""Tests of the benchmark's black-box classifiers: model wrapper, augmentation, training cache."""
+"""Tests of the benchmark's black-box classifiers (``benchmark.blackbox``) and their training
+images' augmentation (``benchmark.augment``): model wrapper, configuration, training cache."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+import captum_realtime_mask.benchmark.augment as augment_module
 import captum_realtime_mask.benchmark.blackbox as blackbox
+from captum_realtime_mask.benchmark.augment import augment
 from captum_realtime_mask.benchmark.blackbox import (
     BLACKBOX_PRESETS,
     BlackBox,
@@ -107,17 +110,83 @@ def test_zero_init_head_starts_with_equal_logits():
     assert plain.classifier.get_classifier().weight.abs().sum() > 0
 
 
-def test_config_round_trip_and_validation():
+def test_config_round_trip():
     assert BlackBoxConfig.from_dict(json.loads(json.dumps(TINY_NET.to_dict()))) == TINY_NET
-    with pytest.raises(InputError):
-        BlackBoxConfig(optimizer="lamb")
-    with pytest.raises(InputError):
-        BlackBoxConfig(crop_prob=1.5)
+    with pytest.raises(InputError, match=r"^BlackBoxConfig.from_dict: unknown keys \['lr_max'\]"):
+        BlackBoxConfig.from_dict({**TINY_NET.to_dict(), "lr_max": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"optimizer": "lamb"}, "optimizer: expected one of 'sgd' or 'adamw', got str 'lamb'"),
+        ({"crop_prob": 1.5}, r"crop_prob: expected a real number in \[0, 1\], got float 1.5"),
+        ({"warmup": -0.1}, r"warmup: expected a real number in \[0, 1\]"),
+        ({"epochs": 0}, "epochs: expected a positive int, got int 0"),
+        ({"epochs": 2.5}, "epochs: expected a positive int, got float 2.5"),
+        ({"batch_size": True}, "batch_size: expected a positive int, got bool True"),
+        ({"lr": 0}, "lr: expected a finite real number > 0, got int 0"),
+        (
+            {"weight_decay": float("inf")},
+            "weight_decay: expected a finite real number >= 0, got float inf",
+        ),
+        ({"seed": 1.0}, "seed: expected an int, got float 1.0"),
+        ({"channels_last": "no"}, "channels_last: expected True or False, got str 'no'"),
+        ({"std": (0.5, 0.0, 0.5)}, "std: expected a finite real number > 0, got float 0.0"),
+        ({"std": (0.5, 0.5)}, r"std: needs one value per channel, as mean"),
+        ({"mean": "abc"}, "mean: expected one real number per channel, got str 'abc'"),
+        ({"model_kwargs": [1]}, "model_kwargs: expected a dict of timm.create_model arguments"),
+    ],
+)
+def test_config_names_the_field_and_what_it_expected(kwargs, match):
+    with pytest.raises(InputError, match=f"^BlackBoxConfig.{match}"):
+        BlackBoxConfig(**kwargs)
+
+
+def test_config_stores_plain_python_values():
+    config = BlackBoxConfig(epochs=np.int64(3), lr=np.float32(0.5), mean=np.array([0.5] * 3))
+    assert type(config.epochs) is int and type(config.lr) is float
+    assert config.mean == (0.5, 0.5, 0.5) and type(config.mean[0]) is float
+    assert config.model_kwargs == {} and BlackBoxConfig(
+        model_kwargs={"a": (1, 2)}
+    ).model_kwargs == {"a": [1, 2]}
+
+
+def test_train_blackbox_checks_its_arguments():
     with pytest.raises(InputError, match="neither a preset"):
         train_blackbox("not_a_model", TINY_DATA)
+    with pytest.raises(InputError, match="^max_steps: expected a positive int or None, got int 0"):
+        train_blackbox(TINY_NET, TINY_DATA, max_steps=0)
+    with pytest.raises(InputError, match="^epochs: expected a positive int, got float 2.5"):
+        train_blackbox(TINY_NET, TINY_DATA, epochs=2.5)
 
 
-def test_train_blackbox_caches_and_reloads(fake_root, tmp_path, monkeypatch):
+def test_preset_cache_files_keep_their_names():
+    """Cached black boxes are found by these names: a drifting key would retrain them."""
+    quick = ClutteredConfig(n_train=4000, n_val=100, n_test=200)
+    names = {k: blackbox_cache_paths(v, quick, "/c")[0].name for k, v in BLACKBOX_PRESETS.items()}
+    assert names == {
+        "resnet": "resnet10t-670907659e4382b0.safetensors",
+        "cspdarknet": "cs3darknet_s-ec110afe245ce55a.safetensors",
+    }
+
+
+def test_augment_flips_and_crops_as_drawn():
+    images = torch.rand(6, 3, 16, 16)
+    boxes = torch.tensor([[2, 3, 9, 12]]).expand(6, 4)
+    gen = torch.Generator().manual_seed(0)
+    assert augment(images, boxes, 0.0, 0.8, 0.0, gen) is images  # nothing drawn
+    assert torch.equal(augment(images, boxes, 0.0, 0.8, 1.0, gen), images.flip(-1))
+    cropped = augment(images, boxes, 1.0, 0.8, 0.0, gen)
+    assert cropped.shape == images.shape and not torch.equal(cropped, images)
+    again = augment(images, boxes, 1.0, 0.8, 0.0, torch.Generator().manual_seed(0))
+    assert not torch.equal(again, cropped)  # the crop draws follow the generator's state
+    first = augment(images, boxes, 0.5, 0.8, 0.5, torch.Generator().manual_seed(1))
+    second = augment(images, boxes, 0.5, 0.8, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(first, second)
+
+
+def test_train_blackbox_caches_and_reloads(fake_root, tmp_path):
     lines: list[str] = []
     model = train_blackbox(TINY_NET, TINY_DATA, cache_dir=tmp_path, max_steps=4, log=lines.append)
     assert isinstance(model, BlackBox) and not model.training
@@ -130,11 +199,11 @@ def test_train_blackbox_caches_and_reloads(fake_root, tmp_path, monkeypatch):
     assert any("epoch 1/2" in line for line in lines)
     assert not any(p.suffix == ".tmp" for p in weights.parent.iterdir())
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("should have loaded the cached model")
-
-    monkeypatch.setattr(blackbox, "_train", no_training)
-    again = train_blackbox(TINY_NET, TINY_DATA, cache_dir=tmp_path, max_steps=4)
+    reloaded: list[str] = []  # a cached model is loaded silently: no epoch, no save
+    again = train_blackbox(
+        TINY_NET, TINY_DATA, cache_dir=tmp_path, max_steps=4, log=reloaded.append
+    )
+    assert reloaded == []
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
@@ -160,5 +229,6 @@ def test_load_blackbox_reports_broken_files(fake_root, tmp_path):
         load_blackbox(tmp_path / "missing.safetensors")
 
 
-def test_docstring_examples():
-    assert doctest.testmod(blackbox).failed == 0
+@pytest.mark.parametrize("module", [blackbox, augment_module])
+def test_docstring_examples(module):
+    assert doctest.testmod(module).failed == 0

@@ -1,9 +1,19 @@
-"""Tests of the Fashion-MNIST locator and the cluttered Fashion-MNIST dataset."""
+"""Tests of ``captum_realtime_mask.datasets``, one section per module.
+
+``fashion_mnist`` (IDX files and the locator), ``cache`` (the cache folder), ``config``
+(:class:`ClutteredConfig`), ``rendering`` (the composites and their boxes) and ``cluttered``
+(the dataset as torchvision datasets are used: items, transforms, indexing, workers, its cache
+files). Most tests run on synthetic IDX files; those marked ``needs_debian`` use the real
+Fashion-MNIST from Debian's ``dataset-fashion-mnist``.
+"""
 
 from __future__ import annotations
 
+import ast
 import doctest
+import gc
 import gzip
+import os
 import subprocess
 import warnings
 from dataclasses import replace
@@ -15,10 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.ops import box_iou, masks_to_boxes
 
-import captum_realtime_mask.checkpoint as checkpoint
+import captum_realtime_mask.datasets as datasets
 import captum_realtime_mask.datasets.cluttered as cluttered
 import captum_realtime_mask.datasets.fashion_mnist as fmnist
+import captum_realtime_mask.datasets.rendering as rendering
 from captum_realtime_mask.datasets import (
+    CACHE_ENV,
     CLUTTERED_MEAN,
     CLUTTERED_STD,
     DEFAULT_BACKGROUNDS,
@@ -27,6 +39,7 @@ from captum_realtime_mask.datasets import (
     ClutteredFashionMNIST,
     FashionMNISTNotFoundError,
     cluttered_dataloaders,
+    default_cache_dir,
     find_fashion_mnist,
     load_backgrounds,
     load_fashion_mnist,
@@ -37,9 +50,16 @@ from captum_realtime_mask.errors import InputError
 
 
 def _has_debian_package() -> bool:
-    return fmnist._holds_fashion_mnist(fmnist.DEFAULT_DEBIAN_DIR) is not None or any(
-        fmnist._holds_fashion_mnist(d) is not None for d in fmnist._debian_dirs()
-    )
+    """Whether the real Fashion-MNIST is installed (the environment variable aside)."""
+    env = os.environ.pop(FASHION_MNIST_ENV, None)
+    try:
+        find_fashion_mnist()
+    except FashionMNISTNotFoundError:
+        return False
+    finally:
+        if env is not None:
+            os.environ[FASHION_MNIST_ENV] = env
+    return True
 
 
 needs_debian = pytest.mark.skipif(
@@ -76,6 +96,20 @@ def write_fake_fashion_mnist(
     return folder
 
 
+def measure_normalisation(n: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of ``n`` default training composites (recomputes
+    ``CLUTTERED_MEAN`` and ``CLUTTERED_STD`` with n=5000)."""
+    dataset = ClutteredFashionMNIST("train", ClutteredConfig(n_train=n), cache=False)
+    pixels = dataset.float_images().transpose(0, 1).reshape(3, -1).double()
+    return pixels.mean(1), pixels.std(1)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -99,7 +133,70 @@ def fake_root(tmp_path_factory, monkeypatch):
 SMALL = ClutteredConfig(n_train=40, n_val=10, n_test=20, val_items=50)
 
 
-# --- IDX files ---------------------------------------------------------------------------------
+# --- the package ---------------------------------------------------------------------------------
+
+
+def test_modules_import_each_other_without_a_cycle():
+    """Every import between the package's modules, also inside functions, points one way."""
+    folder = Path(datasets.__file__).parent
+    names = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+    imports: dict[str, set[str]] = {}
+    for name in names:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        found = {
+            node.module.rsplit(".", 1)[-1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("captum_realtime_mask.datasets.")
+        }
+        imports[name] = found & set(names)
+    assert imports["fashion_mnist"] == {"cache"}
+
+    def reaches(start: str, target: str, seen: frozenset = frozenset()) -> bool:
+        return any(
+            n == target or (n not in seen and reaches(n, target, seen | {n}))
+            for n in imports[start]
+        )
+
+    assert [n for n in names if reaches(n, n)] == []
+
+
+def test_package_exports_are_unchanged():
+    assert sorted(datasets.__all__) == sorted(
+        [
+            "CACHE_ENV",
+            "CLUTTERED_MEAN",
+            "CLUTTERED_STD",
+            "DEBIAN_PACKAGE",
+            "DEFAULT_BACKGROUNDS",
+            "DEFAULT_DEBIAN_DIR",
+            "FASHION_MNIST_CLASSES",
+            "FASHION_MNIST_ENV",
+            "FASHION_MNIST_FILES",
+            "ClutteredConfig",
+            "ClutteredFashionMNIST",
+            "FashionMNISTNotFoundError",
+            "Split",
+            "cluttered_dataloaders",
+            "default_cache_dir",
+            "find_fashion_mnist",
+            "load_backgrounds",
+            "load_fashion_mnist",
+            "read_idx",
+            "render_composites",
+        ]
+    )
+    for name in cluttered.__all__:  # the old module still offers every name it had
+        assert getattr(cluttered, name) is getattr(datasets, name), name
+
+
+@pytest.mark.parametrize("module", [fmnist, rendering, cluttered])
+def test_docstring_examples(module, fake_root):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+# --- fashion_mnist: IDX files ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -122,7 +219,20 @@ def test_read_idx_rejects_bad_files(tmp_path):
         read_idx(tmp_path / "short")
 
 
-# --- locating Fashion-MNIST --------------------------------------------------------------------
+def test_damaged_gzip_idx_file_is_a_value_error(tmp_path, fake_root):
+    blob = (fake_root / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    damaged = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    damaged.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="damaged gzip file"):
+        read_idx(damaged)
+    root = tmp_path / "root"
+    write_fake_fashion_mnist(root, 20, 10)
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz"):
+        load_fashion_mnist("test", root)
+
+
+# --- fashion_mnist: locating the files -------------------------------------------------------
 
 
 def test_locator_order_root_env_debian(tmp_path, monkeypatch, no_system_data):
@@ -175,6 +285,11 @@ def test_locator_downloads_only_when_asked(tmp_path, monkeypatch, no_system_data
     assert calls == []
     found = find_fashion_mnist(tmp_path / "dl", download=True)
     assert calls == [tmp_path / "dl"] and found == tmp_path / "dl" / "FashionMNIST" / "raw"
+    # Without a root, the download goes into the package's cache folder.
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    found = find_fashion_mnist(download=True)
+    assert calls[-1] == tmp_path / "cache" / "fashion-mnist"
+    assert found == tmp_path / "cache" / "fashion-mnist" / "FashionMNIST" / "raw"
 
 
 def test_debian_dirs_asks_dpkg_then_falls_back(monkeypatch):
@@ -208,7 +323,102 @@ def test_debian_package_is_found(monkeypatch):
     assert set(np.unique(labels)) == set(range(10))
 
 
-# --- rendering ---------------------------------------------------------------------------------
+# --- cache: the cache folder -----------------------------------------------------------------
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv(CACHE_ENV)
+    assert default_cache_dir() == tmp_path / "xdg" / "captum_realtime_mask"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == Path.home() / ".cache" / "captum_realtime_mask"
+    assert not (tmp_path / "mine").exists()  # not created
+
+
+# --- config: ClutteredConfig -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"scale_range": (0.7, 0.3)}, r"scale_range: expected low <= high, got \(0.7, 0.3\)"),
+        ({"scale_range": (0.0, 0.5)}, r"scale_range: expected a real number in \(0, 1\]"),
+        ({"scale_range": 0.5}, r"scale_range: expected a \(low, high\) pair of fractions"),
+        ({"background_crop": (0.5, 1.5)}, r"background_crop: expected a real number in \[0, 1\]"),
+        ({"tint_value": ("a", 1.0)}, r"tint_value: expected a real number in \[0, 1\], got str"),
+        ({"backgrounds": ()}, "backgrounds: is empty; name at least one picture"),
+        ({"backgrounds": "brick"}, r"backgrounds: .*got the string 'brick'.*\('brick',\)"),
+        ({"backgrounds": ("brick", 3)}, r"backgrounds: must be a sequence of skimage.data names"),
+        ({"image_size": 4}, "image_size: expected an int >= 8, got int 4"),
+        ({"n_test": -1}, "n_test: expected an int >= 0, got int -1"),
+        ({"n_test": 2.5}, "n_test: expected an int >= 0, got float 2.5"),
+        ({"image_size": 32.0}, "image_size: expected an int >= 8, got float 32.0"),
+        ({"seed": "0"}, "seed: expected an int, got str '0'"),
+        ({"n_train": True}, "n_train: expected an int >= 0, got bool True.*no count"),
+        ({"val_items": 0}, "val_items: expected a positive int, got int 0"),
+        ({"val_items": 60000}, r"val_items: expected an int in \[1, 59999\]"),
+        ({"visible_alpha": 0.0}, r"visible_alpha: expected a real number in \(0, 1\]"),
+        ({"alpha_gain": 0}, "alpha_gain: expected a finite real number > 0, got int 0"),
+        ({"shade_floor": float("nan")}, r"shade_floor: expected a real number in \[0, 1\]"),
+        ({"flip_items": 1}, "flip_items: expected True or False, got int 1"),
+    ],
+)
+def test_config_names_the_field_and_what_it_expected(kwargs, match):
+    with pytest.raises(InputError, match=f"^ClutteredConfig.{match}") as info:
+        ClutteredConfig(**kwargs)
+    assert info.value.argument == f"ClutteredConfig.{next(iter(kwargs))}"
+
+
+def test_config_takes_numpy_numbers_as_python_ones(fake_root):
+    config = ClutteredConfig(
+        n_test=np.int64(5),
+        image_size=np.int32(32),
+        seed=np.int64(1),
+        alpha_gain=np.float32(3.0),
+        scale_range=np.array([0.3, 0.65]),
+        flip_items=np.bool_(True),
+    )
+    assert type(config.n_test) is int and type(config.image_size) is int
+    assert type(config.alpha_gain) is float and type(config.flip_items) is bool
+    assert config.scale_range == (0.3, 0.65) and type(config.scale_range[0]) is float
+    plain = ClutteredConfig(n_test=5, image_size=32, seed=1)
+    assert config.cache_key("test") == plain.cache_key("test")
+    assert len(ClutteredFashionMNIST("test", config, cache=False)) == 5
+
+
+def test_config_round_trip_and_cache_key():
+    config = ClutteredConfig(scale_range=[0.3, 0.5])
+    assert ClutteredConfig.from_dict(config.to_dict()) == config
+    assert config.cache_key("test") == ClutteredConfig(scale_range=(0.3, 0.5)).cache_key("test")
+    assert config.cache_key("test") != config.cache_key("val")
+    assert config.cache_key("train", 0) != config.cache_key("train", 1)
+    assert config.cache_key("test") == ClutteredConfig(scale_range=(0.3, 0.5), n_train=7).cache_key(
+        "test"
+    )
+    assert config.cache_key("test") != ClutteredConfig(seed=1).cache_key("test")
+    with pytest.raises(InputError, match="unknown keys"):
+        ClutteredConfig.from_dict({"size": 3})
+    assert config.size_of("val") == 2000
+    with pytest.raises(InputError, match="^split: must be one of"):
+        config.size_of("validation")
+
+
+def test_default_config_keeps_its_cache_keys():
+    """The keys name the cache files and enter the black boxes' keys: they must not drift."""
+    config = ClutteredConfig()
+    assert {(s, e): config.cache_key(s, e) for s in ("train", "val", "test") for e in (0, 1)} == {
+        ("train", 0): "f7d247295fa5fa94",
+        ("train", 1): "d091a9c4552a75bb",
+        ("val", 0): "a9d81f689e1c7944",
+        ("val", 1): "a4a06e58d9a34ea1",
+        ("test", 0): "05d98425b7870603",
+        ("test", 1): "7e4e22cfa0a9d53c",
+    }
+
+
+# --- rendering: composites and boxes ---------------------------------------------------------
 
 
 def test_render_box_is_tight_around_a_known_item():
@@ -230,8 +440,10 @@ def test_render_box_is_tight_around_a_known_item():
 
 
 def test_render_checks_uniform_shape():
-    with pytest.raises(InputError, match="uniforms"):
+    with pytest.raises(InputError, match=r"uniforms must be \(2, 13\), got \(2, 5\)"):
         render_composites(np.zeros((2, 28, 28), np.uint8), np.zeros((2, 5)), ClutteredConfig())
+    empty = render_composites(np.zeros((0, 28, 28), np.uint8), np.zeros((0, 13)), SMALL)
+    assert [a.shape for a in empty] == [(0, 3, 64, 64), (0, 64, 64), (0, 4)]
 
 
 def test_backgrounds_load_offline():
@@ -247,38 +459,7 @@ def test_unknown_background_is_refused():
         load_backgrounds(["no_such_picture"])
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"scale_range": (0.7, 0.3)},
-        {"scale_range": (0.0, 0.5)},
-        {"background_crop": (0.5, 1.5)},
-        {"backgrounds": ()},
-        {"image_size": 4},
-        {"n_test": -1},
-        {"visible_alpha": 0.0},
-    ],
-)
-def test_config_validation(kwargs):
-    with pytest.raises(InputError):
-        ClutteredConfig(**kwargs)
-
-
-def test_config_round_trip_and_cache_key():
-    config = ClutteredConfig(scale_range=[0.3, 0.5])
-    assert ClutteredConfig.from_dict(config.to_dict()) == config
-    assert config.cache_key("test") == ClutteredConfig(scale_range=(0.3, 0.5)).cache_key("test")
-    assert config.cache_key("test") != config.cache_key("val")
-    assert config.cache_key("train", 0) != config.cache_key("train", 1)
-    assert config.cache_key("test") == ClutteredConfig(scale_range=(0.3, 0.5), n_train=7).cache_key(
-        "test"
-    )
-    assert config.cache_key("test") != ClutteredConfig(seed=1).cache_key("test")
-    with pytest.raises(InputError, match="unknown keys"):
-        ClutteredConfig.from_dict({"size": 3})
-
-
-# --- the dataset -------------------------------------------------------------------------------
+# --- cluttered: the dataset ------------------------------------------------------------------
 
 
 def test_items_shapes_and_dtypes(fake_root):
@@ -326,44 +507,67 @@ def test_deterministic_for_a_seed(fake_root):
     assert torch.equal(a.images, b.images)
 
 
+def test_set_epoch_refuses_non_integers(fake_root):
+    ds = ClutteredFashionMNIST("train", SMALL, cache=False)
+    for epoch, shown in ((1.5, "float 1.5"), ("1", "str '1'"), (True, "bool True"), (-1, "int -1")):
+        with pytest.raises(InputError, match=f"^epoch: expected an int >= 0, got {shown}"):
+            ds.set_epoch(epoch)
+    assert ds.epoch == 0
+    ds.set_epoch(np.int64(1))
+    assert ds.epoch == 1 and type(ds.epoch) is int
+
+
 def test_splits_use_disjoint_item_pools(fake_root):
     train = ClutteredFashionMNIST("train", SMALL, cache=False)
     val = ClutteredFashionMNIST("val", SMALL, cache=False)
     assert int(train.item_indices.max()) < 250 <= int(val.item_indices.min())
     test = ClutteredFashionMNIST("test", SMALL, cache=False)
     assert int(test.item_indices.max()) < 100
-    with pytest.raises(InputError, match="split"):
+    with pytest.raises(InputError, match="^split: must be one of 'train', 'val', 'test'"):
         ClutteredFashionMNIST("validation", SMALL)
+    with pytest.raises(InputError, match="^config: must be a ClutteredConfig, got dict"):
+        ClutteredFashionMNIST("test", {"n_test": 4})
 
 
-def test_cache_round_trip(fake_root, tmp_path, monkeypatch):
-    first = ClutteredFashionMNIST("val", SMALL, cache_dir=tmp_path)
-    path = first.cache_path
-    assert path.is_file() and path.parent.parent == tmp_path
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary leftovers
-    assert path.stat().st_mode & 0o777 == 0o666 & ~checkpoint._umask()
+def test_transform_and_target_transform_are_applied(fake_root):
+    plain = ClutteredFashionMNIST("test", SMALL, cache=False)
+    ds = ClutteredFashionMNIST(
+        "test",
+        SMALL,
+        cache=False,
+        transform=lambda image: image * 2 - 1,
+        target_transform=lambda label: label + 100,
+    )
+    image, label, box = ds[2]
+    torch.testing.assert_close(image, plain[2][0] * 2 - 1)
+    assert label == plain[2][1] + 100
+    assert torch.equal(box, plain[2][2])
+    assert "transform=" in repr(ds) and "target_transform=" in repr(ds)
+    with pytest.raises(InputError, match="^transform: must be a callable or None, got str"):
+        ClutteredFashionMNIST("test", SMALL, cache=False, transform="normalise")
 
-    def no_build(self):
-        raise AssertionError("should have been read from the cache")
 
-    monkeypatch.setattr(ClutteredFashionMNIST, "_build", no_build)
-    again = ClutteredFashionMNIST("val", SMALL, cache_dir=tmp_path)
-    for name in ("images", "labels", "boxes", "masks", "item_indices"):
-        assert torch.equal(getattr(first, name), getattr(again, name)), name
-    # Another training-set size shares the validation split's file and reads it silently.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        other = ClutteredFashionMNIST("val", replace(SMALL, n_train=SMALL.n_train + 7),
-                                      cache_dir=tmp_path)  # fmt: skip
-    assert other.cache_path == path and torch.equal(other.images, first.images)
-    monkeypatch.undo()
-    monkeypatch.setenv(FASHION_MNIST_ENV, str(fake_root))
-    path.write_bytes(b"truncated")
-    with pytest.warns(RuntimeWarning, match="ignoring the cache file"):
-        rebuilt = ClutteredFashionMNIST("val", SMALL, cache_dir=tmp_path)
-    assert torch.equal(rebuilt.images, first.images)
-    monkeypatch.setenv(cluttered.CACHE_ENV, str(tmp_path / "envcache"))
-    assert ClutteredFashionMNIST("val", SMALL).cache_path.is_relative_to(tmp_path / "envcache")
+def test_index_forms_and_clear_index_errors(fake_root):
+    ds = ClutteredFashionMNIST("test", SMALL, cache=False)
+    n = len(ds)
+    for index in (np.int64(3), np.int32(3), torch.tensor(3), -(n - 3)):
+        image, label, box = ds[index]
+        assert torch.equal(image, ds[3][0]) and label == ds[3][1] and torch.equal(box, ds[3][2])
+    for index in (n, -n - 1):
+        with pytest.raises(IndexError, match="out of range"):
+            ds[index]
+    for index in (1.0, slice(0, 2), [0, 1], True):
+        with pytest.raises(TypeError, match="index must be an integer"):
+            ds[index]
+    assert len(list(ds)) == n  # the old iteration protocol stops on IndexError
+
+
+def test_items_are_copies_not_views(fake_root):
+    ds = ClutteredFashionMNIST("test", SMALL, cache=False)
+    image, _, box = ds[0]
+    image.zero_()
+    box.zero_()
+    assert ds[0][0].max() > 0 and ds[0][2].max() > 0
 
 
 def test_dataloaders(fake_root, tmp_path):
@@ -373,6 +577,88 @@ def test_dataloaders(fake_root, tmp_path):
     assert images.shape == (16, 3, 64, 64) and labels.dtype == torch.int64
     boxed = cluttered_dataloaders(SMALL, 4, splits=["test"], return_boxes=True, cache=False)
     assert len(next(iter(boxed["test"]))) == 3
+
+
+def test_dataloaders_pass_the_transforms_to_every_split(fake_root):
+    loaders = cluttered_dataloaders(
+        SMALL,
+        batch_size=4,
+        splits=("val", "test"),
+        cache=False,
+        transform=lambda image: image * 2 - 1,
+        target_transform=lambda label: label + 100,
+    )
+    plain = ClutteredFashionMNIST("test", SMALL, cache=False)
+    for split, loader in loaders.items():
+        images, labels = next(iter(loader))
+        assert float(images.min()) < 0 and int(labels.min()) >= 100, split
+    images, labels = next(iter(loaders["test"]))
+    torch.testing.assert_close(images, plain.float_images(range(4)) * 2 - 1)
+
+
+def test_dataloader_with_two_workers(fake_root):
+    ds = ClutteredFashionMNIST("test", SMALL, cache=False, return_boxes=False)
+    loader = DataLoader(ds, batch_size=3, num_workers=2, persistent_workers=False)
+    images = torch.cat([batch[0] for batch in loader])
+    torch.testing.assert_close(images, ds.float_images(), rtol=0, atol=0)
+
+
+# --- cluttered: its cache files --------------------------------------------------------------
+
+
+def test_cache_round_trip(fake_root, tmp_path, monkeypatch, no_system_data):
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(fake_root))
+    first = ClutteredFashionMNIST("val", SMALL, cache_dir=tmp_path)
+    path = first.cache_path
+    assert path.is_file() and path.parent.parent == tmp_path
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary leftovers
+    assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    # Read back from the cache: Fashion-MNIST itself is no longer needed.
+    monkeypatch.delenv(FASHION_MNIST_ENV)
+    again = ClutteredFashionMNIST("val", SMALL, cache_dir=tmp_path)
+    for name in ("images", "labels", "boxes", "masks", "item_indices"):
+        assert torch.equal(getattr(first, name), getattr(again, name)), name
+    # Another training-set size shares the validation split's file and reads it silently.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        other = ClutteredFashionMNIST("val", replace(SMALL, n_train=SMALL.n_train + 7),
+                                      cache_dir=tmp_path)  # fmt: skip
+    assert other.cache_path == path and torch.equal(other.images, first.images)
+    with pytest.raises(FashionMNISTNotFoundError):  # a split not cached yet needs the data
+        ClutteredFashionMNIST("test", SMALL, cache_dir=tmp_path)
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(fake_root))
+    path.write_bytes(b"truncated")
+    with pytest.warns(RuntimeWarning, match="ignoring the cache file"):
+        rebuilt = ClutteredFashionMNIST("val", SMALL, cache_dir=tmp_path)
+    assert torch.equal(rebuilt.images, first.images)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "envcache"))
+    assert ClutteredFashionMNIST("val", SMALL).cache_path.is_relative_to(tmp_path / "envcache")
+
+
+def test_unwritable_cache_folder_only_warns(fake_root, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(RuntimeWarning, match="could not write the cache file"):
+        ds = ClutteredFashionMNIST("test", SMALL, cache_dir=blocker)
+    assert len(ds) == SMALL.n_test and blocker.is_file()
+    reference = ClutteredFashionMNIST("test", SMALL, cache=False)
+    assert torch.equal(ds.images, reference.images)
+
+
+def test_truncated_cache_file_leaks_no_handle(fake_root, tmp_path):
+    first = ClutteredFashionMNIST("test", SMALL, cache_dir=tmp_path)
+    path = first.cache_path
+    path.write_bytes(path.read_bytes()[:200])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = ClutteredFashionMNIST("test", SMALL, cache_dir=tmp_path)
+        gc.collect()
+    kinds = [w.category for w in caught]
+    assert RuntimeWarning in kinds and ResourceWarning not in kinds, kinds
+    assert torch.equal(again.images, first.images)
+
+
+# --- on the real Fashion-MNIST ---------------------------------------------------------------
 
 
 @needs_debian
@@ -394,13 +680,6 @@ def test_centre_box_baseline_misses_at_least_half(monkeypatch):
 @needs_debian
 def test_normalisation_constants_match_the_images(monkeypatch):
     monkeypatch.delenv(FASHION_MNIST_ENV, raising=False)
-    ds = ClutteredFashionMNIST("train", ClutteredConfig(n_train=1000), cache=False)
-    pixels = ds.float_images().transpose(0, 1).reshape(3, -1)
-    torch.testing.assert_close(pixels.mean(1), torch.tensor(CLUTTERED_MEAN), atol=0.02, rtol=0)
-    torch.testing.assert_close(pixels.std(1), torch.tensor(CLUTTERED_STD), atol=0.02, rtol=0)
-
-
-@pytest.mark.parametrize("module", [fmnist, cluttered])
-def test_docstring_examples(module, fake_root):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
+    mean, std = measure_normalisation(1000)
+    torch.testing.assert_close(mean.float(), torch.tensor(CLUTTERED_MEAN), atol=0.02, rtol=0)
+    torch.testing.assert_close(std.float(), torch.tensor(CLUTTERED_STD), atol=0.02, rtol=0)

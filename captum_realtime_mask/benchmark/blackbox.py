@@ -8,7 +8,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -17,15 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captum_realtime_mask._checks import describe, flag, integer, one_of, real
+from captum_realtime_mask.benchmark.augment import augment, box_aware_crops
 from captum_realtime_mask.checkpoint import atomic_write
-from captum_realtime_mask.datasets.cluttered import (
-    CLUTTERED_MEAN,
-    CLUTTERED_STD,
-    ClutteredConfig,
-    ClutteredFashionMNIST,
-    default_cache_dir,
-)
-from captum_realtime_mask.errors import CheckpointError, InputError
+from captum_realtime_mask.datasets.cache import default_cache_dir
+from captum_realtime_mask.datasets.cluttered import ClutteredFashionMNIST
+from captum_realtime_mask.datasets.config import CLUTTERED_MEAN, CLUTTERED_STD, ClutteredConfig
+from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
 
 __all__ = [
     "BLACKBOX_PRESETS",
@@ -128,25 +126,38 @@ class BlackBoxConfig:
     std: tuple[float, ...] = CLUTTERED_STD
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "model_kwargs", _jsonable(dict(self.model_kwargs)))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if self.optimizer not in ("sgd", "adamw"):
+        def name(attr: str) -> str:
+            return f"BlackBoxConfig.{attr}"
+
+        if not isinstance(self.model_kwargs, Mapping):
             raise InputError(
-                f"must be 'sgd' or 'adamw', got {self.optimizer!r}.",
-                argument="BlackBoxConfig.optimizer",
+                "expected a dict of timm.create_model arguments, got "
+                f"{describe(self.model_kwargs)}.",
+                argument=name("model_kwargs"),
             )
-        if self.epochs < 1 or self.batch_size < 1:
+        checked: dict[str, Any] = {
+            "model_kwargs": _jsonable(dict(self.model_kwargs)),
+            "epochs": integer(self.epochs, name("epochs"), 1),
+            "batch_size": integer(self.batch_size, name("batch_size"), 1),
+            "optimizer": one_of(self.optimizer, name("optimizer"), ("sgd", "adamw")),
+            "lr": real(self.lr, name("lr"), 0, low_open=True),
+            "weight_decay": real(self.weight_decay, name("weight_decay"), 0),
+            "seed": integer(self.seed, name("seed")),
+            "mean": _per_channel(self.mean, name("mean")),
+            "std": _per_channel(self.std, name("std"), positive=True),
+        }
+        for attr in ("warmup", "label_smoothing", "crop_prob", "min_cover", "flip_prob"):
+            checked[attr] = real(getattr(self, attr), name(attr), 0, 1)
+        for attr in ("fresh_epochs", "channels_last", "zero_init_head"):
+            checked[attr] = flag(getattr(self, attr), name(attr))
+        if len(checked["mean"]) != len(checked["std"]):
             raise InputError(
-                f"BlackBoxConfig.epochs and batch_size must be >= 1, got {self.epochs} and "
-                f"{self.batch_size}."
+                f"needs one value per channel, as mean: got mean={checked['mean']}, "
+                f"std={checked['std']}.",
+                argument=name("std"),
             )
-        for name in ("crop_prob", "min_cover", "flip_prob", "warmup"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise InputError(
-                    f"must be in [0, 1], got {getattr(self, name)}.",
-                    argument=f"BlackBoxConfig.{name}",
-                )
+        for attr, value in checked.items():
+            object.__setattr__(self, attr, value)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary; :meth:`from_dict` inverts it."""
@@ -164,6 +175,14 @@ class BlackBoxConfig:
         return cls(**data)
 
 
+def _per_channel(values: Any, name: str, positive: bool = False) -> tuple[float, ...]:
+    """One real number per channel (each > 0 with ``positive``), as a tuple of floats."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
+        raise InputError(f"expected one real number per channel, got {describe(values)}.", name)
+    low = 0 if positive else None
+    return tuple(real(v, name, low, low_open=positive) for v in values)
+
+
 def _jsonable(value: Any) -> Any:
     """Tuples to lists, recursively, so a configuration survives a JSON round trip unchanged."""
     if isinstance(value, dict):
@@ -179,10 +198,8 @@ def _jsonable(value: Any) -> Any:
 #: (``cs3darknet_s``, the YOLOv5-style cross-stage-partial backbone; 2.8 M parameters, output
 #: stride 32). Trained 16 epochs each on the default
 #: :class:`~captum_realtime_mask.datasets.ClutteredConfig`, they reached 84.1% and 80.8% test
-#: accuracy (16 and 25 minutes on one CPU thread each, trained at once; 83.6% and 81.3% on an
-#: earlier machine, whose floating point differed). MobileNetV4-Conv-Small, MobileNetV3,
-#: MobileNetV2 and RegNetX-200MF learned far more slowly at 64 px (70% after 12 epochs for
-#: MobileNetV4; 13-23% validation accuracy after 200 steps against 50-58% for the two presets).
+#: accuracy (16 and 25 minutes on one CPU thread each, trained at once). The families tried
+#: and not taken: the docs' benchmark page, "How the benchmark's settings were chosen".
 BLACKBOX_PRESETS: dict[str, BlackBoxConfig] = {
     "resnet": BlackBoxConfig(
         arch="resnet10t",
@@ -252,73 +269,6 @@ def _create(config: BlackBoxConfig, num_classes: int = 10) -> BlackBox:
             if head.bias is not None:
                 nn.init.zeros_(head.bias)
     return BlackBox(classifier, config.mean, config.std)
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation
-
-
-def box_aware_crops(
-    images: torch.Tensor,
-    boxes: torch.Tensor,
-    min_cover: float,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Random crops that keep most of each item, resized back to the full size.
-
-    Along each axis independently, the crop's length is uniform between ``min_cover`` times
-    the box's length and the whole side, and its position is uniform among those that keep
-    at least ``min_cover`` of the box. The two axes are independent, so the item is also
-    stretched, like the tightest-box crops the saliency metric resizes to the classifier's
-    input size regardless of their aspect ratio.
-
-    Args:
-        images: ``(N, C, H, W)`` float images.
-        boxes: ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` with inclusive maxima, in pixels.
-        min_cover: Least fraction of the box kept along each axis, in ``(0, 1]``.
-        generator: Random generator.
-
-    Returns:
-        The crops, shaped like ``images``.
-    """
-    n, _, h, w = images.shape
-    device = images.device
-    lo = boxes[:, :2].to(torch.float32)
-    hi = boxes[:, 2:].to(torch.float32) + 1  # exclusive pixel edges
-    full = torch.tensor([w, h], dtype=torch.float32)
-    length = (hi - lo).clamp(min=1.0)
-    u = torch.rand(n, 2, 2, generator=generator)
-    shortest = (min_cover * length).clamp(max=full)
-    side = shortest + u[:, 0] * (full - shortest)
-    kept = torch.minimum(min_cover * length, side)
-    start_lo = (lo + kept - side).clamp(min=0.0)
-    start_hi = torch.minimum(hi - kept, full - side).clamp(min=0.0)
-    start = start_lo + u[:, 1] * (start_hi - start_lo).clamp(min=0.0)
-    # Affine map from output grid [-1, 1] to the crop, in normalised input coordinates.
-    scale = side / full
-    shift = (2 * start + side) / full - 1
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 1, 1] = scale[:, 0], scale[:, 1]
-    theta[:, 0, 2], theta[:, 1, 2] = shift[:, 0], shift[:, 1]
-    grid = F.affine_grid(theta.to(device, images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _augment(
-    images: torch.Tensor, boxes: torch.Tensor, config: BlackBoxConfig, generator: torch.Generator
-) -> torch.Tensor:
-    n = len(images)
-    if config.crop_prob > 0:
-        chosen = torch.rand(n, generator=generator) < config.crop_prob
-        if chosen.any():
-            images = images.clone()
-            images[chosen] = box_aware_crops(
-                images[chosen], boxes[chosen], config.min_cover, generator
-            )
-    if config.flip_prob > 0:
-        flip = (torch.rand(n, generator=generator) < config.flip_prob).view(n, 1, 1, 1)
-        images = torch.where(flip, images.flip(-1), images)
-    return images
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,14 +467,12 @@ def train_blackbox(
     """
     config = _resolve_config(arch)
     if epochs is not None:
-        config = replace(config, epochs=int(epochs))
+        config = replace(config, epochs=integer(epochs, "epochs", 1))
     if seed is not None:
-        config = replace(config, seed=int(seed))
+        config = replace(config, seed=integer(seed, "seed"))
     dataset = dataset if dataset is not None else ClutteredConfig()
-    if max_steps is not None and max_steps < 1:
-        raise InputError(
-            f"max_steps must be >= 1 or None, got {max_steps}.", argument="train_blackbox"
-        )
+    max_steps = integer(max_steps, "max_steps", 1, none_ok=True)
+    num_threads = integer(num_threads, "num_threads", 1, none_ok=True)
     weights_path, record_path = blackbox_cache_paths(config, dataset, cache_dir, max_steps)
     if not force and weights_path.is_file() and record_path.is_file():
         try:
@@ -534,7 +482,7 @@ def train_blackbox(
     emit = log if log is not None else logger.info
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
+        torch.set_num_threads(num_threads)
     try:
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
             model, info = _train(config, dataset, cache_dir, root, max_steps, emit)
@@ -576,6 +524,7 @@ def _train(
     max_steps: int | None,
     emit: Callable[[str], None],
 ) -> tuple[BlackBox, dict[str, Any]]:
+    """Train a black box from scratch; returns it (eval mode) and its training record."""
     start_time = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -589,68 +538,24 @@ def _train(
     model = _create(config, num_classes=10)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    groups = _param_groups(model, config.weight_decay)
-    if config.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            groups, lr=config.lr, momentum=0.9, nesterov=True
-        )
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = math.ceil(len(train) / config.batch_size) * config.epochs
     if max_steps is not None:
         total_steps = min(total_steps, max_steps)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.lr,
-        total_steps=total_steps,
-        pct_start=config.warmup,
-        anneal_strategy="cos",
-        div_factor=25.0,
-        final_div_factor=1e3,
-    )
+    run = _Run(model, config, generator, memory_format, total_steps)
     history: list[dict[str, Any]] = []
-    step = 0
     for epoch in range(config.epochs):
-        if step >= total_steps:
+        if run.step >= total_steps:
             break
         epoch_start = time.perf_counter()
         if config.fresh_epochs:
             train.set_epoch(epoch)
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        loss_sum, seen, correct = 0.0, 0, 0
-        for first in range(0, len(order), config.batch_size):
-            if step >= total_steps:
-                break
-            index = order[first : first + config.batch_size]
-            x = train.float_images(index)
-            y = train.labels[index]
-            x = _augment(x, train.boxes[index], config, generator)
-            x = x.contiguous(memory_format=memory_format)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            if not torch.isfinite(loss):
-                from captum_realtime_mask.errors import TrainingError
-
-                raise TrainingError(
-                    f"train_blackbox: the loss became {loss.item()} at step {step}; lower "
-                    f"BlackBoxConfig.lr (now {config.lr})."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            loss_sum += loss.detach().item() * len(y)
-            seen += len(y)
-            correct += int((logits.argmax(dim=1) == y).sum())
+        train_loss, train_accuracy = run.epoch(train)
         val_accuracy = evaluate_accuracy(model, val) if len(val) else None
         entry = {
             "epoch": epoch,
-            "steps": step,
-            "train_loss": loss_sum / max(1, seen),
-            "train_accuracy": correct / max(1, seen),
+            "steps": run.step,
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
             "val_accuracy": val_accuracy,
             "seconds": time.perf_counter() - epoch_start,
         }
@@ -671,7 +576,7 @@ def _train(
         "blackbox": config.to_dict(),
         "dataset": dataset.to_dict(),
         "max_steps": max_steps,
-        "steps": step,
+        "steps": run.step,
         "test_accuracy": test_accuracy,
         "val_accuracy": history[-1]["val_accuracy"] if history else None,
         "train_seconds": train_seconds,
@@ -680,3 +585,72 @@ def _train(
         "history": history,
     }
     return model, info
+
+
+class _Run:
+    """The optimiser, schedule and step count of one black box's training."""
+
+    def __init__(
+        self,
+        model: BlackBox,
+        config: BlackBoxConfig,
+        generator: torch.Generator,
+        memory_format: torch.memory_format,
+        total_steps: int,
+    ) -> None:
+        self.model, self.config, self.generator = model, config, generator
+        self.memory_format, self.total_steps, self.step = memory_format, total_steps, 0
+        groups = _param_groups(model, config.weight_decay)
+        if config.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=config.lr, momentum=0.9, nesterov=True
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=config.lr,
+            total_steps=total_steps,
+            pct_start=config.warmup,
+            anneal_strategy="cos",
+            div_factor=25.0,
+            final_div_factor=1e3,
+        )
+
+    def epoch(self, train: ClutteredFashionMNIST) -> tuple[float, float]:
+        """One pass over ``train`` in a random order (until the last step); loss and accuracy."""
+        config, model = self.config, self.model
+        model.train()
+        order = torch.randperm(len(train), generator=self.generator)
+        loss_sum, seen, correct = 0.0, 0, 0
+        for first in range(0, len(order), config.batch_size):
+            if self.step >= self.total_steps:
+                break
+            index = order[first : first + config.batch_size]
+            x = train.float_images(index)
+            y = train.labels[index]
+            x = augment(
+                x,
+                train.boxes[index],
+                config.crop_prob,
+                config.min_cover,
+                config.flip_prob,
+                self.generator,
+            )
+            x = x.contiguous(memory_format=self.memory_format)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"train_blackbox: the loss became {loss.item()} at step {self.step}; lower "
+                    f"BlackBoxConfig.lr (now {config.lr})."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            self.step += 1
+            loss_sum += loss.detach().item() * len(y)
+            seen += len(y)
+            correct += int((logits.argmax(dim=1) == y).sum())
+        return loss_sum / max(1, seen), correct / max(1, seen)

@@ -1,17 +1,13 @@
 """Datasets for the benchmark: Fashion-MNIST on disk and its cluttered, boxed composites."""
 
-from captum_realtime_mask.datasets.cluttered import (
-    CACHE_ENV,
+from captum_realtime_mask.datasets.cache import CACHE_ENV, default_cache_dir
+from captum_realtime_mask.datasets.cluttered import ClutteredFashionMNIST, cluttered_dataloaders
+from captum_realtime_mask.datasets.config import (
     CLUTTERED_MEAN,
     CLUTTERED_STD,
     DEFAULT_BACKGROUNDS,
     ClutteredConfig,
-    ClutteredFashionMNIST,
     Split,
-    cluttered_dataloaders,
-    default_cache_dir,
-    load_backgrounds,
-    render_composites,
 )
 from captum_realtime_mask.datasets.fashion_mnist import (
     DEBIAN_PACKAGE,
@@ -24,6 +20,7 @@ from captum_realtime_mask.datasets.fashion_mnist import (
     load_fashion_mnist,
     read_idx,
 )
+from captum_realtime_mask.datasets.rendering import load_backgrounds, render_composites
 
 __all__ = [
     "CACHE_ENV",

@@ -1,26 +1,47 @@
-"""Cluttered Fashion-MNIST: items composited onto real photographs, with ground-truth boxes."""
+"""Cluttered Fashion-MNIST: items composited onto real photographs, with ground-truth boxes.
+
+:class:`ClutteredFashionMNIST` draws every random choice of an image from a counter-based
+stream (a hash of the seed, split, epoch and index), renders the split with
+:func:`~captum_realtime_mask.datasets.rendering.render_composites` and caches it on disk.
+The configuration, the rendering and the cache location live in their own modules
+(:mod:`~captum_realtime_mask.datasets.config`, :mod:`~captum_realtime_mask.datasets.rendering`,
+:mod:`~captum_realtime_mask.datasets.cache`); their public names are also importable from here.
+"""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import operator
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from torchvision.ops import masks_to_boxes
 
+from captum_realtime_mask._checks import integer
 from captum_realtime_mask.checkpoint import atomic_write
+from captum_realtime_mask.datasets.cache import CACHE_ENV, default_cache_dir
+from captum_realtime_mask.datasets.config import (
+    CLUTTERED_MEAN,
+    CLUTTERED_STD,
+    DEFAULT_BACKGROUNDS,
+    FORMAT_VERSION,
+    SPLITS,
+    ClutteredConfig,
+    Split,
+    check_split,
+)
 from captum_realtime_mask.datasets.fashion_mnist import load_fashion_mnist
+from captum_realtime_mask.datasets.rendering import (
+    UNIFORMS_PER_IMAGE,
+    load_backgrounds,
+    render_composites,
+)
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
@@ -37,480 +58,10 @@ __all__ = [
     "render_composites",
 ]
 
-Split = Literal["train", "val", "test"]
-
-#: Environment variable that overrides the cache folder (default ``~/.cache/captum_realtime_mask``).
-CACHE_ENV = "CAPTUM_REALTIME_MASK_CACHE"
-
-#: Photographs and textures from ``skimage.data`` that ship inside the scikit-image wheel and
-#: load offline (checked with scikit-image 0.22 to 0.26). Grey images are used as grey RGB.
-DEFAULT_BACKGROUNDS: tuple[str, ...] = (
-    "astronaut",
-    "brick",
-    "camera",
-    "chelsea",
-    "clock",
-    "coffee",
-    "coins",
-    "grass",
-    "gravel",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "moon",
-    "page",
-    "retina",
-    "rocket",
-    "stereo_motorcycle",
-    "text",
-)
-
-#: Per-channel mean of the default configuration's images in ``[0, 1]`` (measured on 5,000
-#: training composites); pair with :data:`CLUTTERED_STD` in a normalisation layer.
-CLUTTERED_MEAN: tuple[float, float, float] = (0.3232, 0.2957, 0.2874)
-#: Per-channel standard deviation of the default configuration's images, as :data:`CLUTTERED_MEAN`.
-CLUTTERED_STD: tuple[float, float, float] = (0.1559, 0.1536, 0.1563)
-
-_SPLIT_IDS = {"train": 1, "val": 2, "test": 3}
-_FORMAT_VERSION = 1
-_ITEM_SIDE = 28
+#: Each split's number in the random streams (so splits of one seed draw independently).
+_SPLIT_IDS = {split: number for number, split in enumerate(SPLITS, start=1)}
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
-_CHUNK = 256
-
-
-def default_cache_dir() -> Path:
-    """The package's cache folder: ``$CAPTUM_REALTIME_MASK_CACHE``, else ``~/.cache/...``.
-
-    Returns:
-        ``$CAPTUM_REALTIME_MASK_CACHE`` when set, else ``$XDG_CACHE_HOME/captum_realtime_mask``,
-        else ``~/.cache/captum_realtime_mask``. The folder is not created here.
-    """
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "captum_realtime_mask"
-
-
-@dataclass(frozen=True)
-class ClutteredConfig:
-    """Everything that decides the cluttered Fashion-MNIST images.
-
-    Each image is a square crop of a real photograph (``backgrounds``), resized to
-    ``image_size``, with its contrast lowered and its brightness scaled, and one
-    Fashion-MNIST item drawn over it: resized to a random side, placed at a uniformly random
-    position (fully inside the canvas, so usually off-centre), optionally mirrored, and
-    painted in a random bright colour. The item's grey level gives both its shading and its
-    opacity: ``alpha = min(1, alpha_gain * intensity)``.
-
-    Attributes:
-        image_size: Side of the square RGB images, in pixels.
-        scale_range: Side of the item's 28x28 frame as a fraction of ``image_size``, drawn
-            uniformly from this range. The visible item is usually a little narrower.
-        backgrounds: Names of ``skimage.data`` functions that return the background pictures.
-        background_crop: Side of the square background crop as a fraction of the picture's
-            short side (after it is resized so that side is ``3 * image_size``).
-        background_contrast: Factor applied to the background's deviation from its own mean.
-        background_brightness: Range of a random factor on the background's brightness.
-        tint_saturation: Range of the item colour's HSV saturation.
-        tint_value: Range of the item colour's HSV value (brightness).
-        shade_floor: Darkest shade of the item colour, where the item's grey level is 0.
-        alpha_gain: Opacity per unit of the item's grey level, clipped to 1.
-        visible_alpha: Pixels with at least this opacity are the item's visible pixels; the
-            ground-truth box is the tightest box around them.
-        flip_items: Whether items are mirrored left-right with probability 1/2.
-        n_train: Number of training images.
-        n_val: Number of validation images.
-        n_test: Number of test images.
-        val_items: Number of Fashion-MNIST training items (the last ones) kept for validation.
-        seed: Seed of every random choice; with the split, epoch and index it fixes an image.
-    """
-
-    image_size: int = 64
-    scale_range: tuple[float, float] = (0.30, 0.65)
-    backgrounds: tuple[str, ...] = DEFAULT_BACKGROUNDS
-    background_crop: tuple[float, float] = (0.33, 0.67)
-    background_contrast: float = 0.7
-    background_brightness: tuple[float, float] = (0.45, 0.8)
-    tint_saturation: tuple[float, float] = (0.0, 0.9)
-    tint_value: tuple[float, float] = (0.8, 1.0)
-    shade_floor: float = 0.3
-    alpha_gain: float = 3.0
-    visible_alpha: float = 0.5
-    flip_items: bool = True
-    n_train: int = 20000
-    n_val: int = 2000
-    n_test: int = 5000
-    val_items: int = 5000
-    seed: int = 0
-    _version: int = field(default=_FORMAT_VERSION, repr=False)
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "n_train", "n_val", "n_test", "val_items", "seed"):
-            object.__setattr__(self, name, _as_int(getattr(self, name), f"ClutteredConfig.{name}"))
-        if isinstance(self.backgrounds, (str, bytes)):
-            raise InputError(
-                "must be a sequence of skimage.data names, got the "
-                f"string {self.backgrounds!r}. Hint: backgrounds=({self.backgrounds!r},).",
-                argument="ClutteredConfig.backgrounds",
-            )
-        for name in ("scale_range", "background_crop", "background_brightness"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        for name in ("tint_saturation", "tint_value"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        object.__setattr__(self, "backgrounds", tuple(self.backgrounds))
-        if self.image_size < 8:
-            raise InputError(
-                f"must be >= 8, got {self.image_size}.", argument="ClutteredConfig.image_size"
-            )
-        lo, hi = self.scale_range
-        if not 0 < lo <= hi <= 1:
-            raise InputError(
-                "must satisfy 0 < low <= high <= 1 (fractions of "
-                f"the canvas side), got {self.scale_range}.",
-                argument="ClutteredConfig.scale_range",
-            )
-        for name in ("background_crop", "tint_saturation", "tint_value", "background_brightness"):
-            lo, hi = getattr(self, name)
-            if not 0 <= lo <= hi <= 1:
-                raise InputError(
-                    f"must satisfy 0 <= low <= high <= 1, got {getattr(self, name)}.",
-                    argument=f"ClutteredConfig.{name}",
-                )
-        if not self.backgrounds:
-            raise InputError(
-                "is empty; name at least one picture.", argument="ClutteredConfig.backgrounds"
-            )
-        if not 0 < self.visible_alpha <= 1:
-            raise InputError(
-                f"must be in (0, 1], got {self.visible_alpha}.",
-                argument="ClutteredConfig.visible_alpha",
-            )
-        for name in ("n_train", "n_val", "n_test"):
-            if getattr(self, name) < 0:
-                raise InputError(
-                    f"must be >= 0, got {getattr(self, name)}.", argument=f"ClutteredConfig.{name}"
-                )
-        if not 0 < self.val_items < 60000:
-            raise InputError(
-                f"must be in [1, 59999], got {self.val_items}.",
-                argument="ClutteredConfig.val_items",
-            )
-
-    def size_of(self, split: Split) -> int:
-        """Number of images in ``split``."""
-        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[_check_split(split)]
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dictionary; :meth:`from_dict` inverts it."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ClutteredConfig:
-        """Rebuild a configuration from :meth:`to_dict`'s output (unknown keys are refused)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(
-                f"unknown keys {unknown}; expected some of {sorted(known)}.",
-                argument="ClutteredConfig.from_dict",
-            )
-        return cls(**data)
-
-    def cache_key(self, split: Split, epoch: int = 0) -> str:
-        """A short hash of everything that decides ``split``'s images at ``epoch``."""
-        data = self.to_dict()
-        for other in ("train", "val", "test"):
-            if other != split:
-                del data[f"n_{other}"]
-        data.update(split=split, epoch=int(epoch))
-        blob = json.dumps(data, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _as_int(value: object, name: str) -> int:
-    """``value`` as a Python int (NumPy and 0-d integer tensors too); InputError otherwise."""
-    if isinstance(value, bool):
-        raise InputError(f"must be an integer, got the bool {value!r}.", argument=name)
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise InputError(
-            f"must be an integer, got {type(value).__name__} {value!r}. "
-            f"Hint: pass int({value!r}) if a whole number is meant.",
-            argument=name,
-        ) from None
-
-
-def _check_split(split: str) -> Split:
-    if split not in _SPLIT_IDS:
-        raise InputError(f"must be one of 'train', 'val', 'test'; got {split!r}.", argument="split")
-    return split  # type: ignore[return-value]
-
-
-# ---------------------------------------------------------------------------------------------
-# Counter-based random numbers: every draw is a hash of (seed, split, epoch, index, draw), so
-# sample i is the same whatever the split size or the order in which samples are built.
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser on a uint64 array (wrapping arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def _stream_key(*parts: int) -> int:
-    state = np.zeros(1, dtype=np.uint64)
-    for part in parts:
-        state = _mix64(state ^ np.uint64(int(part) & _MASK64)) + np.uint64(_GOLDEN)
-    return int(state[0])
-
-
-def _uniforms(key: int, index: np.ndarray, draws: int) -> np.ndarray:
-    """``(len(index), draws)`` float64 uniforms in [0, 1), one independent row per index."""
-    index = np.asarray(index, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        row = _mix64(np.uint64(key) ^ _mix64(index + np.uint64(_GOLDEN)))
-        cols = np.arange(1, draws + 1, dtype=np.uint64) * np.uint64(_GOLDEN)
-        bits = _mix64(row[:, None] + cols[None, :])
-    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-# ---------------------------------------------------------------------------------------------
-# Backgrounds
-
-
-@dataclass(frozen=True)
-class _Atlas:
-    """All background pictures side by side in one tensor, for one grid_sample call."""
-
-    pixels: torch.Tensor  # (1, 3, H, W) float32 in [0, 1]
-    boxes: np.ndarray  # (B, 4): x0, y0, width, height of each picture in the atlas
-
-
-def _load_picture(name: str) -> np.ndarray:
-    """A uint8 (H, W, 3) picture from ``skimage.data``."""
-    try:
-        import skimage.data
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "ClutteredFashionMNIST needs scikit-image for its background pictures: "
-            "pip install 'captum-realtime-mask[data]' (or scikit-image)."
-        ) from exc
-    loader = getattr(skimage.data, name, None)
-    if loader is None or not callable(loader):
-        raise InputError(
-            f"background {name!r} is not a skimage.data picture; choose from names such as "
-            f"{', '.join(DEFAULT_BACKGROUNDS)}."
-        )
-    try:
-        picture = loader()
-    except Exception as exc:  # optional pooch downloads, missing files
-        raise InputError(
-            f"background {name!r} could not be loaded offline from scikit-image ({exc}); "
-            f"choose pictures that ship inside the wheel, such as {', '.join(DEFAULT_BACKGROUNDS)}."
-        ) from exc
-    if isinstance(picture, tuple):  # stereo_motorcycle returns (left, right, disparity)
-        picture = picture[0]
-    picture = np.asarray(picture)
-    if picture.ndim == 2:
-        picture = np.repeat(picture[..., None], 3, axis=-1)
-    if picture.ndim != 3 or picture.shape[-1] not in (3, 4) or min(picture.shape[:2]) < 32:
-        raise InputError(
-            f"background {name!r} is not a colour or grey picture of at least 32x32 pixels "
-            f"(shape {picture.shape})."
-        )
-    picture = picture[..., :3]
-    if picture.dtype != np.uint8:
-        picture = np.clip(np.asarray(picture, dtype=np.float64) * 255.0 + 0.5, 0, 255)
-    return np.ascontiguousarray(picture, dtype=np.uint8)
-
-
-@functools.lru_cache(maxsize=4)
-def _atlas(names: tuple[str, ...], short_side: int) -> _Atlas:
-    from PIL import Image
-
-    tiles = []
-    for name in names:
-        picture = _load_picture(name)
-        h, w = picture.shape[:2]
-        ratio = short_side / min(h, w)
-        size = (max(short_side, round(w * ratio)), max(short_side, round(h * ratio)))
-        resized = Image.fromarray(picture).resize(size, Image.Resampling.BILINEAR)
-        tiles.append(torch.from_numpy(np.array(resized)).permute(2, 0, 1)[None].float() / 255)
-    height = max(t.shape[-2] for t in tiles)
-    width = sum(t.shape[-1] for t in tiles)
-    pixels = torch.zeros(1, 3, height, width)
-    boxes, x = [], 0
-    for tile in tiles:
-        h, w = tile.shape[-2:]
-        pixels[..., :h, x : x + w] = tile.clamp(0, 1)
-        boxes.append((x, 0, w, h))
-        x += w
-    return _Atlas(pixels, np.asarray(boxes, dtype=np.float64))
-
-
-def load_backgrounds(names: Sequence[str] = DEFAULT_BACKGROUNDS) -> dict[str, np.ndarray]:
-    """Load background pictures from ``skimage.data`` (useful to check which load offline).
-
-    Args:
-        names: ``skimage.data`` function names.
-
-    Returns:
-        Each name mapped to a ``uint8`` RGB picture ``(H, W, 3)``.
-
-    Raises:
-        InputError: A name is unknown or its picture does not load offline.
-
-    Example:
-        >>> pictures = load_backgrounds(["brick", "coffee"])
-        >>> {k: v.shape for k, v in pictures.items()}
-        {'brick': (512, 512, 3), 'coffee': (400, 600, 3)}
-    """
-    return {name: _load_picture(name) for name in names}
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering
-
-_DRAWS = 13  # uniforms per sample; the order below is part of the format (bump _FORMAT_VERSION)
-
-
-def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Vectorised HSV (all in [0, 1]) to RGB, shape (N, 3)."""
-    k = (np.array([5.0, 3.0, 1.0])[None, :] + h[:, None] * 6.0) % 6.0
-    return v[:, None] - v[:, None] * s[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-
-
-def _lerp(u: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
-    return bounds[0] + u * (bounds[1] - bounds[0])
-
-
-def _pixel_grid(
-    size: int, x0: np.ndarray, y0: np.ndarray, side_x: np.ndarray, side_y: np.ndarray
-) -> torch.Tensor:
-    """Sampling grid (N, size, size, 2) mapping canvas pixels into [x0, x0+side) boxes."""
-    centres = torch.arange(size, dtype=torch.float64) + 0.5
-    gx = (centres[None, :] - torch.from_numpy(x0)[:, None]) / torch.from_numpy(side_x)[:, None]
-    gy = (centres[None, :] - torch.from_numpy(y0)[:, None]) / torch.from_numpy(side_y)[:, None]
-    gx, gy = gx * 2 - 1, gy * 2 - 1
-    grid = torch.stack(
-        torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]),
-        dim=-1,
-    )
-    return grid.float()
-
-
-def render_composites(
-    items: np.ndarray,
-    uniforms: np.ndarray,
-    config: ClutteredConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw items over background crops; the pure, vectorised core of the dataset.
-
-    Args:
-        items: ``uint8`` grey items ``(N, h, w)``, white on black (Fashion-MNIST's layout).
-        uniforms: ``(N, 13)`` uniforms in ``[0, 1)`` that decide every random choice.
-        config: The drawing parameters (its split sizes and seed are not used here).
-
-    Returns:
-        ``(images, masks, boxes)``: ``uint8`` images ``(N, 3, S, S)``, boolean masks of the
-        visible item pixels ``(N, S, S)`` (opacity at least ``config.visible_alpha``), and
-        ``int64`` boxes ``(N, 4)`` as ``(x1, y1, x2, y2)`` pixel indices with inclusive
-        maxima: the tightest box around the mask (``torchvision.ops.masks_to_boxes``).
-    """
-    n, size = len(items), config.image_size
-    if uniforms.shape != (n, _DRAWS):
-        raise InputError(
-            f"uniforms must be ({n}, {_DRAWS}), got {uniforms.shape}.", argument="render_composites"
-        )
-    images = np.empty((n, 3, size, size), dtype=np.uint8)
-    masks = np.empty((n, size, size), dtype=bool)
-    boxes = np.empty((n, 4), dtype=np.int64)
-    if n == 0:
-        return images, masks, boxes
-    atlas = _atlas(config.backgrounds, 3 * size)
-    for start in range(0, n, _CHUNK):
-        stop = min(n, start + _CHUNK)
-        out = _render_chunk(items[start:stop], uniforms[start:stop], config, atlas)
-        images[start:stop], masks[start:stop], boxes[start:stop] = out
-    return images, masks, boxes
-
-
-def _render_chunk(
-    items: np.ndarray, u: np.ndarray, config: ClutteredConfig, atlas: _Atlas
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n, size = len(items), config.image_size
-    # Background: a square crop of one picture, maybe mirrored, contrast and brightness changed.
-    which = np.minimum((u[:, 0] * len(atlas.boxes)).astype(np.int64), len(atlas.boxes) - 1)
-    ax, ay, aw, ah = (atlas.boxes[which, k] for k in range(4))
-    crop = _lerp(u[:, 1], config.background_crop) * np.minimum(aw, ah)
-    cx = ax + u[:, 2] * (aw - crop)
-    cy = ay + u[:, 3] * (ah - crop)
-    flip = u[:, 4] < 0.5
-    atlas_h, atlas_w = atlas.pixels.shape[-2:]
-    # Canvas pixel centre t in [0, size) maps to atlas x = cx + crop * t / size (mirrored: the
-    # crop's right edge first). Grid coordinates are normalised to the whole atlas.
-    t = (np.arange(size) + 0.5) / size
-    xs = np.where(
-        flip[:, None], cx[:, None] + crop[:, None] * (1 - t), cx[:, None] + crop[:, None] * t
-    )
-    ys = cy[:, None] + crop[:, None] * t
-    gx = torch.from_numpy(xs / atlas_w * 2 - 1).float()
-    gy = torch.from_numpy(ys / atlas_h * 2 - 1).float()
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
-    grid = grid.reshape(1, n * size, size, 2)
-    background = F.grid_sample(atlas.pixels, grid, mode="bilinear", align_corners=False)
-    background = background.view(3, n, size, size).transpose(0, 1).contiguous()
-    mean = background.mean(dim=(1, 2, 3), keepdim=True)
-    brightness = torch.from_numpy(_lerp(u[:, 5], config.background_brightness)).float()
-    brightness = brightness.view(n, 1, 1, 1)
-    contrast = config.background_contrast
-    # (mean + contrast * (background - mean)) * brightness, in place.
-    background.mul_(contrast * brightness).add_(mean * ((1 - contrast) * brightness))
-
-    # Item: a random side and position fully inside the canvas, maybe mirrored.
-    side = _lerp(u[:, 6], config.scale_range) * size
-    x0 = u[:, 7] * (size - side)
-    y0 = u[:, 8] * (size - side)
-    item = torch.from_numpy(np.ascontiguousarray(items)).float().div_(255.0)[:, None]
-    if config.flip_items:
-        mirrored = torch.from_numpy(u[:, 12] < 0.5)
-        item = torch.where(mirrored.view(n, 1, 1, 1), item.flip(-1), item)
-    grid = _pixel_grid(size, x0, y0, side, side)
-    intensity = F.grid_sample(
-        item, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-    )
-    intensity = intensity.clamp_(0, 1)
-    alpha = (config.alpha_gain * intensity).clamp_(max=1.0)
-
-    # Colour: a bright random tint, shaded by the item's grey level.
-    hue, sat = u[:, 9], _lerp(u[:, 10], config.tint_saturation)
-    value = _lerp(u[:, 11], config.tint_value)
-    tint = torch.from_numpy(_hsv_to_rgb(hue, sat, value)).float().view(n, 3, 1, 1)
-    # background * (1 - alpha) + tint * shade * alpha, in place.
-    image = (intensity * (1 - config.shade_floor)).add_(config.shade_floor).mul(tint)
-    image.sub_(background).mul_(alpha).add_(background)
-    image = image.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-
-    mask = alpha[:, 0] >= config.visible_alpha
-    empty = ~mask.flatten(1).any(dim=1)
-    if empty.any():  # a blank item (does not occur in Fashion-MNIST): mark its brightest pixel
-        flat = alpha[empty, 0].flatten(1).argmax(dim=1)
-        mask[empty] = F.one_hot(flat, size * size).view(-1, size, size).bool()
-    boxes = masks_to_boxes(mask).round().to(torch.int64)
-    return image.numpy(), mask.numpy(), boxes.numpy()
-
-
-# ---------------------------------------------------------------------------------------------
-# The dataset
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
 
 
 class ClutteredFashionMNIST(Dataset):
@@ -579,7 +130,7 @@ class ClutteredFashionMNIST(Dataset):
         transform: Callable[[torch.Tensor], Any] | None = None,
         target_transform: Callable[[int], Any] | None = None,
     ) -> None:
-        self.split: Split = _check_split(split)
+        self.split: Split = check_split(split)
         for name, fn in (("transform", transform), ("target_transform", target_transform)):
             if fn is not None and not callable(fn):
                 raise InputError(
@@ -622,9 +173,7 @@ class ClutteredFashionMNIST(Dataset):
         Raises:
             InputError: ``epoch`` is not a non-negative integer.
         """
-        epoch = _as_int(epoch, "epoch")
-        if epoch < 0:
-            raise InputError(f"must be >= 0, got {epoch}.", argument="epoch")
+        epoch = integer(epoch, "epoch", 0)
         if epoch == self.epoch:
             return
         self.epoch = epoch
@@ -662,7 +211,8 @@ class ClutteredFashionMNIST(Dataset):
             _uniforms(_stream_key(cfg.seed, split_id, 0), np.arange(len(pool)), 1)[:, 0]
         )
         pick = pool[order[(np.arange(n) + self.epoch * n) % len(pool)]]
-        u = _uniforms(_stream_key(cfg.seed, split_id, 1, self.epoch), np.arange(n), _DRAWS)
+        key = _stream_key(cfg.seed, split_id, 1, self.epoch)
+        u = _uniforms(key, np.arange(n), UNIFORMS_PER_IMAGE)
         rendered, masks, boxes = render_composites(images[pick], u, cfg)
         return {
             "images": rendered,
@@ -675,7 +225,7 @@ class ClutteredFashionMNIST(Dataset):
 
     def _meta(self) -> dict:
         return {
-            "format": _FORMAT_VERSION,
+            "format": FORMAT_VERSION,
             "split": self.split,
             "epoch": self.epoch,
             "config": self.config.to_dict(),
@@ -684,7 +234,7 @@ class ClutteredFashionMNIST(Dataset):
     def _split_fields(self, meta: dict) -> dict:
         """``meta`` without the other splits' sizes, which do not change this split's images."""
         config = {k: v for k, v in meta.get("config", {}).items()}
-        for other in ("train", "val", "test"):
+        for other in SPLITS:
             if other != self.split:
                 config.pop(f"n_{other}", None)
         return {**meta, "config": config}
@@ -865,8 +415,35 @@ def cluttered_dataloaders(
     return loaders
 
 
-def _measure_normalisation(n: int = 5000) -> tuple[list[float], list[float]]:
-    """Recompute :data:`CLUTTERED_MEAN` and :data:`CLUTTERED_STD` (for maintainers)."""
-    dataset = ClutteredFashionMNIST("train", ClutteredConfig(n_train=n), cache=False)
-    pixels = dataset.float_images().transpose(0, 1).reshape(3, -1).double()
-    return [round(float(v), 4) for v in pixels.mean(1)], [round(float(v), 4) for v in pixels.std(1)]
+# ---------------------------------------------------------------------------------------------
+# Counter-based random numbers: every draw is a hash of (seed, split, epoch, index, draw), so
+# sample i is the same whatever the split size or the order in which samples are built.
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _stream_key(*parts: int) -> int:
+    state = np.zeros(1, dtype=np.uint64)
+    for part in parts:
+        state = _mix64(state ^ np.uint64(int(part) & _MASK64)) + np.uint64(_GOLDEN)
+    return int(state[0])
+
+
+def _uniforms(key: int, index: np.ndarray, draws: int) -> np.ndarray:
+    """``(len(index), draws)`` float64 uniforms in [0, 1), one independent row per index."""
+    index = np.asarray(index, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        row = _mix64(np.uint64(key) ^ _mix64(index + np.uint64(_GOLDEN)))
+        cols = np.arange(1, draws + 1, dtype=np.uint64) * np.uint64(_GOLDEN)
+        bits = _mix64(row[:, None] + cols[None, :])
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)

@@ -12,6 +12,8 @@ from typing import Literal
 
 import numpy as np
 
+from captum_realtime_mask.datasets.cache import default_cache_dir
+
 __all__ = [
     "DEBIAN_PACKAGE",
     "DEFAULT_DEBIAN_DIR",
@@ -169,8 +171,6 @@ def _debian_dirs() -> tuple[Path, ...]:
 
 def _default_download_root() -> Path:
     """Where :func:`find_fashion_mnist` downloads to when no root is given."""
-    from captum_realtime_mask.datasets.cluttered import default_cache_dir
-
     return default_cache_dir() / "fashion-mnist"
 
 

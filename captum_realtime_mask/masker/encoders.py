@@ -7,14 +7,15 @@ decoder is sized from this metadata, never from hard-coded channel counts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
+from captum_realtime_mask._checks import describe, flag, integer, is_int, one_of
 from captum_realtime_mask._model_state import floating_dtype
 from captum_realtime_mask.errors import InputError
 
@@ -67,7 +68,13 @@ class EncoderSpec:
         width: Base width of ``small_cnn``.
         return_nodes: Optional node names for torchvision's feature extractor (else probed).
         probe_size: Side of the probe image used to read strides where there is no metadata.
+            A model that takes a single image size (torchvision's ViTs, whose ``image_size``
+            attribute fixes it) is probed at that size instead.
         kwargs: Extra keyword arguments for ``timm.create_model`` / torchvision's builder.
+
+    Raises:
+        InputError: A field has the wrong type or is out of range (for example a stride
+            range with ``max_reduction < min_reduction``, or a named kind without its name).
     """
 
     kind: EncoderKind = "classifier"
@@ -81,6 +88,42 @@ class EncoderSpec:
     return_nodes: list[str] | None = None
     probe_size: int = 224
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def name(attr: str) -> str:
+            return f"EncoderSpec.{attr}"
+
+        self.kind = one_of(self.kind, name("kind"), get_args(EncoderKind))
+        if self.name is not None and not isinstance(self.name, str):
+            raise InputError(
+                f"expected a model name (str), got {describe(self.name)}.", name("name")
+            )
+        if self.kind in ("timm", "torchvision") and not self.name:
+            example = "resnet18" if self.kind == "timm" else "resnet50"
+            raise InputError(
+                f"kind {self.kind!r} needs the model's name, e.g. "
+                f"EncoderSpec(kind={self.kind!r}, name={example!r}).",
+                name("name"),
+            )
+        self.pretrained = flag(self.pretrained, name("pretrained"))
+        self.frozen = None if self.frozen is None else flag(self.frozen, name("frozen"))
+        for attr in ("in_chans", "min_reduction", "width", "probe_size"):
+            setattr(self, attr, integer(getattr(self, attr), name(attr), 1))
+        self.max_reduction = integer(self.max_reduction, name("max_reduction"), self.min_reduction)
+        if self.return_nodes is not None:
+            nodes = self.return_nodes
+            if not isinstance(nodes, (list, tuple)) or not all(isinstance(n, str) for n in nodes):
+                raise InputError(
+                    f"expected a list of node names (str) or None, got {describe(nodes)}.",
+                    name("return_nodes"),
+                )
+            self.return_nodes = list(nodes)
+        if not isinstance(self.kwargs, Mapping):
+            raise InputError(
+                f"expected a dict of keyword arguments, got {describe(self.kwargs)}.",
+                name("kwargs"),
+            )
+        self.kwargs = dict(self.kwargs)
 
     @property
     def is_frozen(self) -> bool:
@@ -102,14 +145,18 @@ class EncoderSpec:
 class FeatureEncoder(nn.Module):
     """Base of all encoders: maps ordered fine to coarse with their channels and strides.
 
-    Subclasses set ``channels`` and ``reductions`` (lists of ints, one per returned map) and
-    ``in_chans`` (the input channels they take; 3 unless set). A frozen encoder stays in eval
-    mode whatever ``train()`` is asked, and runs without building a graph.
+    Subclasses set ``channels`` and ``reductions`` (lists of ints, one per returned map),
+    ``in_chans`` (the input channels they take; 3 unless set) and, for a network that takes
+    one image size only, ``input_size`` (its side; None: any size) with ``size_hint`` (how to
+    fit the images to it). A frozen encoder stays in eval mode whatever ``train()`` is asked,
+    and runs without building a graph.
     """
 
     channels: list[int]
     reductions: list[int]
     in_chans: int = 3
+    input_size: int | None = None
+    size_hint: str = ""
 
     def __init__(self, frozen: bool) -> None:
         super().__init__()
@@ -120,7 +167,18 @@ class FeatureEncoder(nn.Module):
         return super().train(False if self.frozen else mode)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return the feature maps, fine to coarse, as NCHW tensors."""
+        """Return the feature maps, fine to coarse, as NCHW tensors.
+
+        Raises:
+            InputError: The encoder takes one image size (``input_size``) and ``x`` has another.
+        """
+        size = self.input_size
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            raise InputError(
+                f"the masker's encoder takes {size}x{size} images only, got images of "
+                f"{x.shape[-2]}x{x.shape[-1]} pixels. {self.size_hint}",
+                argument="inputs",
+            )
         if self.frozen:
             with torch.no_grad():
                 return self.features(x)
@@ -250,6 +308,12 @@ class ClassifierBackbone(FeatureEncoder):
             self._extractor = _Unregistered(extractor)
             self.channels, self.reductions = channels, reductions
             self._mode = "fx"
+            self.input_size = _fixed_input_size(model)
+            if self.input_size is not None:
+                side = f"{self.input_size}x{self.input_size}"
+                self.size_hint = (
+                    f"Hint: resize the images to {side} pixels, as the classifier needs."
+                )
 
     @property
     def classifier(self) -> nn.Module:
@@ -322,6 +386,27 @@ def _first_conv_in_chans(model: nn.Module) -> int | None:
     return None
 
 
+def _fixed_input_size(model: nn.Module) -> int | None:
+    """The one image side ``model`` takes, where it declares one; None otherwise.
+
+    torchvision's Vision Transformers assert that their input is ``image_size`` pixels square
+    (224 unless built with another ``image_size``), so a probe at any other size fails. The
+    first module (``model`` itself first) with a positive int ``image_size`` attribute decides,
+    which also finds a ViT inside ``nn.Sequential(Normalize(...), vit)``.
+
+    Example:
+        >>> import torchvision
+        >>> vit = torchvision.models.VisionTransformer(32, 8, 1, 2, 16, 32, num_classes=3)
+        >>> _fixed_input_size(nn.Sequential(nn.Identity(), vit))
+        32
+    """
+    for module in model.modules():
+        size = getattr(module, "image_size", None)
+        if is_int(size) and size > 0:
+            return int(size)
+    return None
+
+
 def _device_of(module: nn.Module) -> torch.device:
     param = next(module.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
@@ -390,7 +475,8 @@ def _torchvision_extractor(
 
     The extractor shares ``model``'s modules. Building it (torchvision traces in train and
     eval mode) leaves every module's ``training`` flag as it was; the extractor itself is
-    in eval mode.
+    in eval mode. A model that takes one image size only (:func:`_fixed_input_size`) is
+    probed at that size, else at ``spec.probe_size``.
 
     Args:
         model: The network to read maps from.
@@ -401,16 +487,17 @@ def _torchvision_extractor(
     """
     from torchvision.models.feature_extraction import create_feature_extractor
 
+    size = _fixed_input_size(model) or spec.probe_size
     modes = [(m, m.training) for m in model.modules()]
     try:
         order, channels, reductions = _probe_strides(
-            model, in_chans, spec.probe_size, spec.return_nodes, label
+            model, in_chans, size, spec.return_nodes, label
         )
         if spec.return_nodes is None:
             if not any(spec.min_reduction <= r <= spec.max_reduction for r in reductions):
                 raise InputError(
                     f"{what} could not be split into feature maps: a probe at "
-                    f"{spec.probe_size}px found no layer output with a whole stride between "
+                    f"{size}px found no layer output with a whole stride between "
                     f"min_reduction={spec.min_reduction} and max_reduction={spec.max_reduction} "
                     f"(strides found: {sorted(set(reductions))}). Hint: give the masker an "
                     "encoder of its own: encoder='small_cnn', or a named encoder such as "
@@ -427,7 +514,7 @@ def _torchvision_extractor(
             if missing:
                 raise InputError(
                     f"{missing} produced no 4-D feature map in a probe at "
-                    f"{spec.probe_size}px. Hint: list node names with "
+                    f"{size}px. Hint: list node names with "
                     "torchvision.models.feature_extraction.get_graph_node_names(model).",
                     argument="encoder.return_nodes",
                 )
@@ -470,6 +557,14 @@ class TorchvisionFeatures(FeatureEncoder):
         self.net, self.channels, self.reductions = _torchvision_extractor(
             model, spec, spec.in_chans, "encoder", f"torchvision model {spec.name!r}"
         )
+        self.input_size = _fixed_input_size(model)
+        if self.input_size is not None:
+            self.size_hint = (
+                f"Hint: resize the images to {self.input_size}x{self.input_size} pixels, or (for "
+                "an encoder trained from scratch) build it for their side S, which its patch "
+                f"size must divide: EncoderSpec(kind='torchvision', name={spec.name!r}, "
+                "kwargs={'image_size': S})."
+            )
         self.net.eval()  # its own copy of the weights: eval until the masker trains it
         if self.frozen:
             self.net.requires_grad_(False)
@@ -528,9 +623,8 @@ class ModuleFeatures(FeatureEncoder):
         super().__init__(spec.is_frozen)
         self.in_chans = spec.in_chans
         self.net = module
-        probe = torch.zeros(
-            1, spec.in_chans, spec.probe_size, spec.probe_size, device=_device_of(module)
-        )
+        size = _fixed_input_size(module) or spec.probe_size
+        probe = torch.zeros(1, spec.in_chans, size, size, device=_device_of(module))
         with eval_mode(module), torch.no_grad():
             out = self._as_list(module(probe))
         if not out or any(m.dim() != 4 for m in out):
@@ -539,7 +633,7 @@ class ModuleFeatures(FeatureEncoder):
                 f"feature maps; got {[tuple(m.shape) for m in out]}.",
                 argument="encoder",
             )
-        reductions = [spec.probe_size // m.shape[-1] for m in out]
+        reductions = [size // m.shape[-1] for m in out]
         self.indices = _select_scales(reductions, spec.min_reduction, spec.max_reduction)
         self.channels = [int(out[i].shape[1]) for i in self.indices]
         self.reductions = [reductions[i] for i in self.indices]

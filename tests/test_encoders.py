@@ -1,6 +1,9 @@
-"""Encoders: the classifier's modes, grayscale classifiers, wrappers, and clear errors."""
+"""Tests of ``captum_realtime_mask.masker.encoders``: the classifier's modes, grayscale
+classifiers, wrappers, clear errors, and models that take one image size only."""
 
 from __future__ import annotations
+
+import doctest
 
 import pytest
 import timm
@@ -11,7 +14,8 @@ from torch import nn
 from captum_realtime_mask import EncoderSpec, InputError, RealTimeMaskAttribution
 from captum_realtime_mask._model_state import snapshot_model
 from captum_realtime_mask.benchmark.blackbox import Normalize
-from captum_realtime_mask.masker import MaskerConfig, MaskingModel
+from captum_realtime_mask.masker import MaskerConfig, MaskingModel, encoders
+from captum_realtime_mask.masker.encoders import build_encoder
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -121,9 +125,9 @@ def test_classifier_in_chans_is_recorded_on_a_copy_of_the_users_spec():
     attr = RealTimeMaskAttribution(_grayscale_timm().eval(), masker_config=config)
     assert attr.masker.config.encoder.in_chans == 1
     assert spec.in_chans == 3 and config.encoder is spec  # the user's objects are unchanged
-    # Three channels keep the config exactly as given (saved maskers load as before).
+    # Three channels keep the config as given (saved maskers load as before).
     three = MaskingModel(config, timm.create_model("test_resnet", num_classes=10))
-    assert three.config is config
+    assert three.config == config and three.config.encoder.in_chans == 3
 
 
 # ------------------------------------------------------------------ 3. wrappers and errors
@@ -232,3 +236,96 @@ def test_small_cnn_always_returns_its_three_maps(kwargs):
     masker = MaskingModel(MaskerConfig(num_classes=3, encoder=spec))
     assert masker.encoder.reductions == [2, 4, 8]
     assert len(masker.encoder(torch.zeros(1, 3, 32, 32))) == 3
+
+
+# ------------------------------------------------------------------ 6. the spec's checks
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"kind": "resnet"}, "kind: expected one of 'classifier' or 'timm' or 'torchvision'"),
+        ({"kind": "timm"}, "name: kind 'timm' needs the model's name, e.g. EncoderSpec"),
+        ({"kind": "torchvision", "name": 3}, "name: expected a model name \\(str\\), got int 3"),
+        ({"pretrained": "yes"}, "pretrained: expected True or False, got str 'yes'"),
+        ({"frozen": 1}, "frozen: expected True or False, got int 1"),
+        ({"in_chans": 0}, "in_chans: expected a positive int, got int 0"),
+        ({"width": 8.0}, "width: expected a positive int, got float 8.0"),
+        ({"probe_size": True}, "probe_size: expected a positive int, got bool True"),
+        (
+            {"min_reduction": 8, "max_reduction": 4},
+            "max_reduction: expected an int >= 8, got int 4",
+        ),
+        ({"return_nodes": "layer1"}, "return_nodes: expected a list of node names"),
+        ({"kwargs": [("a", 1)]}, "kwargs: expected a dict of keyword arguments, got a list"),
+    ],
+)
+def test_spec_names_the_field_and_what_it_expected(kwargs, match):
+    with pytest.raises(InputError, match=f"^EncoderSpec.{match}"):
+        EncoderSpec(**kwargs)
+
+
+def test_spec_round_trip_keeps_plain_values():
+    import numpy as np
+
+    spec = EncoderSpec(
+        kind="torchvision", name="resnet18", min_reduction=np.int64(8), return_nodes=("layer3",)
+    )
+    assert type(spec.min_reduction) is int and spec.return_nodes == ["layer3"]
+    assert EncoderSpec.from_dict(spec.to_dict()) == spec
+    assert EncoderSpec().to_dict()["frozen"] is None and EncoderSpec(frozen=np.bool_(1)).frozen
+
+
+# ------------------------------------------------------------------ 7. one input size (ViTs)
+def _tiny_vit(image_size: int = 32) -> nn.Module:
+    """torchvision's VisionTransformer, one layer wide enough to classify 10 classes."""
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=image_size,
+        patch_size=8,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
+        num_classes=10,
+    )
+    return vit.eval()
+
+
+def test_torchvision_vit_encoder_is_probed_at_its_own_image_size():
+    # ViT-B/16 built for 64-pixel images asserts that size: a probe at probe_size (224) fails.
+    spec = EncoderSpec(kind="torchvision", name="vit_b_16", kwargs={"image_size": 64})
+    encoder = build_encoder(spec)
+    assert encoder.reductions == [16] and encoder.channels == [768]
+    assert encoder.input_size == 64
+    maps = encoder(torch.rand(2, 3, 64, 64))
+    assert [tuple(m.shape) for m in maps] == [(2, 768, 4, 4)]
+    with pytest.raises(InputError) as info:
+        encoder(torch.rand(1, 3, 32, 32))
+    message = str(info.value)
+    assert message.startswith("inputs: the masker's encoder takes 64x64 images only, got images ")
+    assert "of 32x32 pixels. Hint: resize the images to 64x64 pixels" in message
+    assert "EncoderSpec(kind='torchvision', name='vit_b_16', kwargs={'image_size': S})" in message
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["vit", "normalize-then-vit"])
+def test_vit_classifier_backbone_is_probed_at_its_image_size(wrapped):
+    model = _tiny_vit(32)
+    if wrapped:
+        model = nn.Sequential(Normalize(MEAN, STD), model).eval()
+    x, y = _batch(size=32)
+    # Any probe_size: the ViT's own image_size decides.
+    attr = RealTimeMaskAttribution(model, encoder=EncoderSpec(probe_size=100))
+    assert attr.masker.encoder.reductions == [8] and attr.masker.encoder.input_size == 32
+    attr.fit([(x, y)], max_steps=1, progress=False)
+    assert attr.attribute(x, target=y).shape == x.shape
+    with pytest.raises(InputError, match=r"^inputs: .*takes 32x32 images only.*64x64 pixels"):
+        attr.attribute(torch.rand(2, 3, 64, 64), target=y[:2])
+
+
+def test_encoders_of_any_input_size_accept_any_size():
+    encoder = build_encoder(EncoderSpec(kind="torchvision", name="resnet18"))
+    assert encoder.input_size is None
+    assert len(encoder(torch.rand(1, 3, 64, 64))) == len(encoder(torch.rand(1, 3, 96, 96)))
+
+
+def test_docstring_examples():
+    assert doctest.testmod(encoders).failed == 0

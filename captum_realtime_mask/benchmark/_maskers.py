@@ -1,0 +1,146 @@
+"""The benchmark's learned maskers: trained once per setting, cached under a key of it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from captum_realtime_mask.attribution import RealTimeMaskAttribution
+from captum_realtime_mask.benchmark.blackbox import training_data_fields
+from captum_realtime_mask.benchmark.config import BenchmarkConfig
+from captum_realtime_mask.benchmark.settings import BENCHMARK_FIT
+from captum_realtime_mask.datasets.config import ClutteredConfig
+from captum_realtime_mask.masker.encoders import EncoderSpec
+from captum_realtime_mask.objective import ObjectiveConfig
+from captum_realtime_mask.training import RUN_SHAPING_OPTIONS, FitConfig
+
+__all__ = ["fit_masker", "mask_fn", "masker_key", "train_loader"]
+
+#: fit() options that the benchmark sets itself (in the key as they are); the other
+#: run-shaping options enter the key with their defaults or ``BENCHMARK_FIT``'s values.
+_FIT_SET_HERE = ("epochs", "max_steps", "seed")
+
+#: Revision of what a masker key stands for, raised when the training behind a key changes.
+#: 2: each masker shuffles its own batches from the seed (row (b)'s masker used to continue
+#: the loader that row (a)'s had used, when row (a)'s was trained in the same run).
+_KEY_REVISION = 2
+
+
+def masker_key(
+    model: nn.Module,
+    encoder: EncoderSpec,
+    cfg: BenchmarkConfig,
+    data: ClutteredConfig,
+    epochs: int,
+    options: dict[str, Any],
+) -> str:
+    """Cache key of a benchmark masker: everything that changes its training.
+
+    Args:
+        model: The black box (its ``info`` record names its configuration and steps).
+        encoder: The masker's encoder.
+        cfg: The benchmark's configuration, with this black box's objective.
+        data: The dataset the masker trains on.
+        epochs: Epochs of training.
+        options: The row's fit() options beyond ``BENCHMARK_FIT``.
+
+    Returns:
+        16 hex digits of a SHA-256 of all of the above.
+    """
+    fit = FitConfig(**BENCHMARK_FIT)  # the library defaults with the benchmark's options
+    blob = json.dumps(
+        {
+            "revision": _KEY_REVISION,
+            "options": options,
+            "blackbox": model.info.get("blackbox"),
+            "blackbox_steps": model.info.get("steps"),
+            "encoder": encoder.to_dict(),
+            "objective": ObjectiveConfig(**cfg.objective).to_dict(),
+            "fit": {k: getattr(fit, k) for k in RUN_SHAPING_OPTIONS if k not in _FIT_SET_HERE},
+            "train": training_data_fields(data),
+            "epochs": epochs,
+            "max_steps": cfg.masker_max_steps,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def fit_masker(
+    model: nn.Module,
+    encoder: EncoderSpec,
+    train: Dataset,
+    val_loader: DataLoader | None,
+    cfg: BenchmarkConfig,
+    epochs: int,
+    options: dict[str, Any],
+    folder: Path,
+    log: Callable[[str], None],
+) -> RealTimeMaskAttribution:
+    """Load the cached masker in ``folder`` or train one on ``train`` and save it there.
+
+    Args:
+        model: The black box.
+        encoder: The masker's encoder.
+        train: The training images (batches of ``(images, labels, ...)``).
+        val_loader: Validation batches, for fit()'s per-epoch report.
+        cfg: The benchmark's configuration, with this black box's objective.
+        epochs: Epochs of training.
+        options: The row's fit() options beyond ``BENCHMARK_FIT``.
+        folder: The masker's cache folder (named after :func:`masker_key`).
+        log: Where progress lines go.
+
+    Returns:
+        The trained or loaded masker.
+    """
+    if (folder / "config.json").is_file():
+        log(f"loading the cached masker {folder}")
+        return RealTimeMaskAttribution.load(folder, model)
+    attr = RealTimeMaskAttribution(
+        model,
+        num_classes=10,
+        encoder=encoder,
+        objective=ObjectiveConfig(**cfg.objective),
+        seed=cfg.seed,
+    )
+    attr.fit(
+        train_loader(train, cfg),
+        epochs=epochs,
+        max_steps=cfg.masker_max_steps,
+        val_loader=val_loader,
+        progress=False,
+        **BENCHMARK_FIT,
+        **options,
+    )
+    attr.save(folder)
+    return attr
+
+
+def train_loader(train: Dataset, cfg: BenchmarkConfig) -> DataLoader:
+    """A masker's training batches, shuffled from the benchmark's seed.
+
+    Every masker gets a loader of its own, so its batch order does not depend on which other
+    maskers were trained (rather than loaded from the cache) before it in the same run.
+    fit() reads (images, labels) and ignores the boxes these batches also carry.
+    """
+    g = torch.Generator().manual_seed(cfg.seed)
+    return DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g)
+
+
+def mask_fn(
+    attr: RealTimeMaskAttribution, k: int
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The method of a learned-mask row: the plain mask (``k == 0``) or ``k`` refinement steps."""
+    if k == 0:
+        return lambda x, t: attr.mask(x, target=t)
+    return lambda x, t: attr.attribute(x, target=t, refine_steps=k)[:, :1]
