@@ -1,39 +1,68 @@
-"""RealTimeMaskAttribution: Captum API, shapes, targets, encoders, side effects, persistence."""
+"""RealTimeMaskAttribution, the Captum class: attribute() and mask(), targets, inputs, the
+constructor's arguments, refinement, Captum interop, and the save()/load() API."""
 
 from __future__ import annotations
 
+import functools
 import json
+import warnings
 
 import numpy as np
 import pytest
 import timm
 import torch
-import torchvision
 from captum.attr import NoiseTunnel
 from captum.attr import visualization as viz
 from captum.metrics import infidelity, sensitivity_max
+from conftest import (
+    FIT,
+    TINY_SIZE,
+    make_attr,
+    make_batches,
+    make_test_resnet,
+    tiny_classifier,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from captum_realtime_mask import (
     CheckpointError,
     EncoderSpec,
     InputError,
+    IterativeMaskAttribution,
+    ObjectiveConfig,
     RealTimeMaskAttribution,
+    TrainingError,
 )
-from captum_realtime_mask._model_state import snapshot_model, weights_in_format
+from captum_realtime_mask._model_state import snapshot_model
 
+SIZE = TINY_SIZE
+DOCUMENTED_ERRORS = (InputError, CheckpointError, TrainingError)
 
-def _batch(n=4, size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size, generator=g), torch.randint(0, 5, (n,), generator=g)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def fitted(timm_resnet):
-    x, y = _batch()
+    """A masker on timm_resnet (5 classes) trained for one epoch, and 64 px images."""
+    x, y = make_batches(1, size=64, num_classes=5)[0]
     attr = RealTimeMaskAttribution(timm_resnet)
     attr.fit([(x, y), (x.flip(-1), y)], epochs=1, progress=False)
     return attr, x, y
+
+
+@pytest.fixture(scope="module")
+def fitted_4_classes():
+    """A masker on a 4-class test_resnet trained for one step, and 32 px images."""
+    model = make_test_resnet(4)
+    attr = RealTimeMaskAttribution(model)
+    x = torch.rand(4, 3, 32, 32)
+    attr.fit([(x, torch.tensor([0, 1, 2, 3]))], max_steps=1, progress=False)
+    return model, attr, x
+
+
+# ------------------------------------------------------------------------------ Captum API
 
 
 def test_captum_flags(timm_resnet):
@@ -58,6 +87,55 @@ def test_shape_range_dtype_device(fitted):
     assert attr.attribute(x.double(), target=y).dtype == torch.float64
 
 
+def test_tuple_inputs_round_trip(fitted):
+    attr, x, y = fitted
+    out = attr.attribute((x,), target=y)
+    assert isinstance(out, tuple) and len(out) == 1
+    assert torch.equal(out[0], attr.attribute(x, target=y))
+
+
+def test_captum_visualisation_and_metrics_accept_the_attributions(fitted):
+    attr, x, y = fitted
+    out = attr.attribute(x, target=y)
+    model = attr.forward_func
+    fig, _ = viz.visualize_image_attr(
+        out[0].permute(1, 2, 0).numpy(),
+        x[0].permute(1, 2, 0).numpy(),
+        method="blended_heat_map",
+        sign="positive",
+        use_pyplot=False,
+    )
+    assert fig is not None
+
+    def perturb(inputs):
+        noise = torch.randn_like(inputs) * 0.01
+        return noise, inputs - noise
+
+    inf = infidelity(model, perturb, x, out, target=y, n_perturb_samples=2)
+    assert inf.shape == (4,) and torch.isfinite(inf).all()
+    sens = sensitivity_max(attr.attribute, x, target=y, n_perturb_samples=2)
+    assert sens.shape == (4,) and torch.isfinite(sens).all()
+    nt = NoiseTunnel(attr).attribute(x, nt_samples=2, nt_type="smoothgrad", target=y)
+    assert nt.shape == x.shape
+
+
+def test_untrained_masker_warns_until_fit_or_load(tmp_path):
+    model = make_test_resnet(4)
+    attr = RealTimeMaskAttribution(model)
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.warns(UserWarning, match="not been trained"):
+        attr.mask(x, target=1)
+    attr.fit([(x, torch.tensor([0, 1]))], max_steps=1, progress=False)
+    attr.save(tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attr.attribute(x, target=1)
+        RealTimeMaskAttribution.load(tmp_path / "m", model).mask(x, target=0)
+
+
+# --------------------------------------------------------------------------------- targets
+
+
 @pytest.mark.parametrize(
     "target",
     [3, torch.tensor(3), torch.tensor([3]), [3, 3, 3, 3], (3, 3, 3, 3), torch.tensor([3, 3, 3, 3])],
@@ -75,6 +153,7 @@ def test_targets_select_classes(fitted):
     assert not torch.equal(a, b)
     mixed = attr.mask(x, target=[0, 1, 0, 1])
     assert torch.equal(mixed[0], a[0]) and torch.equal(mixed[1], b[1])
+    assert torch.equal(attr.mask(x, target=np.array([0, 1, 0, 1])), mixed)
 
 
 def test_target_none_explains_the_prediction_with_one_call(fitted):
@@ -99,13 +178,6 @@ def test_target_none_explains_the_prediction_with_one_call(fitted):
         attr.forward_func = model
 
 
-def test_tuple_inputs_round_trip(fitted):
-    attr, x, y = fitted
-    out = attr.attribute((x,), target=y)
-    assert isinstance(out, tuple) and len(out) == 1
-    assert torch.equal(out[0], attr.attribute(x, target=y))
-
-
 def test_confidence_offset_grows_masks(fitted):
     attr, x, y = fitted
     low = attr.mask(x, target=y, confidence=-20.0).mean()
@@ -114,34 +186,260 @@ def test_confidence_offset_grows_masks(fitted):
 
 
 @pytest.mark.parametrize(
-    "target, match",
+    "target, expected",
     [
-        (7, "< 5"),
+        (2**70, "< 3"),  # beyond int64: used to raise OverflowError
+        ([1, 2**70], "< 3"),  # used to raise a bare ValueError from torch.tensor
+        ([-(2**70), 0], ">= 0"),
+        (torch.zeros(2, 2, dtype=torch.long), "shape (2, 2)"),
+        (torch.tensor([0, 1], device="meta"), "meta"),
+        (True, "bool"),
+        (1.0, "float"),
+        ([0.0, 1.0], "float"),
+        (np.array([0.0, 1.0]), "float"),
+        (7, "< 3"),
         (-1, ">= 0"),
-        ([1, 2], "4"),
-        (torch.tensor([0.5] * 4), "integer"),
-        ("cat", "int"),
+        ([0, 1, 2], "per image (2), got 3 items"),
+        (torch.tensor([0.5, 0.5]), "integer"),
+        ("cat", "expected an int"),
     ],
 )
-def test_bad_targets_raise_named_errors(fitted, target, match):
-    attr, x, _ = fitted
-    with pytest.raises(InputError, match="target") as err:
-        attr.attribute(x, target=target)
-    assert match in str(err.value)
+def test_bad_targets_raise_input_errors(target, expected):
+    attr = make_attr()
+    x = torch.rand(2, 3, SIZE, SIZE)
+    for method in (attr.attribute, attr.mask):
+        with pytest.raises(InputError, match="^target:") as err:
+            method(x, target=target)
+        assert expected in str(err.value)
 
 
-def test_bad_inputs_raise_named_errors(fitted):
-    attr, x, y = fitted
-    with pytest.raises(InputError, match="inputs"):
-        attr.attribute(x[0], target=0)
-    with pytest.raises(InputError, match="divisible"):
-        attr.attribute(torch.rand(2, 3, 50, 50), target=0)
-    with pytest.raises(InputError, match="channels"):
-        attr.attribute(torch.rand(2, 1, 64, 64), target=0)
-    bad = x.clone()
-    bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(InputError, match="NaN"):
-        attr.attribute(bad, target=y)
+# ---------------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize(
+    "inputs, expected",
+    [
+        (torch.rand(1, 2, 3, SIZE, SIZE), ["inputs", "(N, C, H, W)", "(1, 2, 3, 16, 16)"]),
+        (torch.rand(3, SIZE, SIZE), ["inputs", "(N, C, H, W)", "unsqueeze(0)"]),
+        (torch.rand(2, 3, 0, 0), ["inputs", "positive height and width", "(2, 3, 0, 0)"]),
+        (torch.rand(0, 3, SIZE, SIZE), ["inputs", "empty"]),
+        (torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8), ["inputs", "floating", "uint8"]),
+        (torch.rand(2, 4, SIZE, SIZE), ["inputs", "takes 3 channels", "got 4"]),
+        (torch.rand(2, 3, 12, 20), ["inputs", "divisible", "stride 8", "(12, 20)"]),
+        ((torch.rand(2, 3, SIZE, SIZE),) * 2, ["inputs", "1-tuple", "2 items"]),
+        ("images", ["inputs", "torch.Tensor", "str"]),
+    ],
+    ids=["5d", "3d", "zero_hw", "empty_batch", "uint8", "channels", "stride", "pair", "str"],
+)
+def test_bad_inputs_name_the_argument_the_expectation_and_what_came(inputs, expected):
+    attr = make_attr()
+    with pytest.raises(InputError) as err:
+        attr.attribute(inputs, target=0)
+    for text in expected:
+        assert text in str(err.value), (text, str(err.value))
+
+
+def test_nan_and_inf_inputs_are_rejected_with_a_count():
+    x = torch.rand(2, 3, SIZE, SIZE)
+    x[1, 2, 3, 4] = float("inf")
+    x[0, 0, 0, 0] = -float("inf")
+    x[0, 1, 0, 0] = float("nan")
+    with pytest.raises(InputError, match=r"inputs: expected finite values, got 3 NaN or Inf"):
+        make_attr().attribute(x, target=0)
+
+
+class Reshaped(nn.Module):
+    """A classifier whose class scores ``(N, K)`` are passed through ``reshape``."""
+
+    def __init__(self, inner, reshape):
+        super().__init__()
+        self.inner, self.reshape = inner, reshape
+
+    def forward(self, x):
+        return self.reshape(self.inner(x))
+
+
+@pytest.mark.parametrize(
+    "reshape, expected",
+    [
+        (lambda scores: scores[:, None], ["(N, K) = (2, 3)", "(2, 1, 3)"]),
+        (lambda scores: torch.cat([scores] * 3, dim=1), ["expected 3 class scores", "got 9"]),
+    ],
+    ids=["rank3", "widened"],
+)
+def test_classifier_outputs_that_are_not_class_scores(reshape, expected):
+    """Checked when target=None needs a prediction and on the first training batch."""
+    model = Reshaped(tiny_classifier(), reshape)
+    attr = make_attr(model)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    with pytest.raises(InputError, match="forward_func") as err:
+        attr.attribute(x)
+    for text in expected:
+        assert text in str(err.value)
+    assert attr.attribute(x, target=1).shape == x.shape  # with a target it is never called
+    before = snapshot_model(model, tensors=True)
+    with pytest.raises(InputError, match="forward_func"):
+        attr.fit(make_batches(2), epochs=1, **FIT)
+    assert before.differences(snapshot_model(model, tensors=True)) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_classifier_converted_after_fit(fitted_4_classes, dtype):
+    model, attr, x = fitted_4_classes
+    expected = attr.mask(x, target=[0, 1, 2, 3])
+    try:
+        model.to(dtype)
+        for target in ([0, 1, 2, 3], None):
+            out = attr.attribute(x.to(dtype), target=target)
+            assert out.dtype == dtype and out.shape == x.shape
+        got = attr.mask(x.to(dtype), target=[0, 1, 2, 3]).float()
+    finally:
+        model.float()
+    tol = 1e-6 if dtype == torch.float64 else 0.1
+    torch.testing.assert_close(got, expected, atol=tol, rtol=0)
+
+
+# -------------------------------------------------------------------------------- fuzzing
+
+
+@functools.cache
+def _fuzz_attrs():
+    resnet = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
+    return {"small_cnn": make_attr(), "classifier": RealTimeMaskAttribution(resnet)}
+
+
+FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+CORRUPTIONS_OF_INPUTS = ["ndim", "batch", "channels", "size", "dtype", "nonfinite"]
+
+
+@st.composite
+def fuzz_inputs(draw):
+    """A valid batch (N, 3, 32, 32) with 0 to 2 corruptions: rank, sizes, dtype, values."""
+    corruptions = draw(st.lists(st.sampled_from(CORRUPTIONS_OF_INPUTS), max_size=2))
+    shape = [draw(st.sampled_from([1, 2])), 3, 32, 32]
+    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    if "size" in corruptions:  # 8 and 16 suit small_cnn (stride 8) but not test_resnet (32)
+        shape[2:] = [draw(st.sampled_from([0, 1, 8, 12, 16, 40])) for _ in range(2)]
+    if "channels" in corruptions:
+        shape[1] = draw(st.sampled_from([0, 1, 2, 4]))
+    if "batch" in corruptions:
+        shape[0] = 0
+    if "ndim" in corruptions:
+        shape = draw(st.sampled_from([shape[:2], shape[1:], shape + [2]]))
+    if "dtype" in corruptions:
+        dtype = draw(st.sampled_from([torch.int64, torch.uint8, torch.bool]))
+    x = (torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2).to(dtype)
+    if "nonfinite" in corruptions and dtype.is_floating_point and x.numel():
+        x.view(-1)[draw(st.integers(0, x.numel() - 1))] = draw(
+            st.sampled_from([float("nan"), float("inf"), -float("inf")])
+        )
+    return x
+
+
+@st.composite
+def tensor_targets(draw):
+    shape = tuple(draw(st.lists(st.integers(0, 3), max_size=2)))
+    dtype = draw(st.sampled_from([torch.long, torch.int32, torch.uint8, torch.float32, torch.bool]))
+    n = int(np.prod(shape)) if shape else 1
+    values = draw(st.lists(st.integers(-2, 4), min_size=n, max_size=n))
+    return torch.tensor(values, dtype=torch.long).reshape(shape).to(dtype)
+
+
+def valid_targets(n):
+    return st.one_of(
+        st.none(),
+        st.integers(0, 2),
+        st.lists(st.integers(0, 2), min_size=n, max_size=n),
+        st.lists(st.integers(0, 2), min_size=n, max_size=n).map(torch.tensor),
+        st.integers(0, 2).map(torch.tensor),
+        st.builds(np.int64, st.integers(0, 2)),
+    )
+
+
+ODD_TARGETS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=3),
+    st.lists(st.integers(-2, 4), max_size=3),
+    st.lists(st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.none()), max_size=3),
+    st.tuples(st.integers(-1, 3), st.integers(0, 2)),
+    tensor_targets(),
+)
+
+
+@st.composite
+def fuzz_cases(draw):
+    x = draw(fuzz_inputs())
+    n = x.shape[0] if x.dim() else 1
+    return x, draw(st.one_of(valid_targets(max(n, 1)), ODD_TARGETS))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    encoder=st.sampled_from(["small_cnn", "classifier"]), case=fuzz_cases(), as_tuple=st.booleans()
+)
+def test_fuzz_attribute_returns_a_valid_mask_or_a_documented_error(encoder, case, as_tuple):
+    x, target = case
+    attr = _fuzz_attrs()[encoder]
+    try:
+        out = attr.attribute((x,) if as_tuple else x, target=target)
+    except DOCUMENTED_ERRORS:
+        return
+    if as_tuple:
+        assert isinstance(out, tuple) and len(out) == 1
+        out = out[0]
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+    values = out.double()
+    assert torch.isfinite(values).all()
+    assert values.min() >= 0 and values.max() <= 1
+
+
+# --------------------------------------------------------------------- constructor arguments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"num_classes": 2.5}, "num_classes"),
+        ({"num_classes": "10"}, "num_classes"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"num_classes": True}, "num_classes"),
+        ({"seed": None}, "seed"),
+        ({"seed": "x"}, "seed"),
+        ({"objective": 3}, "objective"),
+        ({"encoder": "no_such_network"}, "encoder"),
+        ({"encoder": "torchvision:no_such_network"}, "encoder"),
+    ],
+)
+def test_constructor_arguments_are_checked(kwargs, argument):
+    with pytest.raises(InputError, match=rf"^{argument}:"):
+        RealTimeMaskAttribution(make_test_resnet(4), **kwargs)
+
+
+def test_objective_as_a_dict():
+    attr = RealTimeMaskAttribution(make_test_resnet(4), objective={"area_weight": 5.0})
+    assert attr.objective == ObjectiveConfig(area_weight=5.0)
+    with pytest.raises(ValueError, match="no_such_weight"):
+        RealTimeMaskAttribution(make_test_resnet(4), objective={"no_such_weight": 1.0})
+
+
+def test_plain_callable_needs_an_encoder_of_its_own(timm_resnet):
+    with pytest.raises(InputError, match="nn.Module"):
+        RealTimeMaskAttribution(lambda x: timm_resnet(x), num_classes=5)
+    attr = RealTimeMaskAttribution(lambda x: timm_resnet(x), num_classes=5, encoder="small_cnn")
+    x, y = make_batches(1, size=64, num_classes=5)[0]
+    assert attr.attribute(x, target=y).shape == x.shape
+
+
+# ------------------------------------------------------------------------------ refinement
 
 
 def test_refinement_starts_from_the_learned_mask_on_its_own_grid(fitted):
@@ -188,150 +486,38 @@ def test_bad_refinement_arguments_raise_named_errors(fitted, steps, options, mat
         attr.attribute(x, target=y, refine_steps=steps, refine_options=options)
 
 
-def test_fit_leaves_the_classifier_untouched(timm_resnet):
-    timm_resnet.train()
-    timm_resnet.fc.weight.requires_grad_(False)  # a mixed state must survive too
-    before = snapshot_model(timm_resnet, tensors=True)
-    x, y = _batch()
-    attr = RealTimeMaskAttribution(timm_resnet)
-    attr.fit([(x, y)], epochs=2, progress=False)
-    attr.attribute(x, target=y)
-    attr.attribute(x)
-    assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
+def test_confidence_and_refine_options_are_checked(fitted_4_classes):
+    _, attr, x = fitted_4_classes
+    for bad in (float("nan"), float("inf"), "a", None):
+        with pytest.raises(InputError, match="^confidence:"):
+            attr.attribute(x, target=1, confidence=bad)
+    with pytest.raises(InputError, match="^confidence:"):
+        attr.mask(x, target=1, confidence=float("nan"))
+    with pytest.raises(InputError, match=r"refine_options: unknown options \['lrr'\]"):
+        attr.attribute(x, target=1, refine_steps=1, refine_options={"lrr": 0.1})
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_fit_restores_the_classifier_after_an_exception(timm_resnet, channels_last):
-    timm_resnet.train()
-    before, layout = snapshot_model(timm_resnet, tensors=True), _layout(timm_resnet)
-    x, y = _batch()
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_refinement_of_other_precisions_and_under_inference_mode(fitted_4_classes, dtype):
+    model, attr, x = fitted_4_classes
+    y = [0, 1, 2, 3]
 
-    def loader():
-        yield x, y
-        raise RuntimeError("disk on fire")
+    def seeded():
+        return {"generator": torch.Generator().manual_seed(0)}
 
-    attr = RealTimeMaskAttribution(timm_resnet)
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        attr.fit(loader(), epochs=1, progress=False, channels_last=channels_last)
-    assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
-    assert _layout(timm_resnet) == layout
-
-
-def _layout(model: torch.nn.Module) -> dict[str, tuple[int, tuple[int, ...]]]:
-    """Storage address and strides of every parameter and buffer."""
-    named = [*model.named_parameters(), *model.named_buffers()]
-    return {name: (t.data_ptr(), t.stride()) for name, t in named}
+    expected = attr.attribute(x, target=y, refine_steps=2, refine_options=seeded())
+    out = attr.attribute(x.to(dtype), target=y, refine_steps=2, refine_options=seeded())
+    assert out.dtype == dtype
+    tol = 0.0 if dtype == torch.float64 else 0.02  # the inputs' rounding only
+    torch.testing.assert_close(out.float(), expected, atol=tol, rtol=0)
+    with torch.inference_mode():
+        again = attr.attribute(x, target=y, refine_steps=2, refine_options=seeded())
+        iterative = IterativeMaskAttribution(model).attribute(x.to(dtype), target=y, n_iter=2)
+    assert torch.equal(again, expected)
+    assert iterative.dtype == dtype and iterative.shape == x.shape
 
 
-def test_weights_in_format_keeps_updates_and_gives_each_weight_its_storage_back():
-    cl = torch.channels_last
-    conv = torch.nn.Conv2d(3, 4, 3)
-    nhwc = torch.nn.Conv2d(3, 4, 3).to(memory_format=cl)
-    ptr, ptr_nhwc = conv.weight.data_ptr(), nhwc.weight.data_ptr()
-    # conv's weight is reached through two modules; it is converted and restored once.
-    modules = [conv, torch.nn.Sequential(conv), nhwc]
-    with pytest.raises(RuntimeError, match="boom"), weights_in_format(modules, cl):
-        assert conv.weight.is_contiguous(memory_format=cl) and not conv.weight.is_contiguous()
-        assert nhwc.weight.data_ptr() == ptr_nhwc  # already channels-last: not copied
-        with torch.no_grad():
-            conv.weight.add_(1.0)  # training in the block
-        updated = conv.weight.detach().clone()
-        raise RuntimeError("boom")
-    assert conv.weight.data_ptr() == ptr and conv.weight.is_contiguous()
-    assert torch.equal(conv.weight, updated)
-    assert nhwc.weight.data_ptr() == ptr_nhwc and nhwc.weight.is_contiguous(memory_format=cl)
-
-
-def test_channels_last_fit_trains_alike_and_gives_both_models_their_layout_back(timm_resnet):
-    cl = torch.channels_last
-    x, y = _batch()
-    before, layout = snapshot_model(timm_resnet, tensors=True), _layout(timm_resnet)
-    seen = []
-
-    def record(module, args):
-        weight = next(p for p in module.parameters() if p.dim() == 4)
-        seen.append((args[0].is_contiguous(memory_format=cl), weight.is_contiguous()))
-
-    runs = {}
-    for channels_last in (False, True):
-        attr = RealTimeMaskAttribution(timm_resnet, seed=0)
-        handle = timm_resnet.register_forward_pre_hook(record)
-        try:
-            attr.fit([(x, y)], epochs=2, progress=False, channels_last=channels_last)
-        finally:
-            handle.remove()
-        runs[channels_last] = attr
-    # The option reached the classifier: channels-last images and weights, only when asked.
-    assert {s for s, _ in seen} == {False, True}
-    assert seen[0] == (False, True) and seen[-1] == (True, False)
-    # Only rounding differs: the first step's terms (before any update) agree closely; Adam's
-    # first update is about lr * sign(gradient), so near-zero gradients let it grow a little.
-    for plain, nhwc, rel in zip(runs[False].history, runs[True].history, (1e-5, 2e-2)):
-        assert plain.keys() == nhwc.keys()
-        for k in plain:
-            assert nhwc[k] == pytest.approx(plain[k], rel=rel, abs=1e-6), k
-    assert all(p.is_contiguous() for p in runs[True].masker.parameters())
-    assert _layout(timm_resnet) == layout  # the same storage and strides as before
-    assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
-
-
-@pytest.mark.parametrize("destroy_fill", ["alternative", "inpaint"])
-def test_gradients_reach_the_masker_and_never_the_classifier(timm_resnet, destroy_fill):
-    from captum_realtime_mask.objective import ObjectiveConfig
-    from captum_realtime_mask.training.step import step_terms
-
-    x, y = _batch()
-    attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn")
-    attr.masker.train()
-    for p in timm_resnet.parameters():
-        p.requires_grad_(False)
-    terms, _ = step_terms(
-        attr.masker,
-        timm_resnet,
-        x,
-        y,
-        5,
-        ObjectiveConfig(fake_prob=0.0, destroy_fill=destroy_fill),
-        torch.Generator().manual_seed(0),
-    )
-    terms.total.backward()
-    grads = [p.grad for p in attr.masker.parameters() if p.requires_grad]
-    assert all(g is not None for g in grads)
-    assert sum(float(g.abs().sum()) for g in grads) > 0
-    assert all(p.grad is None for p in timm_resnet.parameters())
-
-
-def test_fit_updates_only_the_masker_and_keeps_history(timm_resnet):
-    x, y = _batch()
-    attr = RealTimeMaskAttribution(timm_resnet)
-    before = {k: v.clone() for k, v in attr.masker.state_dict().items()}
-    attr.fit([(x, y)], epochs=2, progress=False, val_loader=[(x, y)])
-    after = attr.masker.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert len(attr.history) == 2
-    for key in ("loss", "tv", "area", "preserve", "destroy", "gate", "val_loss", "val_area"):
-        assert np.isfinite(attr.history[-1][key]), key
-
-
-def test_fit_is_seeded_and_reproducible(timm_resnet):
-    x, y = _batch()
-    masks = []
-    for _ in range(2):
-        attr = RealTimeMaskAttribution(timm_resnet, seed=3)
-        attr.fit([(x, y), (x, y)], epochs=1, progress=False)
-        masks.append(attr.mask(x, target=y))
-    assert torch.equal(masks[0], masks[1])
-
-
-def test_fit_rejects_bad_loaders(timm_resnet):
-    attr = RealTimeMaskAttribution(timm_resnet)
-    with pytest.raises(InputError, match="empty|no batches"):
-        attr.fit([], epochs=1, progress=False)
-    x, _ = _batch()
-    with pytest.raises(InputError, match="labels"):
-        attr.fit([(x, torch.tensor([0, 1, 9, 2]))], epochs=1, progress=False)
-    with pytest.raises(InputError, match="unknown options"):
-        attr.fit([(x, torch.zeros(4, dtype=torch.long))], epochs=1, lr_scheduel="cosine")
+# --------------------------------------------------------------------------- save and load
 
 
 def test_save_load_is_bit_identical(fitted, tmp_path):
@@ -342,60 +528,6 @@ def test_save_load_is_bit_identical(fitted, tmp_path):
     again = RealTimeMaskAttribution.load(tmp_path / "m", attr.forward_func)
     assert torch.equal(again.attribute(x, target=y), attr.attribute(x, target=y))
     assert again.history == attr.history
-
-
-def test_load_rejects_tampered_and_truncated_files(fitted, tmp_path):
-    attr, _, _ = fitted
-    attr.save(tmp_path / "m")
-    weights = tmp_path / "m" / "masker.safetensors"
-    data = weights.read_bytes()
-    weights.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated"):
-        RealTimeMaskAttribution.load(tmp_path / "m", attr.forward_func)
-    attr.save(tmp_path / "m")  # overwriting an existing directory works
-    cfg = tmp_path / "m" / "config.json"
-    cfg.write_text(cfg.read_text().replace('"format_version": 1', '"format_version": 99'))
-    with pytest.raises(CheckpointError, match="format_version"):
-        RealTimeMaskAttribution.load(tmp_path / "m", attr.forward_func)
-    with pytest.raises(CheckpointError, match="config.json"):
-        RealTimeMaskAttribution.load(tmp_path / "missing", attr.forward_func)
-
-
-def test_encoders_timm_cnn_vit_torchvision_and_small_cnn():
-    torch.manual_seed(0)
-    x = torch.rand(2, 3, 64, 64)
-    vit = timm.create_model("test_vit", pretrained=False, num_classes=4, img_size=64)
-    tv = torchvision.models.resnet18(num_classes=4)
-    cases = [
-        (timm.create_model("test_resnet", pretrained=False, num_classes=4), "classifier"),
-        (vit, "classifier"),
-        (tv, "classifier"),
-        (tv, "torchvision:resnet18"),
-        (vit, "test_convnext"),
-        (vit, "small_cnn"),
-    ]
-    for model, encoder in cases:
-        model.eval()
-        attr = RealTimeMaskAttribution(model, encoder=encoder, pretrained=False)
-        attr.fit([(x, torch.tensor([0, 3]))], max_steps=1, progress=False)
-        out = attr.attribute(x, target=1)
-        assert out.shape == x.shape, (encoder, type(model).__name__)
-        assert torch.isfinite(out).all()
-
-
-def test_classifier_encoder_shares_weights_and_is_not_saved(timm_resnet, tmp_path):
-    attr = RealTimeMaskAttribution(timm_resnet)
-    names = set(attr.masker.state_dict())
-    assert not any("fc.weight" in n or n.startswith("encoder.") for n in names)
-    assert all(p.requires_grad for p in attr.masker.parameters())
-
-
-def test_plain_callable_needs_an_encoder_of_its_own(timm_resnet):
-    with pytest.raises(InputError, match="nn.Module"):
-        RealTimeMaskAttribution(lambda x: timm_resnet(x), num_classes=5)
-    attr = RealTimeMaskAttribution(lambda x: timm_resnet(x), num_classes=5, encoder="small_cnn")
-    x, y = _batch()
-    assert attr.attribute(x, target=y).shape == x.shape
 
 
 def test_custom_encoder_module(timm_resnet, tmp_path):
@@ -412,7 +544,7 @@ def test_custom_encoder_module(timm_resnet, tmp_path):
     enc = TwoScales()
     attr = RealTimeMaskAttribution(timm_resnet, encoder=enc)
     assert attr.masker.encoder.reductions == [4, 8]
-    x, y = _batch()
+    x, y = make_batches(1, size=64, num_classes=5)[0]
     attr.save(tmp_path / "c")
     with pytest.raises(InputError, match="module"):
         RealTimeMaskAttribution.load(tmp_path / "c", timm_resnet)
@@ -420,44 +552,39 @@ def test_custom_encoder_module(timm_resnet, tmp_path):
     assert torch.equal(again.mask(x, target=y), attr.mask(x, target=y))
 
 
-def test_pretrained_without_network_gives_a_clear_error(timm_resnet, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(InputError, match="pretrained=False"):
-        RealTimeMaskAttribution(timm_resnet, encoder="test_resnet")
+def test_load_refuses_a_classifier_with_another_number_of_classes(tmp_path):
+    RealTimeMaskAttribution(make_test_resnet(10), seed=1).save(tmp_path / "m")
+    with pytest.raises(CheckpointError, match=r"forward_func: .*10 classes.*has 5"):
+        RealTimeMaskAttribution.load(tmp_path / "m", make_test_resnet(num_classes=5))
 
 
-def test_paper_preset_architecture(timm_resnet):
-    attr = RealTimeMaskAttribution(timm_resnet, preset="paper")
-    ups = attr.masker.upsamplers
-    assert isinstance(ups[0].up, nn.ConvTranspose2d)
-    assert ups[0].up.out_channels == 768 and ups[1].up.out_channels == 384
-    assert len(ups[0].blocks) == 3
-    assert attr.masker.mask_stride == 4
+def test_an_explicit_num_classes_still_loads(tmp_path):
+    # num_classes is misread (10, the timm model's) from this wrapper, so it was passed.
+    wrapped = nn.Sequential(make_test_resnet(10), nn.Linear(10, 4)).eval()
+    attr = RealTimeMaskAttribution(wrapped, num_classes=4, encoder="small_cnn")
+    attr.save(tmp_path / "m")
+    again = RealTimeMaskAttribution.load(tmp_path / "m", wrapped)
+    assert again.num_classes == 4
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again.mask(x, target=3), attr.mask(x, target=3))
 
 
-def test_captum_visualisation_and_metrics_accept_the_attributions(fitted):
-    attr, x, y = fitted
-    out = attr.attribute(x, target=y)
-    model = attr.forward_func
-    fig, _ = viz.visualize_image_attr(
-        out[0].permute(1, 2, 0).numpy(),
-        x[0].permute(1, 2, 0).numpy(),
-        method="blended_heat_map",
-        sign="positive",
-        use_pyplot=False,
-    )
-    assert fig is not None
+def test_load_names_swapped_or_wrong_arguments(tmp_path):
+    model = make_test_resnet()
+    RealTimeMaskAttribution(model, seed=1).save(tmp_path / "m")
+    with pytest.raises(InputError, match=r"directory: .*ResNet.*swapped"):
+        RealTimeMaskAttribution.load(model, tmp_path / "m")
+    with pytest.raises(InputError, match=r"directory: .*swapped"):
+        RealTimeMaskAttribution.load(model, str(tmp_path / "m"))
+    with pytest.raises(InputError, match="directory: .*NoneType"):
+        RealTimeMaskAttribution.load(None, model)
+    with pytest.raises(InputError, match="forward_func: .*str"):
+        RealTimeMaskAttribution.load(tmp_path / "m", "resnet")
+    with pytest.raises(InputError, match="encoder: .*str"):
+        RealTimeMaskAttribution.load(tmp_path / "m", model, encoder="resnet18")
 
-    def perturb(inputs):
-        noise = torch.randn_like(inputs) * 0.01
-        return noise, inputs - noise
 
-    inf = infidelity(model, perturb, x, out, target=y, n_perturb_samples=2)
-    assert inf.shape == (4,) and torch.isfinite(inf).all()
-    sens = sensitivity_max(attr.attribute, x, target=y, n_perturb_samples=2)
-    assert sens.shape == (4,) and torch.isfinite(sens).all()
-    nt = NoiseTunnel(attr).attribute(x, nt_samples=2, nt_type="smoothgrad", target=y)
-    assert nt.shape == x.shape
+# ------------------------------------------------------------------------------ end to end
 
 
 def test_learning_on_coloured_squares(squares_task):
@@ -487,163 +614,3 @@ def test_learning_on_coloured_squares(squares_task):
     absent = attr.mask(xte, target=(yte + 1) % 3).mean().item()
     present = masks.mean().item()
     assert absent < 0.2 * present, f"absent-class area {absent:.3f} vs true {present:.3f}"
-
-
-def test_shape_bucket_pads_real_selectors_with_fake_ones():
-    from captum_realtime_mask.training.step import shape_bucket
-
-    g = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        real = torch.rand(64, generator=g) > 0.3
-        idx = real.nonzero().squeeze(1)
-        used = shape_bucket(idx, real)
-        assert torch.equal(used[: len(idx)], idx)
-        assert len(used) % 8 == 0 or len(used) == 64
-        assert not real[used[len(idx) :]].any()
-        assert len(set(used.tolist())) == len(used)
-
-
-def test_fake_selectors_avoid_classes_the_classifier_sees(timm_resnet):
-    from captum_realtime_mask.objective import ObjectiveConfig
-    from captum_realtime_mask.training.step import step_terms
-
-    # Fixed logits: class 4 is the only class under 5% on images 0-3; on images 4-5 every
-    # class is likely (uniform), so they have no candidate and keep their label.
-    logits = torch.full((6, 5), 3.0)
-    logits[:4, 4] = -3.0
-    logits[4:] = 0.0
-
-    class Fixed(torch.nn.Module):
-        def forward(self, images):
-            return logits[: len(images)] if len(images) == 6 else timm_resnet(images)
-
-    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
-    attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn", seed=0)
-    objective = ObjectiveConfig(fake_prob=1.0, fake_max_prob=0.05)
-    seen = []
-    masker_forward = attr.masker.forward
-
-    def spy(images, selector):
-        seen.append(selector.clone())
-        return masker_forward(images, selector)
-
-    attr.masker.forward = spy
-    for seed in range(5):
-        _, real = step_terms(
-            attr.masker, Fixed(), x, y, 5, objective, torch.Generator().manual_seed(seed)
-        )
-        assert real.tolist() == [False] * 4 + [True] * 2
-        assert seen[-1].tolist() == [4, 4, 4, 4, 0, 1]
-    with pytest.raises(ValueError, match="fake_max_prob"):
-        ObjectiveConfig(fake_max_prob=0.0)
-    saved = ObjectiveConfig().to_dict()
-    del saved["fake_max_prob"]  # a configuration saved before the option existed
-    assert ObjectiveConfig.from_dict(saved).fake_max_prob is None
-
-
-def test_padded_classifier_batches_leave_the_loss_unchanged(timm_resnet, monkeypatch):
-    from captum_realtime_mask.objective import ObjectiveConfig
-    from captum_realtime_mask.training import step
-
-    x, y = torch.rand(12, 3, 32, 32), torch.arange(12) % 5
-    attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn", seed=0)
-    # Blurred alternatives only, so that the extra rows' random draws change no image.
-    objective = ObjectiveConfig(fake_prob=0.5, blur_prob=1.0)
-
-    def terms(devices):
-        monkeypatch.setattr(step, "BUCKETED_DEVICES", frozenset(devices))
-        out, real = step.step_terms(
-            attr.masker, timm_resnet, x, y, 5, objective, torch.Generator().manual_seed(3)
-        )
-        return out, real
-
-    plain, real = terms(())
-    padded, real_padded = terms({"cpu"})
-    assert torch.equal(real, real_padded) and int(real.sum()) % 8 > 0
-    torch.testing.assert_close(padded.total, plain.total)
-
-
-def test_filter_stride_uses_a_finer_map_with_a_presence_gate(timm_resnet, tmp_path):
-    from captum_realtime_mask import EncoderSpec, MaskerConfig
-
-    strides = RealTimeMaskAttribution(timm_resnet).masker.encoder.reductions
-    cfg = MaskerConfig(num_classes=5, encoder=EncoderSpec(kind="classifier"))
-    cfg.filter_stride = strides[-2]
-    attr = RealTimeMaskAttribution(timm_resnet, masker_config=cfg, seed=0)
-    assert attr.masker.presence is not None
-    assert len(attr.masker.upsamplers) < len(RealTimeMaskAttribution(timm_resnet).masker.upsamplers)
-    x, y = torch.rand(3, 3, 64, 64), torch.tensor([0, 1, 2])
-    masks = attr.mask(x, target=y)
-    assert masks.shape == (3, 1, 64, 64) and float(masks.max()) > 0
-    # A strongly negative offset closes the presence gate: the masks are empty.
-    assert float(attr.mask(x, target=y, confidence=-1e4).max()) == 0.0
-    attr.save(tmp_path / "m")
-    again = RealTimeMaskAttribution.load(tmp_path / "m", timm_resnet)
-    assert again.masker.config.filter_stride == strides[-2]
-    torch.testing.assert_close(again.mask(x, target=y), masks)
-    cfg.filter_stride = 3
-    with pytest.raises(InputError, match="filter_stride"):
-        RealTimeMaskAttribution(timm_resnet, masker_config=cfg)
-
-
-def test_competitive_presence_is_the_softmax_probability_of_the_class():
-    from captum_realtime_mask.masker.blocks import FeatureFilter
-
-    torch.manual_seed(0)
-    f = FeatureFilter(channels=6, num_classes=4)
-    feats, target = torch.randn(5, 6, 3, 3), torch.tensor([0, 1, 2, 3, 1])
-    # Reference: each class's largest scaled dot product over positions, then a softmax.
-    scores = (
-        torch.stack(
-            [
-                (feats * f.embedding.weight[k].view(1, -1, 1, 1)).sum(1).flatten(1).amax(1)
-                for k in range(4)
-            ],
-            1,
-        )
-        / 6**0.5
-    )
-    expected = scores.softmax(1).gather(1, target[:, None]).squeeze(1)
-    got = torch.sigmoid(f.presence_logit(feats, target))
-    torch.testing.assert_close(got, expected)
-    # The presences of all classes of one image sum to one; the offset shifts the logit.
-    every = torch.stack(
-        [torch.sigmoid(f.presence_logit(feats, torch.full((5,), k))) for k in range(4)]
-    )
-    torch.testing.assert_close(every.sum(0), torch.ones(5))
-    torch.testing.assert_close(
-        f.presence_logit(feats, target, confidence=2.0), f.presence_logit(feats, target) + 2.0
-    )
-
-
-def test_presence_option_is_checked_and_old_configs_load_as_independent(timm_resnet):
-    from captum_realtime_mask import EncoderSpec, MaskerConfig
-
-    strides = RealTimeMaskAttribution(timm_resnet).masker.encoder.reductions
-    cfg = MaskerConfig(num_classes=5, encoder=EncoderSpec(kind="classifier"))
-    cfg.filter_stride = strides[-2]
-    saved = cfg.to_dict()
-    assert saved["presence"] == "competitive"
-    del saved["presence"]
-    assert MaskerConfig.from_dict(saved).presence == "independent"
-    x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
-    outs = {}
-    for mode in ("competitive", "independent"):
-        cfg.presence = mode
-        masker = RealTimeMaskAttribution(timm_resnet, masker_config=cfg, seed=0).masker.eval()
-        outs[mode] = masker(x, y).gate_logit
-    assert not torch.allclose(outs["competitive"], outs["independent"])
-    # Competitive presence scales the mask's odds; independent presence scales the mask.
-    small, p = torch.tensor([0.0, 0.5, 0.9, 1.0]).view(4, 1, 1, 1), torch.full((4,), 0.25)
-    for mode, expected in (
-        ("competitive", [0.0, 0.2, 9 / 13, 1.0]),
-        ("independent", [0.0, 0.125, 0.225, 0.25]),
-    ):
-        cfg.presence = mode
-        masker = RealTimeMaskAttribution(timm_resnet, masker_config=cfg).masker
-        got = masker._apply_presence(small, p).flatten()
-        torch.testing.assert_close(got, torch.tensor(expected))
-        assert float(masker._apply_presence(small, torch.zeros(4)).max()) == 0.0
-    cfg.presence = "softmax"
-    with pytest.raises(InputError, match="presence"):
-        RealTimeMaskAttribution(timm_resnet, masker_config=cfg)

@@ -1,6 +1,7 @@
 """The one validation module: each check's conversions and its messages, word for word."""
 
 import argparse
+import pickle
 
 import numpy as np
 import pytest
@@ -99,9 +100,7 @@ def test_flag_one_of_path_and_size():
     with pytest.raises(InputError, match=r"^amp: expected True or False, got int 1\.$"):
         check.flag(1, "amp")
     assert check.one_of("cosine", "s", ("constant", "cosine")) == "cosine"
-    with pytest.raises(
-        InputError, match=r"^s: expected one of 'a' or 'b', got a list of 1 items"
-    ):
+    with pytest.raises(InputError, match=r"^s: expected one of 'a' or 'b', got a list of 1 items"):
         check.one_of(["a"], "s", ("a", "b"))
     with pytest.raises(InputError, match="expected one of 1 or 2, got bool True"):
         check.one_of(True, "k", (1, 2))  # True == 1, but a bool is not the int 1
@@ -130,9 +129,7 @@ def test_argparse_type_turns_a_check_into_a_usage_error():
         assert str(info.value) == message
     parser = argparse.ArgumentParser(prog="p", exit_on_error=False)
     parser.add_argument("--epochs", type=positive)
-    with pytest.raises(
-        argparse.ArgumentError, match="expected a positive int, got int 0"
-    ):
+    with pytest.raises(argparse.ArgumentError, match="expected a positive int, got int 0"):
         parser.parse_args(["--epochs", "0"])
 
 
@@ -145,3 +142,13 @@ def test_errors_name_their_argument_or_none(kind):
         "no config.json.",
     )
     assert (str(plain), plain.argument, plain.detail) == ("broken.", None, "broken.")
+
+
+def test_input_errors_keep_their_argument_through_pickling():
+    err = InputError("expected a positive int, got int 0.", argument="epochs")
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.argument, again.detail, str(again)) == (
+        "epochs",
+        "expected a positive int, got int 0.",
+        "epochs: expected a positive int, got int 0.",
+    )

@@ -32,6 +32,9 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from captum_realtime_mask.training.distributed import shard_loader
 
 WORLD = 2
 PER_RANK_BATCH = 4
@@ -178,3 +181,53 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path, channe
 
 if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "worker":
     _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6] == "1")
+
+
+def _seed_workers(worker_id):  # a worker_init_fn the sharded loader must keep
+    torch.manual_seed(worker_id)
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def test_the_sharded_loader_keeps_every_option_of_the_users(one_process_group):
+    data = TensorDataset(torch.rand(6, 3, 8, 8), torch.arange(6))
+    generator = torch.Generator().manual_seed(5)
+    loader = DataLoader(
+        data,
+        batch_size=2,
+        shuffle=True,
+        num_workers=2,
+        worker_init_fn=_seed_workers,
+        generator=generator,
+        prefetch_factor=3,
+        timeout=7.0,
+        multiprocessing_context="spawn",
+        pin_memory_device="cpu",
+        persistent_workers=True,
+        drop_last=True,
+    )
+    sharded = shard_loader(loader, seed=0)
+    assert isinstance(sharded.sampler, torch.utils.data.DistributedSampler)
+    assert sharded.sampler.shuffle
+    for name in (
+        "batch_size",
+        "num_workers",
+        "worker_init_fn",
+        "generator",
+        "prefetch_factor",
+        "timeout",
+        "multiprocessing_context",
+        "pin_memory_device",
+        "persistent_workers",
+        "drop_last",
+        "collate_fn",
+    ):
+        assert getattr(sharded, name) == getattr(loader, name), name
+    assert sharded.generator is generator

@@ -329,3 +329,41 @@ def test_encoders_of_any_input_size_accept_any_size():
 
 def test_docstring_examples():
     assert doctest.testmod(encoders).failed == 0
+
+
+# ------------------------------------------------------------------- every kind of encoder
+
+
+def test_encoders_timm_cnn_vit_torchvision_and_small_cnn():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    vit = timm.create_model("test_vit", pretrained=False, num_classes=4, img_size=64)
+    tv = torchvision.models.resnet18(num_classes=4)
+    cases = [
+        (timm.create_model("test_resnet", pretrained=False, num_classes=4), "classifier"),
+        (vit, "classifier"),
+        (tv, "classifier"),
+        (tv, "torchvision:resnet18"),
+        (vit, "test_convnext"),
+        (vit, "small_cnn"),
+    ]
+    for model, encoder in cases:
+        model.eval()
+        attr = RealTimeMaskAttribution(model, encoder=encoder, pretrained=False)
+        attr.fit([(x, torch.tensor([0, 3]))], max_steps=1, progress=False)
+        out = attr.attribute(x, target=1)
+        assert out.shape == x.shape, (encoder, type(model).__name__)
+        assert torch.isfinite(out).all()
+
+
+def test_classifier_encoder_shares_weights_and_is_not_saved(timm_resnet, tmp_path):
+    attr = RealTimeMaskAttribution(timm_resnet)
+    names = set(attr.masker.state_dict())
+    assert not any("fc.weight" in n or n.startswith("encoder.") for n in names)
+    assert all(p.requires_grad for p in attr.masker.parameters())
+
+
+def test_pretrained_without_network_gives_a_clear_error(timm_resnet, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="pretrained=False"):
+        RealTimeMaskAttribution(timm_resnet, encoder="test_resnet")

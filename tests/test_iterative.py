@@ -1,4 +1,5 @@
-"""Tests of per-image mask optimisation, its Captum wrapper, and the helpers it relies on."""
+"""Per-image mask optimisation (``iterative``): a known answer, its Captum wrapper, the target
+forms and options it takes, and the extra forward arguments of a Captum perturbation method."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import NoiseTunnel
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from conftest import Recorder
 from torch import nn
 from torchvision.ops import masks_to_boxes
 
-from captum_realtime_mask._captum_compat import format_inputs, format_target
-from captum_realtime_mask._model_state import find_module, frozen_model, snapshot_model
+from captum_realtime_mask._model_state import snapshot_model
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.iterative import (
     IterativeMaskAttribution,
-    _chunk_args,
-    _per_example_args,
     default_mask_size,
     optimise_masks,
 )
@@ -53,43 +50,6 @@ class BrightSquare(nn.Module):
         return self.readout((local - grey.flatten(1).mean(1))[:, None])
 
 
-class SmallNet(nn.Module):
-    """A CNN with batch norm and dropout, whose mode and statistics must survive untouched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5)
-        )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class Recorder(nn.Module):
-    """Wraps a model; counts calls, records mode and gradient flags seen, may raise on a call."""
-
-    def __init__(self, model: nn.Module, fail_on: int | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.fail_on = fail_on
-        self.calls = 0
-        self.seen: list[tuple[bool, bool]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        self.seen.append(
-            (
-                any(m.training for m in self.model.modules()),
-                any(p.requires_grad for p in self.model.parameters()),
-            )
-        )
-        if self.fail_on is not None and self.calls == self.fail_on:
-            raise RuntimeError("boom on purpose")
-        return self.model(x)
-
-
 def square_images(n: int = 3, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 3, SIDE, SIDE, generator=gen) * 0.2
@@ -101,18 +61,6 @@ def square_images(n: int = 3, seed: int = 0) -> torch.Tensor:
 
 def seeded(seed: int = 5) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def user_model() -> nn.Module:
-    """A SmallNet in a deliberately mixed state: train mode, one frozen layer, one eval module,
-    a user hook, a non-empty BN history."""
-    torch.manual_seed(1)
-    net = SmallNet().train()
-    net.features[0].weight.requires_grad_(False)
-    net.head.eval()
-    net.features[1].running_mean.fill_(0.3)
-    net.features[0].register_forward_hook(lambda *args: None)
-    return net
 
 
 # --------------------------------------------------------------------------- known answer
@@ -218,84 +166,6 @@ def test_seeded_reproducibility():
     torch.testing.assert_close(run(None), first, atol=0, rtol=0)
 
 
-# ----------------------------------------------------------------- classifier untouched
-
-
-def test_classifier_untouched_after_success():
-    net = user_model()
-    x = torch.rand(2, 3, 16, 16)
-    before = snapshot_model(net, tensors=True)
-    recorder = Recorder(net)
-    optimise_masks(recorder, x, [0, 2], n_iter=4, generator=seeded())
-    assert before.differences(snapshot_model(net, tensors=True)) == []
-    assert all(p.grad is None for p in net.parameters())
-    # While optimising, the classifier was in eval mode with frozen parameters.
-    assert recorder.seen == [(False, False)] * 4
-
-
-def test_classifier_untouched_after_exception_mid_optimisation():
-    net = user_model()
-    before = snapshot_model(net, tensors=True)
-    recorder = Recorder(net, fail_on=3)
-    with pytest.raises(RuntimeError, match="boom on purpose"):
-        IterativeMaskAttribution(recorder).attribute(torch.rand(2, 3, 16, 16), 1, n_iter=10)
-    assert recorder.calls == 3
-    assert before.differences(snapshot_model(net, tensors=True)) == []
-    assert all(p.grad is None for p in net.parameters())
-
-
-def test_classifier_untouched_after_bad_target_detected_in_loop():
-    net = user_model()
-    before = snapshot_model(net, tensors=True)
-    with pytest.raises(InputError, match="< 3"):
-        optimise_masks(net, torch.rand(2, 3, 16, 16), 7, n_iter=3)
-    assert before.differences(snapshot_model(net, tensors=True)) == []
-
-
-def test_bound_method_forward_is_frozen_too():
-    net = user_model()
-    before = snapshot_model(net, tensors=True)
-    optimise_masks(net.forward, torch.rand(1, 3, 16, 16), 0, n_iter=2)
-    assert before.differences(snapshot_model(net, tensors=True)) == []
-
-
-# ------------------------------------------------------------------ _model_state helpers
-
-
-def test_frozen_model_restores_mixed_state_even_on_error():
-    net = user_model()
-    modes = {n: m.training for n, m in net.named_modules()}
-    flags = {n: p.requires_grad for n, p in net.named_parameters()}
-    with pytest.raises(KeyError), frozen_model(net) as frozen:
-        assert frozen is net
-        assert not any(m.training for m in net.modules())
-        assert not any(p.requires_grad for p in net.parameters())
-        net.train()  # code inside the block may flip modes: still restored
-        raise KeyError("inside")
-    assert {n: m.training for n, m in net.named_modules()} == modes
-    assert {n: p.requires_grad for n, p in net.named_parameters()} == flags
-    assert modes["head"] is False and modes[""] is True  # the mix was really mixed
-
-
-def test_frozen_model_passes_other_callables_through():
-    assert find_module(lambda x: x) is None
-    with frozen_model(lambda x: x) as frozen:
-        assert frozen is None
-
-
-def test_snapshot_detects_changes():
-    net = user_model()
-    before = snapshot_model(net, tensors=True)
-    handle = net.head.register_forward_pre_hook(lambda *args: None)
-    net.features[1].running_var.add_(1.0)
-    net.head[2].bias.requires_grad_(False)
-    diffs = before.differences(snapshot_model(net, tensors=True))
-    handle.remove()
-    assert any("head:_forward_pre_hooks" in d for d in diffs)
-    assert any("features.1.running_var" in d for d in diffs)
-    assert any("requires_grad[head.2.bias]" in d for d in diffs)
-
-
 # ------------------------------------------------------------------- Captum integration
 
 
@@ -330,56 +200,6 @@ def test_per_image_targets_are_honoured():
     torch.testing.assert_close(mixed[0], ones[0])
     torch.testing.assert_close(mixed[1], zeros[1])
     assert not torch.allclose(ones[1], zeros[1])
-
-
-@pytest.mark.parametrize(
-    ("target", "match"),
-    [
-        ([1], "one int class index per image"),
-        ([1, 0.5], "one int class index per image"),
-        (torch.tensor([1.0, 0.0]), "integer class indices"),
-        (torch.tensor([[1], [0]]), "flatten"),
-        (torch.tensor([1, 0, 1]), "length 2"),
-        (-1, ">= 0"),
-        ("cat", "expected an int"),
-        (True, "expected an int"),
-    ],
-)
-def test_bad_targets_raise_input_error(target, match):
-    with pytest.raises(InputError, match=match):
-        format_target(target, 2, "cpu")
-
-
-def test_target_range_checked_when_classes_known():
-    assert format_target([0, 2], 2, "cpu", num_classes=3).tolist() == [0, 2]
-    with pytest.raises(InputError, match="< 3"):
-        format_target([0, 3], 2, "cpu", num_classes=3)
-    with pytest.raises(InputError, match="None must be resolved"):
-        format_target(None, 2, "cpu")
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.lists(st.integers(0, 999), min_size=1, max_size=6))
-def test_format_target_list_and_tensor_agree(classes):
-    from_list = format_target(classes, len(classes), "cpu")
-    from_tensor = format_target(torch.tensor(classes), len(classes), "cpu")
-    assert from_list.dtype == torch.long and from_list.shape == (len(classes),)
-    assert torch.equal(from_list, from_tensor)
-    assert from_list.tolist() == classes
-
-
-def test_format_inputs():
-    x = torch.zeros(1, 3, 4, 4)
-    assert format_inputs(x) == (x, False)
-    assert format_inputs((x,)) == (x, True)
-    for bad, match in [
-        ((x, x), "1-tuple"),
-        (torch.zeros(3, 4, 4), "unsqueeze"),
-        (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "floating-point"),
-        ([1.0], "torch.Tensor"),
-    ]:
-        with pytest.raises(InputError, match=match):
-            format_inputs(bad)
 
 
 def test_attribution_shape_range_device_and_tuple_input():
@@ -469,11 +289,45 @@ def test_init_mask_refinement_path():
         ({"mask_size": "big"}, "mask_size"),
         ({"internal_batch_size": 0}, "internal_batch_size"),
         ({"objective": {"tv_weight": 1.0}}, "ObjectiveConfig"),
+        ({"mask_size": 4.0}, "mask_size"),
+        ({"mask_size": {4, 5}}, "mask_size"),
+        ({"generator": 0}, "generator"),
+        ({"generator": "cpu"}, "generator"),
+        ({"lr": float("inf")}, "lr"),
+        ({"n_iter": True}, "n_iter"),
     ],
 )
 def test_bad_options_raise_input_error(kwargs, match):
     with pytest.raises(InputError, match=match):
         optimise_masks(BrightSquare(), square_images(2), 1, **kwargs)
+
+
+def test_numpy_numbers_are_accepted_as_settings():
+    model = Biased().eval()
+    x = torch.rand(2, 3, 8, 8, generator=seeded(0))
+    extra = (torch.zeros(5),)
+    got = optimise_masks(
+        model,
+        x,
+        np.int64(1),
+        n_iter=np.int64(2),
+        mask_size=np.int64(4),
+        lr=np.float32(0.1),
+        internal_batch_size=np.int64(1),
+        additional_forward_args=extra,
+        generator=seeded(0),
+    )
+    want = optimise_masks(
+        model,
+        x,
+        1,
+        n_iter=2,
+        mask_size=4,
+        lr=0.1,
+        additional_forward_args=extra,
+        generator=seeded(0),
+    )
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
 def test_bad_forward_output_raises_input_error():
@@ -501,6 +355,14 @@ def test_default_mask_size_and_objective_are_used():
     assert float(c.mean()) < float(a.mean())
 
 
+def test_progress_bar(capsys):
+    optimise_masks(BrightSquare(), square_images(1), 1, n_iter=2, progress=True)
+    assert "mask optimisation" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- extra forward arguments
+
+
 class ScaledSquare(BrightSquare):
     def forward(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         return super().forward(x) * gain[:, None]
@@ -522,11 +384,85 @@ def test_additional_forward_args_per_example():
         internal_batch_size=1,
     )
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
-    marked = _per_example_args((gain, 3, torch.tensor(2.0)), 3)
-    assert [per_example for _, per_example in marked] == [True, False, False]
-    assert _chunk_args(marked, 1, 2)[0].tolist() == [0.5, 0.5]  # cut, then doubled
+    # A tensor whose first dimension is the batch is cut to each chunk, then doubled (one
+    # classifier call scores the kept and the removed evidence); others are passed unchanged.
+    seen = []
+    offset = torch.tensor(2.0)
+
+    def forward(x, gain, k, offset):
+        seen.append((gain.tolist(), k, offset))
+        return ScaledSquare()(x, gain) + offset
+
+    optimise_masks(
+        forward,
+        x,
+        1,
+        n_iter=1,
+        generator=seeded(),
+        additional_forward_args=(gain, 3, offset),
+        internal_batch_size=1,
+    )
+    assert [g for g, _, _ in seen] == [[1.0, 1.0], [0.5, 0.5], [2.0, 2.0]]
+    assert all(k == 3 and o is offset for _, k, o in seen)
 
 
-def test_progress_bar(capsys):
-    optimise_masks(BrightSquare(), square_images(1), 1, n_iter=2, progress=True)
-    assert "mask optimisation" in capsys.readouterr().err
+class Biased(nn.Module):
+    """Logits of a linear layer, times ``scale``, plus ``bias``: shared or per-example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(3 * 8 * 8, 5)
+
+    def forward(self, x, bias, scale=1.0):
+        return self.linear(x.flatten(1)) * scale + bias
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [
+        (torch.arange(5.0),),  # one bias per class, shape (K,)
+        (torch.arange(5.0)[None],),  # (1, K), broadcast over the batch
+        (torch.arange(5.0), torch.tensor(2.0)),  # plus a 0-d tensor
+        (torch.arange(5.0), 2.0),  # plus a plain number
+    ],
+)
+def test_shared_tensor_arguments_are_not_repeated(shared):
+    model = Biased().eval()
+    x = torch.rand(3, 3, 8, 8, generator=seeded(0))
+    per_example = (shared[0].expand(3, 5).clone(), *shared[1:])
+    for target in (1, None):
+        got = optimise_masks(
+            model, x, target, n_iter=3, additional_forward_args=shared, generator=seeded(0)
+        )
+        want = optimise_masks(
+            model, x, target, n_iter=3, additional_forward_args=per_example, generator=seeded(0)
+        )
+        torch.testing.assert_close(got, want)
+    # Chunks: a shared (2, 1) tensor is not taken for a per-example one in a chunk of 2.
+    bias2 = torch.zeros(2, 1)
+
+    def forward(x, b):
+        assert b.shape == (2, 1), b.shape
+        return model.linear(x.flatten(1)) + b.sum()
+
+    chunked = optimise_masks(
+        forward,
+        x,
+        1,
+        n_iter=2,
+        additional_forward_args=(bias2,),
+        internal_batch_size=2,
+        generator=seeded(0),
+    )
+    assert chunked.shape == (3, 1, 8, 8)
+
+
+def test_attribute_with_shared_argument_keeps_model_state():
+    model = Biased().train()
+    before = snapshot_model(model, tensors=True)
+    attr = IterativeMaskAttribution(model).attribute(
+        torch.rand(2, 3, 8, 8), target=[0, 4], additional_forward_args=(torch.zeros(5),), n_iter=2
+    )
+    assert attr.shape == (2, 3, 8, 8)
+    assert before.differences(snapshot_model(model, tensors=True)) == []

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -324,3 +325,11 @@ def test_in_a_metric_collection_on_its_own_keyword_arguments():
     torch.testing.assert_close(batch["val_LocalisationEvaluator"], torch.tensor(0.5))
     metrics.update(attributions=None, gt_boxes=GT, boxes=GT)  # two hits
     torch.testing.assert_close(metrics.compute()["val_LocalisationEvaluator"], torch.tensor(0.25))
+
+
+def test_localisation_error_takes_numpy_boxes():
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, 0:4, 0:4] = 1.0
+    boxes = [[0, 0, 3, 3], [4, 4, 7, 7]]
+    as_array = float(localisation_error(mask, np.array(boxes)))
+    assert as_array == 0.5 == float(localisation_error(mask, boxes))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import sys
@@ -36,8 +35,40 @@ def batch():
     return torch.rand(2, 3, 32, 32, generator=g), torch.tensor([0, 4])
 
 
+@pytest.fixture
+def on_cuda(timm_resnet):
+    """The attribution, two 64 px images and their targets on the GPU, and the default masks."""
+    attr = RealTimeMaskAttribution(timm_resnet.cuda(), seed=0)
+    x = torch.rand(2, 3, 64, 64, device="cuda")
+    t = torch.tensor([0, 1], device="cuda")
+    return attr, x, t, attr.mask(x, target=t)  # mask() also moves the masker to the GPU
+
+
 def _conv_weights(module):
     return [m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+class CountingBackend:
+    """A torch.compile backend that runs the traced graphs eagerly; it records the shapes of
+    each compiled graph's tensor inputs, and counts the runs of compiled code."""
+
+    def __init__(self) -> None:
+        self.compiled: list[list[tuple[int, ...]]] = []
+        self.runs = 0
+
+    def __call__(self, graph_module, example_inputs):
+        tensors = [i for i in example_inputs if isinstance(i, torch.Tensor)]
+        self.compiled.append([tuple(t.shape) for t in tensors])
+
+        def run(*args):
+            self.runs += 1
+            return graph_module.forward(*args)
+
+        return run
+
+    def saw_images(self, x: torch.Tensor) -> bool:
+        """Whether images shaped like ``x`` were an input of a compiled graph."""
+        return any(tuple(x.shape) in shapes for shapes in self.compiled)
 
 
 # ------------------------------------------------------------------ autocast selection
@@ -131,10 +162,18 @@ def test_channels_last_gives_the_same_masks_and_keeps_the_classifier(attr, batch
     before = snapshot_model(timm_resnet, tensors=True)
     with torch.no_grad():
         ref = attr.masker(x, t).mask
-        optimize_for_inference(attr, channels_last=True)
-        options = attr._inference
-        assert options.channels_last
-        out = masker_forward(attr.masker, x, t, options=options)
+    assert attr.optimize_for_inference(channels_last=True) is attr
+    layouts = []
+
+    def record(module, args):
+        layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+    handle = attr.masker.head.register_forward_pre_hook(record)
+    try:
+        out = attr.mask(x, target=t)
+    finally:
+        handle.remove()
+    assert layouts == [True]  # the decoder ran on channels-last maps
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     decoder = _conv_weights(attr.masker)
     assert decoder and all(w.is_contiguous(memory_format=torch.channels_last) for w in decoder)
@@ -168,19 +207,23 @@ def test_options_do_not_change_state_dict_keys_or_values(attr):
 def test_compile_option_wires_and_unwires_the_decoder(attr, batch, timm_resnet):
     x, t = batch
     before = snapshot_model(timm_resnet, tensors=True)
+    modules = [name for name, _ in attr.masker.named_modules()]
     with torch.no_grad():
         ref = attr.masker(x, t).mask
-    optimize_for_inference(attr, compile=True, backend="eager")
-    assert callable(attr.masker._speed_forward)
-    assert "_speed_forward" not in dict(attr.masker.named_modules())
-    with torch.no_grad():
-        out = masker_forward(attr.masker, x, t, options=attr._inference)
+    backend = CountingBackend()
+    attr.optimize_for_inference(compile=True, backend=backend)
+    out = attr.mask(x, target=t)
+    assert backend.runs > 0, "the compiled decoder did not run"
+    assert [name for name, _ in attr.masker.named_modules()] == modules  # nothing registered
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     # The classifier (the encoder here) was run, not compiled or changed.
+    assert not backend.saw_images(x)
     assert getattr(timm_resnet, "_compiled_call_impl", None) is None
     assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
-    optimize_for_inference(attr, compile=False)
-    assert not hasattr(attr.masker, "_speed_forward")
+    attr.optimize_for_inference(compile=False)
+    runs = backend.runs
+    attr.mask(x, target=t)
+    assert backend.runs == runs
 
 
 def test_compile_covers_an_encoder_the_masker_owns():
@@ -189,27 +232,27 @@ def test_compile_covers_an_encoder_the_masker_owns():
     spec = EncoderSpec(kind="small_cnn", width=8, min_reduction=2)
     masker = MaskingModel(MaskerConfig(num_classes=3, encoder=spec)).eval()
     x, t = torch.rand(2, 3, 32, 32), torch.tensor([0, 2])
-    options = InferenceOptions(compile=True, compile_kwargs={"backend": "eager"})
+    backend = CountingBackend()
+    options = InferenceOptions(compile=True, compile_kwargs={"backend": backend})
     apply_inference_options(masker, options)
-    assert not isinstance(masker._speed_forward, functools.partial)  # encoder included
     with torch.no_grad():
         torch.testing.assert_close(masker_forward(masker, x, t, options=options), masker(x, t).mask)
+    assert backend.saw_images(x)  # the images enter a compiled graph: the encoder is in it
 
 
 def test_a_masker_in_training_mode_never_runs_compiled(attr, batch):
     x, t = batch
-    options = InferenceOptions(compile=True)
-    attr.masker._speed_forward = _explode
+    backend = CountingBackend()
+    options = InferenceOptions(compile=True, compile_kwargs={"backend": backend})
+    apply_inference_options(attr.masker, options)
     attr.masker.train()
     with torch.no_grad():
         masker_forward(attr.masker, x, t, options=options)
+    assert backend.runs == 0
     attr.masker.eval()
-    with pytest.raises(AssertionError, match="compiled path"):
+    with torch.no_grad():
         masker_forward(attr.masker, x, t, options=options)
-
-
-def _explode(*args):
-    raise AssertionError("compiled path taken")
+    assert backend.runs > 0, "an eval-mode masker did not run compiled"
 
 
 @pytest.mark.slow
@@ -217,11 +260,11 @@ def test_inductor_compile_on_cpu_matches_eager(attr, batch):
     x, t = batch
     with torch.no_grad():
         ref = attr.masker(x, t).mask
-        optimize_for_inference(attr, compile=True)
-        try:
-            out = masker_forward(attr.masker, x, t, options=attr._inference)
-        except Exception as exc:  # no C++ toolchain: say so rather than fail obscurely
-            pytest.skip(f"torch.compile (inductor) unavailable on this CPU: {exc}")
+    attr.optimize_for_inference(compile=True)
+    try:
+        out = attr.mask(x, target=t)
+    except Exception as exc:  # no C++ toolchain: say so rather than fail obscurely
+        pytest.skip(f"torch.compile (inductor) unavailable on this CPU: {exc}")
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
@@ -298,9 +341,8 @@ def test_cuda_autocast_channels_last_masks_are_close(timm_resnet, autocast):
     x = torch.rand(4, 3, 64, 64, device="cuda")
     t = torch.tensor([0, 1, 2, 3], device="cuda")
     ref = attr.mask(x, target=t)
-    optimize_for_inference(attr, channels_last=True, autocast=autocast)
-    with torch.no_grad():
-        out = masker_forward(attr.masker, x, t, options=attr._inference)
+    attr.optimize_for_inference(channels_last=True, autocast=autocast)
+    out = attr.mask(x, target=t)
     assert out.device.type == "cuda" and out.dtype == torch.float32
     assert float((out - ref).abs().mean()) < 0.02
     assert all(w.is_cuda for w in _conv_weights(attr.masker))
@@ -308,11 +350,8 @@ def test_cuda_autocast_channels_last_masks_are_close(timm_resnet, autocast):
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_half_inputs_keep_their_dtype(timm_resnet):
-    attr = RealTimeMaskAttribution(timm_resnet.cuda(), seed=0)
-    x = torch.rand(2, 3, 64, 64, device="cuda")
-    t = torch.tensor([0, 1], device="cuda")
-    ref = attr.mask(x, target=t)  # also moves the masker to the inputs' device
+def test_cuda_half_inputs_keep_their_dtype(on_cuda):
+    attr, x, t, ref = on_cuda
     with torch.no_grad():
         out = masker_forward(attr.masker, x.half(), t)
     assert out.dtype == torch.float16 and out.is_cuda
@@ -321,14 +360,10 @@ def test_cuda_half_inputs_keep_their_dtype(timm_resnet):
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_compile_matches_eager(timm_resnet):
-    attr = RealTimeMaskAttribution(timm_resnet.cuda(), seed=0)
-    x = torch.rand(2, 3, 64, 64, device="cuda")
-    t = torch.tensor([0, 1], device="cuda")
-    ref = attr.mask(x, target=t)
-    optimize_for_inference(attr, compile=True)
-    with torch.no_grad():
-        out = masker_forward(attr.masker, x, t, options=attr._inference)
+def test_cuda_compile_matches_eager(on_cuda):
+    attr, x, t, ref = on_cuda
+    attr.optimize_for_inference(compile=True)
+    out = attr.mask(x, target=t)
     torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
 
 
