@@ -115,6 +115,7 @@ API_MODULES = [
     ("captum_realtime_mask.iterative", "Per-image mask optimisation"),
     ("captum_realtime_mask.metrics", "Metrics: saliency metric and localisation"),
     ("captum_realtime_mask.datasets", "Datasets: cluttered Fashion-MNIST"),
+    ("captum_realtime_mask.visualization", "Overlays: masks drawn over their images"),
     ("captum_realtime_mask.checkpoint", "Checkpoint files"),
     ("captum_realtime_mask.benchmark.blackbox", "Benchmark black boxes"),
     ("captum_realtime_mask.benchmark.methods", "Benchmark methods"),
@@ -198,7 +199,7 @@ def _write_cli_help() -> None:
 
     parser = build_parser()
     os.environ["COLUMNS"] = "88"
-    commands = [None, "demo", "benchmark", "train", "explain", "evaluate"]
+    commands = [None, "demo", "benchmark", "train", "explain", "evaluate", "video"]
     for command in commands:
         buffer = io.StringIO()
         argv = ["--help"] if command is None else [command, "--help"]

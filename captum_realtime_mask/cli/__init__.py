@@ -1,4 +1,4 @@
-"""The ``captum-realtime-mask`` command line: demo, benchmark, train, explain and evaluate.
+"""The ``captum-realtime-mask`` command line: demo, benchmark, train, explain, evaluate, video.
 
 Every subcommand has ``--help``, and ``captum-realtime-mask --version`` prints the version.
 Errors the user can fix (a missing file, a wrong shape, a broken checkpoint, a device this
@@ -11,8 +11,8 @@ The modules, each with one job:
 * :mod:`~captum_realtime_mask.cli.app`: :func:`main`, the checks every command shares.
 * :mod:`~captum_realtime_mask.cli.parser`: :func:`build_parser`, the options and their types.
 * :mod:`~captum_realtime_mask.cli.benchmark`, :mod:`~captum_realtime_mask.cli.train`,
-  :mod:`~captum_realtime_mask.cli.explain`, :mod:`~captum_realtime_mask.cli.evaluate`: the
-  commands.
+  :mod:`~captum_realtime_mask.cli.explain`, :mod:`~captum_realtime_mask.cli.evaluate`,
+  :mod:`~captum_realtime_mask.cli.video`: the commands.
 * :mod:`~captum_realtime_mask.cli.classifier`: the classifier from the options or the masker
   folder's record, and its normalisation.
 * :mod:`~captum_realtime_mask.cli.maskers`, :mod:`~captum_realtime_mask.cli.data`,

@@ -22,6 +22,7 @@ from captum_realtime_mask.cli.parser import PROG, build_parser
 from captum_realtime_mask.cli.paths import check_folder_path
 from captum_realtime_mask.cli.train import cmd_train
 from captum_realtime_mask.cli.usage import CLIError, one_line, options_named
+from captum_realtime_mask.cli.video import cmd_video
 from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
 
 __all__ = ["COMMANDS", "checked_device", "main"]
@@ -31,6 +32,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "benchmark": cmd_benchmark,
     "train": cmd_train,
     "explain": cmd_explain,
+    "video": cmd_video,
     "evaluate": cmd_evaluate,
 }
 

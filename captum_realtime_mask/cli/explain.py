@@ -1,4 +1,9 @@
-"""The ``explain`` command: one PNG overlay of the mask per image."""
+"""The ``explain`` command: one PNG overlay of the mask per image.
+
+Each overlay is drawn at the size the classifier is fed (``--image-size``), with
+:func:`~captum_realtime_mask.visualization.overlay_mask` (``--colormap``, ``--alpha``); the
+class, its probability and the mask's area are printed, one line per image.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import torch
 from captum_realtime_mask.cli.classifier import fill_from_record, load_classifier, read_record
 from captum_realtime_mask.cli.data import image_transform, read_rgb
 from captum_realtime_mask.cli.maskers import load_masker, masker_num_classes
-from captum_realtime_mask.cli.overlay import overlay_names, save_overlay
+from captum_realtime_mask.cli.overlay import check_colormap, overlay_names, save_overlay
 from captum_realtime_mask.cli.paths import (
     check_folder_path,
     existing,
@@ -33,6 +38,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"--target: expected one class or one per image ({len(paths)}), got {len(args.target)}."
         )
     check_folder_path(args.output, "--output")
+    check_colormap(args.colormap)
     classifier = load_classifier(args, masker_num_classes(masker))
     model = classifier.model.to(args.device)
     attr = load_masker(masker, model, args.device, classifier.image_size)
@@ -70,8 +76,7 @@ def _write_overlays(
         masks = attr.mask(x, target=target)
         for i, p in enumerate(batch):
             k = int(target[i])
-            title = f"{p.name}: class {k} (p={float(probs[i, k]):.2f})"
             dest = out / names[start + i]
-            save_overlay(x[i], masks[i], title, dest)
+            save_overlay(x[i], masks[i], dest, colormap=args.colormap, alpha=args.alpha)
             area = float(masks[i].mean())
             print(f"{p} -> {dest} (class {k}, p {float(probs[i, k]):.3f}, mask area {area:.3f})")

@@ -1,4 +1,8 @@
-"""The PNG overlays ``explain`` writes: a mask blended over its image, one file per image."""
+"""The PNG overlays ``explain`` writes: a mask blended over its image, one file per image.
+
+The pixels are :func:`~captum_realtime_mask.visualization.overlay_mask`'s; ``video`` draws its
+frames with it too, and both check ``--colormap`` here before any work.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["overlay_names", "save_overlay"]
+from captum_realtime_mask.cli.usage import CLIError, options_named
+
+__all__ = ["check_colormap", "overlay_names", "save_overlay"]
 
 
 def overlay_names(paths: Sequence[Path]) -> list[str]:
@@ -32,30 +38,38 @@ def overlay_names(paths: Sequence[Path]) -> list[str]:
     return out
 
 
-def save_overlay(image: torch.Tensor, mask: torch.Tensor, title: str, path: Path) -> None:
-    """Write ``mask`` (``(1, H, W)``) blended over ``image`` (``(3, H, W)`` in [0, 1])."""
-    import matplotlib
+def check_colormap(colormap: str) -> None:
+    """Refuse, before any work, a ``--colormap`` that :func:`overlay_mask` cannot draw.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from captum.attr import visualization as viz
+    Raises:
+        CLIError: An unknown name, or one that needs matplotlib (the ``viz`` extra) without it.
+    """
+    from captum_realtime_mask.visualization import colormap_lut
 
-    img = image.permute(1, 2, 0).cpu().numpy()
-    heat = mask.permute(1, 2, 0).cpu().float().numpy()
-    if float(heat.max()) > 0:
-        fig, _ = viz.visualize_image_attr(
-            heat,
-            img,
-            method="blended_heat_map",
-            sign="positive",
-            show_colorbar=True,
-            title=title,
-            use_pyplot=False,
-        )
-    else:  # an all-zero map: Captum refuses to normalise it
-        fig, ax = plt.subplots()
-        ax.imshow(img)
-        ax.set_title(title + " (empty mask)")
-        ax.axis("off")
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with options_named(colormap=f"--colormap {colormap}"):
+            colormap_lut(colormap)
+    except ImportError as exc:
+        raise CLIError(f"--colormap {colormap}: {exc}") from None
+
+
+def save_overlay(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    path: Path,
+    *,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+) -> None:
+    """Write ``mask`` (``(1, h, w)``) blended over ``image`` (``(3, H, W)`` in [0, 1]) as a PNG.
+
+    The overlay is :func:`~captum_realtime_mask.visualization.overlay_mask`'s, at the image's
+    size, without matplotlib: the mask is not rescaled, so overlays of different images
+    compare (an empty mask draws the image under the colour map's lowest colour).
+    """
+    from PIL import Image
+
+    from captum_realtime_mask.visualization import overlay_mask
+
+    pixels = overlay_mask(image, mask, colormap=colormap, alpha=alpha)
+    Image.fromarray(pixels).save(path)

@@ -139,6 +139,54 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=positive_int, default=16, help="images per batch (default 16)"
     )
+    _add_overlay(p)
+    _add_cache(p)
+
+
+def _video_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="video file (anything ffmpeg reads: .mp4, .avi, .mkv, .mov, ...) or a camera "
+        "index (0: the first camera) when no file of that name exists",
+    )
+    p.add_argument("--masker", required=True, help="folder written by `train` (or attr.save)")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="overlay video to write: .mp4, .mkv, .mov or .avi (H.264, the input's frame rate "
+        "and frame size)",
+    )
+    _add_classifier(p)
+    p.add_argument(
+        "--builtin",
+        action="store_true",
+        help="the classifier is a built-in black box (--blackbox) or uses the cluttered "
+        "dataset's normalisation",
+    )
+    p.add_argument(
+        "--target",
+        type=any_int,
+        help="class to explain in every frame (default: the class predicted in each frame)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="frames explained at once (default 32 for a file; 1 for a camera, the lowest latency)",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=positive_int,
+        help="stop after this many frames (a camera otherwise runs until Ctrl-C)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads of torch (default on the CPU: one per core but one, which is left to "
+        "ffmpeg's reader and writer; on a machine busy with other work 1 is often fastest)",
+    )
+    _add_overlay(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_cache(p)
 
 
@@ -180,6 +228,14 @@ _COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]]
         "--target or the predicted class.",
         _explain_options,
     ),
+    "video": (
+        "explain a video file or a camera frame by frame; writes an overlay video",
+        "Explain every frame of a video file or a camera with a trained masker (for --target "
+        "or the class predicted in the frame) and write the overlay video, at the input's "
+        "frame rate and frame size; prints the frames per second reached. Needs the video "
+        "extra: pip install 'captum-realtime-mask[video]'.",
+        _video_options,
+    ),
     "evaluate": (
         "localisation error and saliency metric on a dataset with boxes",
         "Score a trained masker with the paper's protocol: localisation error "
@@ -191,6 +247,24 @@ _COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]]
 
 
 # ------------------------------------------------------------------------------- option groups
+def _add_overlay(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "overlay", "How a mask is drawn over its image: (1 - alpha) * image + alpha * colour."
+    )
+    g.add_argument(
+        "--colormap",
+        default="jet",
+        help="colour map of the mask: jet (default) or gray, or any matplotlib colour map name "
+        "such as inferno (needs matplotlib: the viz extra)",
+    )
+    g.add_argument(
+        "--alpha",
+        type=unit_float,
+        default=0.5,
+        help="weight of the coloured mask in [0, 1]; 0 shows the image alone (default 0.5)",
+    )
+
+
 def _add_cache(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-dir",
