@@ -423,6 +423,39 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         """
         return optimize_for_inference(self, channels_last, autocast, compile, **compile_kwargs)
 
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        opset: int | None = None,
+        dtype: torch.dtype | str = torch.float32,
+        confidence: float = 0.0,
+    ) -> Any:
+        """Write the masker as an ONNX file (onnxruntime) or a ``torch.export`` program.
+
+        The graph maps ``images`` ``(N, C, H, W)`` float32 and ``classes`` ``(N,)`` int64 to
+        ``masks`` ``(N, 1, H, W)``, equal to :meth:`mask` for any batch size; the classifier
+        is left unchanged. See :func:`captum_realtime_mask.export.export_masker` for the
+        arguments and the encoders that cannot be exported, and the docs' exporting page
+        for running the file.
+
+        Returns:
+            The :class:`pathlib.Path` written.
+        """
+        from captum_realtime_mask.export import export_masker
+
+        return export_masker(
+            self,
+            path,
+            format=format,
+            image_size=image_size,
+            opset=opset,
+            dtype=dtype,
+            confidence=confidence,
+        )
+
     @torch.no_grad()
     def mask(
         self,
