@@ -181,9 +181,16 @@ class LossTerms:
     preserve: torch.Tensor
     destroy: torch.Tensor
     gate: torch.Tensor
+    mask_area: torch.Tensor | None = None
 
     def means(self, real: torch.Tensor | None = None) -> dict[str, float]:
-        """Mean of every term as floats; preserve/destroy/tv over real selectors only."""
+        """Mean of every term as floats; preserve/destroy/tv over real selectors only.
+
+        With :attr:`mask_area` (the mean mask value of each example) and ``real``, also
+        ``mask_area_real`` and ``mask_area_fake``: the masks' mean area for the true classes
+        and for the fake selectors (classes absent from the image); a key is left out when
+        the batch has no such selector.
+        """
         out = {"loss": float(self.total.detach())}
         sel = real if real is not None and bool(real.any()) else None
         for name in ("tv", "area", "preserve", "destroy", "gate"):
@@ -191,6 +198,11 @@ class LossTerms:
             if sel is not None and name in ("tv", "preserve", "destroy"):
                 value = value[sel]
             out[name] = float(value.float().mean())
+        if self.mask_area is not None and real is not None:
+            area = self.mask_area.detach().float()
+            for key, rows in (("mask_area_real", real), ("mask_area_fake", ~real)):
+                if bool(rows.any()):
+                    out[key] = float(area[rows].mean())
         return out
 
 

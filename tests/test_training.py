@@ -697,3 +697,67 @@ def test_a_classifier_returning_an_object_gets_a_hint_that_fit_accepts():
     attr = RealTimeMaskAttribution(lambda t: model(t).logits, num_classes=5, encoder="small_cnn")
     with pytest.raises(InputError, match=r"forward_func: fit\(\) needs.*Hint: wrap the model"):
         attr.fit([(x, y)], max_steps=1, progress=False)
+
+
+# ------------------------------------------------------------------------ training diagnostics
+
+
+def test_history_reports_the_mask_area_of_real_and_fake_selectors():
+    attr = make_attr(objective=ObjectiveConfig(fake_prob=0.5))
+    attr.fit(make_batches(4), epochs=2, val_loader=make_batches(2, seed=3), **FIT)
+    for record in attr.history:
+        for key in ("mask_area_real", "mask_area_fake", "val_mask_area_real"):
+            assert 0.0 <= record[key] <= 1.0, key
+    # A step's areas are the masks' own means (all selectors real here: fake_prob=0).
+    x, y = make_batches(1, seed=5)[0]
+    attr.masker.eval()
+    terms, real = step_terms(
+        attr.masker, attr.model, x, y, 3, ObjectiveConfig(fake_prob=0.0), torch.Generator()
+    )
+    expected = attr.masker(x, y).small_mask.mean(dim=(1, 2, 3))
+    torch.testing.assert_close(terms.mask_area, expected)
+    assert terms.means(real)["mask_area_real"] == pytest.approx(float(expected.mean()))
+    assert "mask_area_fake" not in terms.means(real)
+
+
+def test_fake_areas_are_averaged_over_the_steps_that_drew_fakes(monkeypatch):
+    from captum_realtime_mask.objective import LossTerms
+
+    means = iter([{"loss": 1.0, "mask_area_fake": 0.4}, {"loss": 3.0}])
+    monkeypatch.setattr(LossTerms, "means", lambda self, real=None: dict(next(means)))
+    attr = make_attr()
+    attr.fit(make_batches(2), epochs=1, **FIT)
+    assert attr.history[0]["loss"] == 2.0  # over both steps
+    assert attr.history[0]["mask_area_fake"] == 0.4  # over the one step that had fakes
+
+
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        ({"mask_area_real": 0.30, "mask_area_fake": 0.02}, None),
+        ({"mask_area_real": 0.004, "mask_area_fake": 0.001}, r"nearly empty.*area_weight"),
+        ({"mask_area_real": 0.30, "mask_area_fake": 0.24}, r"80% of the true.*embedding_lr_scale"),
+        ({"mask_area_real": 0.30}, None),  # no fake selectors: nothing to compare
+    ],
+)
+def test_collapse_is_named_with_the_knob_that_fixes_it(record, expected):
+    from captum_realtime_mask.training.diagnostics import collapse_warnings
+
+    found = collapse_warnings(record, steps=1000)
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and re.search(expected, found[0])
+    assert collapse_warnings(record, steps=10) == []  # short fits are not judged
+
+
+def test_a_class_blind_fit_warns_once_at_its_end(monkeypatch):
+    from captum_realtime_mask.training import diagnostics
+
+    monkeypatch.setattr(diagnostics, "DIAGNOSE_AFTER_STEPS", 4)
+    # Embeddings that barely learn and no area pressure: absent classes keep the same mask.
+    attr = make_attr(objective=ObjectiveConfig(fake_prob=0.5, area_weight=0.0))
+    with pytest.warns(UserWarning, match="barely depend on the class") as caught:
+        attr.fit(make_batches(4), epochs=2, embedding_lr_scale=1e-6, **{**FIT, "lr": 1e-6})
+    assert sum("barely depend" in str(w.message) for w in caught) == 1
+    assert caught[0].filename == __file__  # points at the user's fit() call

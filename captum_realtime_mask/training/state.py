@@ -50,6 +50,9 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     epoch_sums: dict[str, float] = field(default_factory=dict)
     epoch_count: int = 0
+    #: Steps of the epoch whose terms hold each key (``mask_area_fake`` misses in a batch
+    #: without fake selectors); a key missing here was in every step (older checkpoints).
+    epoch_counts: dict[str, int] = field(default_factory=dict)
     nonfinite: int = 0
 
 

@@ -131,6 +131,7 @@ def step_terms(
     terms = objective_loss(
         out.small_mask, logits_p, logits_d, selector, real, objective, out.gate_logit
     )
+    terms.mask_area = out.small_mask.detach().float().mean(dim=(1, 2, 3))
     return terms, real
 
 
@@ -178,6 +179,7 @@ def evaluate_terms(
     dtype, classifier_dtype = training_dtypes(masker, classifier)
     generator = torch.Generator(device).manual_seed(seed)
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}  # a key may miss in a batch (no fake selector drawn)
     count = 0
     was_training = masker.training
     masker.eval()
@@ -197,9 +199,10 @@ def evaluate_terms(
                 )
                 for k, v in terms.means(real).items():
                     sums[k] = sums.get(k, 0.0) + v * len(x)
+                    counts[k] = counts.get(k, 0) + len(x)
                 count += len(x)
     finally:
         masker.train(was_training)
     if count == 0:
         raise InputError("the validation loader yielded no batches.", argument=name)
-    return {f"val_{k}": v / count for k, v in sums.items()}
+    return {f"val_{k}": v / counts[k] for k, v in sums.items()}

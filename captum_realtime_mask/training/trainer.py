@@ -42,6 +42,7 @@ from captum_realtime_mask.training.batches import (
     training_dtypes,
 )
 from captum_realtime_mask.training.config import FitConfig
+from captum_realtime_mask.training.diagnostics import warn_if_collapsed
 from captum_realtime_mask.training.distributed import distributed, shard_loader
 from captum_realtime_mask.training.state import (
     TrainingParts,
@@ -205,6 +206,7 @@ class Trainer:
                         break
                     self._end_epoch(epoch, val_loader)
                     epoch += 1
+            warn_if_collapsed(self.state.history, self.state.step, stacklevel=_USER - 1)
         finally:
             bar.close()
             self.classifier.to(self.classifier_device)
@@ -244,6 +246,7 @@ class Trainer:
         else:
             self.epoch_rng = capture_epoch_rng(self.loader)
             state.batch_in_epoch, state.epoch_sums, state.epoch_count = 0, {}, 0
+            state.epoch_counts = {}
         sampler = getattr(self.loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -322,6 +325,7 @@ class Trainer:
         means = terms.means(real)
         for k, v in means.items():
             state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
+            state.epoch_counts[k] = state.epoch_counts.get(k, 0) + 1
         state.epoch_count += 1
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
@@ -395,7 +399,8 @@ class Trainer:
         self.epoch_rng = None
         if state.epoch_count:
             record: dict[str, float] = {"epoch": epoch, "steps": state.step}
-            record.update({k: v / state.epoch_count for k, v in state.epoch_sums.items()})
+            counts, steps = state.epoch_counts, state.epoch_count
+            record.update({k: v / counts.get(k, steps) for k, v in state.epoch_sums.items()})
             if val_loader is not None:
                 record.update(
                     evaluate_terms(
@@ -412,6 +417,7 @@ class Trainer:
             state.history.append(record)
         state.epoch = epoch + 1
         state.batch_in_epoch, state.epoch_sums, state.epoch_count = 0, {}, 0
+        state.epoch_counts = {}
         self._save(capture_epoch_rng(self.loader))
 
     def _save(self, epoch_states: dict[str, Any] | None) -> None:
