@@ -115,6 +115,7 @@ API_MODULES = [
     ("captum_realtime_mask.iterative", "Per-image mask optimisation"),
     ("captum_realtime_mask.metrics", "Metrics: saliency metric, localisation, faithfulness"),
     ("captum_realtime_mask.datasets", "Datasets: cluttered Fashion-MNIST"),
+    ("captum_realtime_mask.metrics.external", "Faithfulness from pytorch-grad-cam and Quantus"),
     ("captum_realtime_mask.visualization", "Overlays: masks drawn over their images"),
     ("captum_realtime_mask.checkpoint", "Checkpoint files"),
     ("captum_realtime_mask.export", "Export: ONNX files and torch.export programs"),

@@ -1,10 +1,10 @@
-"""Saliency metric and weakly supervised localisation for any attribution, in captum.metrics' style.
+"""Saliency metric, localisation and faithfulness for any attribution, in captum.metrics' style.
 
-Functions (``saliency_metric``, ``localisation_error``) score one batch and return tensors;
-the classes (``SaliencyMetric``, ``LocalisationEvaluator``) are :class:`torchmetrics.Metric`
-subclasses that accumulate over a dataset (and across processes) with ``update`` /
-``compute`` / ``reset``. Boxes are inclusive pixel indices (see
-:mod:`captum_realtime_mask.metrics.boxes`).
+Functions (``saliency_metric``, ``localisation_error``, ``deletion_auc``, ``insertion_auc``)
+score one batch and return tensors; the classes (``SaliencyMetric``, ``LocalisationEvaluator``,
+``DeletionInsertionMetric``) are :class:`torchmetrics.Metric` subclasses that accumulate over a
+dataset (and across processes) with ``update`` / ``compute`` / ``reset``. Boxes are inclusive
+pixel indices (see :mod:`captum_realtime_mask.metrics.boxes`).
 """
 
 from captum_realtime_mask.metrics.annotations import (
@@ -24,6 +24,18 @@ from captum_realtime_mask.metrics.boxes import (
     normalize_attributions,
     pixel_box_iou,
 )
+from captum_realtime_mask.metrics.faithfulness import (
+    DELETION_INSERTION_MODES,
+    REMOVALS,
+    DeletionInsertionMetric,
+    DeletionInsertionResult,
+    deletion_auc,
+    deletion_insertion_curves,
+    deletion_insertion_details,
+    insertion_auc,
+    removal_images,
+    step_fractions,
+)
 from captum_realtime_mask.metrics.localisation import (
     LocalisationEvaluator,
     LocalisationResult,
@@ -38,9 +50,13 @@ from captum_realtime_mask.metrics.saliency import (
 )
 
 __all__ = [
+    "DELETION_INSERTION_MODES",
     "EMPTY_FALLBACKS",
     "NORMALIZATIONS",
+    "REMOVALS",
     "BoxAnnotation",
+    "DeletionInsertionMetric",
+    "DeletionInsertionResult",
     "LocalisationEvaluator",
     "LocalisationResult",
     "MapBoxes",
@@ -50,13 +66,19 @@ __all__ = [
     "attributions_to_boxes",
     "box_area_fraction",
     "centre_box",
+    "deletion_auc",
+    "deletion_insertion_curves",
+    "deletion_insertion_details",
+    "insertion_auc",
     "localisation_details",
     "localisation_error",
     "max_box",
     "normalize_attributions",
     "parse_voc_xml",
     "pixel_box_iou",
+    "removal_images",
     "resize_pixel_boxes",
     "saliency_metric",
     "saliency_metric_details",
+    "step_fractions",
 ]
