@@ -46,6 +46,7 @@ __all__ = [
     "ObjectiveConfig",
     "alternative_images",
     "area_term",
+    "blur",
     "classifier_terms",
     "destroy_alternative",
     "inpaint",
@@ -247,7 +248,7 @@ def area_term(mask: torch.Tensor, power: float = 1.0, eps: float = 5e-4) -> torc
     return flat.mean(1)
 
 
-def _blur(images: torch.Tensor, sigma_224: float) -> torch.Tensor:
+def blur(images: torch.Tensor, sigma_224: float) -> torch.Tensor:
     """Gaussian blur with sigma ``sigma_224`` at a 224-pixel side, scaled to the images' size.
 
     The same blur as torchvision's ``gaussian_blur`` (reflect padding, a normalised kernel of
@@ -297,7 +298,7 @@ def alternative_images(
     """
     n, c, h, w = inputs.shape
     device, dtype = inputs.device, inputs.dtype
-    blurred = _blur(inputs, config.blur_sigma)
+    blurred = blur(inputs, config.blur_sigma)
     flat = inputs.detach().transpose(0, 1).reshape(c, -1).float()
     mean = flat.mean(1).view(1, c, 1, 1)
     std = flat.std(1).clamp_min(1e-3).view(1, c, 1, 1) if flat.shape[1] > 1 else 1.0
@@ -343,8 +344,8 @@ def inpaint(
         >>> round(float(filled[0, 0, 2, 2]), 3)  # the hole gets its surroundings' value
         2.0
     """
-    weight = _blur(keep.to(inputs.dtype), sigma)
-    total = _blur(inputs * keep, sigma)
+    weight = blur(keep.to(inputs.dtype), sigma)
+    total = blur(inputs * keep, sigma)
     if fallback is None:
         fallback = torch.zeros_like(inputs)
     return (total + floor * fallback) / (weight + floor).clamp_min(1e-6)

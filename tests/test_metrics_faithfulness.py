@@ -156,10 +156,10 @@ def test_blur_removal_by_hand():
 
 
 def test_default_blur_is_the_objectives_blur_scaled_with_image_size():
-    from captum_realtime_mask.objective import _blur
+    from captum_realtime_mask.objective import blur
 
     x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(removal_images(x), _blur(x, 10.0))
+    torch.testing.assert_close(removal_images(x), blur(x, 10.0))
     # sigma 10 at 224 px is 10 * 48 / 224 = 2.1 px here: the blur is strong but not total
     assert 0 < (removal_images(x) - x).abs().mean() < (x - x.mean()).abs().mean()
 

@@ -36,7 +36,7 @@ from captum_realtime_mask._checks import (
 )
 from captum_realtime_mask._model_state import find_module, frozen_model
 from captum_realtime_mask.errors import InputError
-from captum_realtime_mask.metrics.saliency import _format_target, _predicted_classes
+from captum_realtime_mask.metrics.saliency import format_metric_target, predicted_classes
 
 __all__ = ["RoadResult", "quantus_explain_func", "quantus_scores", "road_scores"]
 
@@ -84,8 +84,8 @@ def _targets(
 ) -> Tensor:
     if target is None:
         with frozen_model(forward_func), torch.no_grad():
-            return _predicted_classes(forward_func, x, (), step or x.shape[0])
-    return _format_target(target, x.shape[0], x.device)
+            return predicted_classes(forward_func, x, (), step or x.shape[0])
+    return format_metric_target(target, x.shape[0], x.device)
 
 
 def _map_batch(attributions: Any, x: Tensor) -> Tensor:

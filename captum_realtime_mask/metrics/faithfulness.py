@@ -61,13 +61,13 @@ from captum_realtime_mask._model_state import frozen_model
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.metrics._accumulating import AccumulatingMetric
 from captum_realtime_mask.metrics.saliency import (
-    _classify,
-    _format_forward_args,
-    _format_target,
-    _predicted_classes,
-    _select_args,
+    classify,
+    format_forward_args,
+    format_metric_target,
+    predicted_classes,
+    select_args,
 )
-from captum_realtime_mask.objective import _blur
+from captum_realtime_mask.objective import blur
 
 __all__ = [
     "DELETION_INSERTION_MODES",
@@ -175,7 +175,7 @@ def _removal_images(x: Tensor, removal: str, fill_value: float, blur_sigma: floa
     if removal == "constant":
         return torch.full_like(x, fill_value)
     with torch.no_grad():
-        return _blur(x, blur_sigma)
+        return blur(x, blur_sigma)
 
 
 def _check_removal(removal: Any, fill_value: Any, blur_sigma: Any) -> tuple[str, float, float]:
@@ -300,7 +300,7 @@ def _curves(
         )
         if channels_last:  # keep the inputs' layout (indexing and where() may not)
             batch = batch.contiguous(memory_format=torch.channels_last)
-        out = _classify(forward_func, batch, "perturbed images", _select_args(args, n, image))
+        out = classify(forward_func, batch, "perturbed images", select_args(args, n, image))
         tgt = targets[image].to(out.device)
         probs = _target_probs(out.to(dtype), tgt, apply_softmax, image)
         curves[flat] = probs.to(x.device)
@@ -356,13 +356,13 @@ def deletion_insertion_details(
     n, _, height, width = x.shape
     ranks = _pixel_ranks(attribution_batch(attributions), x)
     counts = _pixel_counts(height * width, steps, x.device)
-    args = _format_forward_args(additional_forward_args)
+    args = format_forward_args(additional_forward_args)
     with frozen_model(forward_func), torch.no_grad():
         x = x.detach()
         if target is None:
-            targets = _predicted_classes(forward_func, x, args, max_examples_per_batch or n)
+            targets = predicted_classes(forward_func, x, args, max_examples_per_batch or n)
         else:
-            targets = _format_target(target, n, x.device)
+            targets = format_metric_target(target, n, x.device)
         baseline = _removal_images(x, removal, fill_value, blur_sigma)
         step = max_examples_per_batch or n * (steps + 1)
         curves = _curves(

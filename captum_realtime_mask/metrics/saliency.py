@@ -77,7 +77,7 @@ _TARGET_HINT = (
 )
 
 
-def _format_target(target: Any, n: int, device: torch.device) -> Tensor:
+def format_metric_target(target: Any, n: int, device: torch.device) -> Tensor:
     """Return Captum-style ``target`` (not None) as an int64 tensor of length ``n``."""
     if isinstance(target, bool):
         raise InputError(
@@ -119,7 +119,7 @@ def _format_target(target: Any, n: int, device: torch.device) -> Tensor:
     return t
 
 
-def _format_forward_args(additional_forward_args: Any) -> tuple[Any, ...]:
+def format_forward_args(additional_forward_args: Any) -> tuple[Any, ...]:
     """Return Captum-style ``additional_forward_args`` as a tuple."""
     if additional_forward_args is None:
         return ()
@@ -128,7 +128,7 @@ def _format_forward_args(additional_forward_args: Any) -> tuple[Any, ...]:
     return (additional_forward_args,)
 
 
-def _select_args(args: tuple[Any, ...], n: int, index: Tensor) -> tuple[Any, ...]:
+def select_args(args: tuple[Any, ...], n: int, index: Tensor) -> tuple[Any, ...]:
     """Pick the rows of per-example tensor arguments that belong to the crops in ``index``."""
     return tuple(
         arg[index.to(arg.device)]
@@ -194,7 +194,7 @@ def _crop_and_resize(x: Tensor, image_index: Tensor, boxes: Tensor) -> Tensor:
     return torch.cat(crops)
 
 
-def _classify(
+def classify(
     forward_func: Callable[..., Tensor], batch: Tensor, what: str, args: tuple[Any, ...]
 ) -> Tensor:
     """``forward_func(batch, *args)``, checked to be ``(batch, classes)`` scores."""
@@ -209,7 +209,7 @@ def _classify(
 
 
 @torch.no_grad()
-def _predicted_classes(
+def predicted_classes(
     forward_func: Callable[..., Tensor], x: Tensor, args: tuple[Any, ...], step: int
 ) -> Tensor:
     """The classifier's top class on each full image (``target=None``), in chunks of ``step``."""
@@ -218,7 +218,7 @@ def _predicted_classes(
     for start in range(0, n, step):
         index = torch.arange(start, min(start + step, n), device=x.device)
         chunk = x[start : start + step]
-        out = _classify(forward_func, chunk, "images", _select_args(args, n, index))
+        out = classify(forward_func, chunk, "images", select_args(args, n, index))
         if torch.isnan(out).any():
             raise InputError(
                 "returned NaN scores on the full images, so their predicted class "
@@ -283,7 +283,7 @@ def _crop_log_probs(
     for start in range(0, boxes.shape[0], step):
         index = image_index[start : start + step]
         crops = _crop_and_resize(x, index, boxes[start : start + step])
-        out = _classify(forward_func, crops, "crops", _select_args(args, x.shape[0], index))
+        out = classify(forward_func, crops, "crops", select_args(args, x.shape[0], index))
         tgt = targets[index].to(out.device)
         if int(tgt.max()) >= out.shape[1]:
             raise InputError(
@@ -336,12 +336,12 @@ def saliency_metric_details(
     flat_boxes, image_index, empty = _boxes_to_score(
         x, attributions, boxes, threshold, normalize, empty_fallback, min_pixels
     )
-    args = _format_forward_args(additional_forward_args)
+    args = format_forward_args(additional_forward_args)
     step = max_examples_per_batch or max(n, flat_boxes.shape[0])
     if target is None:
-        targets = _predicted_classes(forward_func, x, args, step)
+        targets = predicted_classes(forward_func, x, args, step)
     else:
-        targets = _format_target(target, n, x.device)
+        targets = format_metric_target(target, n, x.device)
     log_p = _crop_log_probs(
         forward_func, x, flat_boxes, image_index, targets, args, step, apply_softmax
     )
