@@ -161,9 +161,14 @@ def test_modules_import_each_other_without_a_cycle():
     assert [n for n in names if reaches(n, n)] == []
 
 
-def test_package_exports_are_unchanged():
+def test_package_exports_are_the_old_ones_and_the_scenes():
     assert sorted(datasets.__all__) == sorted(
         [
+            "FashionMNISTScenes",
+            "SceneConfig",
+            "render_scenes",
+            "scene_collate",
+            "scene_dataloaders",
             "CACHE_ENV",
             "CLUTTERED_MEAN",
             "CLUTTERED_STD",

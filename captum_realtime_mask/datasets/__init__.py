@@ -1,4 +1,4 @@
-"""Datasets for the benchmark: Fashion-MNIST on disk and its cluttered, boxed composites."""
+"""Datasets for the benchmark: Fashion-MNIST on disk, its cluttered composites and scenes."""
 
 from captum_realtime_mask.datasets.cache import CACHE_ENV, default_cache_dir
 from captum_realtime_mask.datasets.cluttered import ClutteredFashionMNIST, cluttered_dataloaders
@@ -20,7 +20,17 @@ from captum_realtime_mask.datasets.fashion_mnist import (
     load_fashion_mnist,
     read_idx,
 )
-from captum_realtime_mask.datasets.rendering import load_backgrounds, render_composites
+from captum_realtime_mask.datasets.rendering import (
+    load_backgrounds,
+    render_composites,
+    render_scenes,
+)
+from captum_realtime_mask.datasets.scenes import (
+    FashionMNISTScenes,
+    SceneConfig,
+    scene_collate,
+    scene_dataloaders,
+)
 
 __all__ = [
     "CACHE_ENV",
@@ -35,6 +45,8 @@ __all__ = [
     "ClutteredConfig",
     "ClutteredFashionMNIST",
     "FashionMNISTNotFoundError",
+    "FashionMNISTScenes",
+    "SceneConfig",
     "Split",
     "cluttered_dataloaders",
     "default_cache_dir",
@@ -43,4 +55,7 @@ __all__ = [
     "load_fashion_mnist",
     "read_idx",
     "render_composites",
+    "render_scenes",
+    "scene_collate",
+    "scene_dataloaders",
 ]

@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 #: Each split's number in the random streams (so splits of one seed draw independently).
-_SPLIT_IDS = {split: number for number, split in enumerate(SPLITS, start=1)}
+SPLIT_IDS = {split: number for number, split in enumerate(SPLITS, start=1)}
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 
@@ -206,13 +206,13 @@ class ClutteredFashionMNIST(Dataset):
     def _build(self) -> dict[str, np.ndarray]:
         cfg, n = self.config, self.config.size_of(self.split)
         images, labels, pool = self._pool()
-        split_id = _SPLIT_IDS[self.split]
+        split_id = SPLIT_IDS[self.split]
         order = np.argsort(
-            _uniforms(_stream_key(cfg.seed, split_id, 0), np.arange(len(pool)), 1)[:, 0]
+            split_uniforms(stream_key(cfg.seed, split_id, 0), np.arange(len(pool)), 1)[:, 0]
         )
         pick = pool[order[(np.arange(n) + self.epoch * n) % len(pool)]]
-        key = _stream_key(cfg.seed, split_id, 1, self.epoch)
-        u = _uniforms(key, np.arange(n), UNIFORMS_PER_IMAGE)
+        key = stream_key(cfg.seed, split_id, 1, self.epoch)
+        u = split_uniforms(key, np.arange(n), UNIFORMS_PER_IMAGE)
         rendered, masks, boxes = render_composites(images[pick], u, cfg)
         return {
             "images": rendered,
@@ -243,7 +243,7 @@ class ClutteredFashionMNIST(Dataset):
         """Store the arrays in the cache; a folder that cannot be written only warns."""
         path = self.cache_path
         try:
-            atomic_write(path, functools.partial(_write_npz, arrays=arrays))
+            atomic_write(path, functools.partial(write_npz, arrays=arrays))
         except OSError as exc:  # read-only or full disk, a folder in the way: keep going
             warnings.warn(
                 f"ClutteredFashionMNIST: could not write the cache file {path} ({exc}); the "
@@ -427,14 +427,14 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _stream_key(*parts: int) -> int:
+def stream_key(*parts: int) -> int:
     state = np.zeros(1, dtype=np.uint64)
     for part in parts:
         state = _mix64(state ^ np.uint64(int(part) & _MASK64)) + np.uint64(_GOLDEN)
     return int(state[0])
 
 
-def _uniforms(key: int, index: np.ndarray, draws: int) -> np.ndarray:
+def split_uniforms(key: int, index: np.ndarray, draws: int) -> np.ndarray:
     """``(len(index), draws)`` float64 uniforms in [0, 1), one independent row per index."""
     index = np.asarray(index, dtype=np.uint64)
     with np.errstate(over="ignore"):
@@ -444,6 +444,6 @@ def _uniforms(key: int, index: np.ndarray, draws: int) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)

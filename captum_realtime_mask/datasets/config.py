@@ -132,18 +132,18 @@ class ClutteredConfig:
 
         checked: dict[str, Any] = {
             "image_size": integer(self.image_size, name("image_size"), 8),
-            "scale_range": _fractions(self.scale_range, name("scale_range"), low_open=True),
-            "backgrounds": _picture_names(self.backgrounds, name("backgrounds")),
+            "scale_range": split_fractions(self.scale_range, name("scale_range"), low_open=True),
+            "backgrounds": picture_names(self.backgrounds, name("backgrounds")),
             "background_contrast": real(self.background_contrast, name("background_contrast"), 0),
             "shade_floor": real(self.shade_floor, name("shade_floor"), 0, 1),
             "alpha_gain": real(self.alpha_gain, name("alpha_gain"), 0, low_open=True),
             "visible_alpha": real(self.visible_alpha, name("visible_alpha"), 0, 1, low_open=True),
             "flip_items": flag(self.flip_items, name("flip_items")),
-            "val_items": _val_items(self.val_items, name("val_items")),
+            "val_items": val_items(self.val_items, name("val_items")),
             "seed": integer(self.seed, name("seed")),
         }
         for attr in ("background_crop", "background_brightness", "tint_saturation", "tint_value"):
-            checked[attr] = _fractions(getattr(self, attr), name(attr))
+            checked[attr] = split_fractions(getattr(self, attr), name(attr))
         for attr in ("n_train", "n_val", "n_test"):
             checked[attr] = integer(getattr(self, attr), name(attr), 0)
         for attr, value in checked.items():
@@ -180,7 +180,7 @@ class ClutteredConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _fractions(value: Any, name: str, low_open: bool = False) -> tuple[float, float]:
+def split_fractions(value: Any, name: str, low_open: bool = False) -> tuple[float, float]:
     """A ``(low, high)`` range of fractions, ``0 <= low <= high <= 1`` (``0 < low``: low_open)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise InputError(f"expected a (low, high) pair of fractions, got {describe(value)}.", name)
@@ -190,7 +190,7 @@ def _fractions(value: Any, name: str, low_open: bool = False) -> tuple[float, fl
     return low, high
 
 
-def _picture_names(value: Any, name: str) -> tuple[str, ...]:
+def picture_names(value: Any, name: str) -> tuple[str, ...]:
     """A non-empty sequence of ``skimage.data`` names as a tuple of str."""
     if isinstance(value, (str, bytes)):
         raise InputError(
@@ -211,7 +211,7 @@ def _picture_names(value: Any, name: str) -> tuple[str, ...]:
     return names
 
 
-def _val_items(value: Any, name: str) -> int:
+def val_items(value: Any, name: str) -> int:
     """Validation items: at least one, and fewer than Fashion-MNIST's training items."""
     count = integer(value, name, 1)
     if count >= _TRAINING_ITEMS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,11 +21,23 @@ from torchvision.ops import masks_to_boxes
 from captum_realtime_mask.datasets.config import DEFAULT_BACKGROUNDS, ClutteredConfig
 from captum_realtime_mask.errors import InputError
 
-__all__ = ["UNIFORMS_PER_IMAGE", "load_backgrounds", "render_composites"]
+__all__ = [
+    "BACKGROUND_UNIFORMS",
+    "ITEM_UNIFORMS",
+    "UNIFORMS_PER_IMAGE",
+    "load_backgrounds",
+    "render_composites",
+    "render_scenes",
+]
 
 #: Uniforms that decide one image. Which uniform decides what (see :func:`render_composites`)
 #: is part of the images' format: changing it means raising ``config.FORMAT_VERSION``.
 UNIFORMS_PER_IMAGE = 13
+#: Uniforms that decide a background (the first six of an image's uniforms).
+BACKGROUND_UNIFORMS = 6
+#: Uniforms that decide one item over it (the last seven): side, x, y, hue, saturation,
+#: value, mirror.
+ITEM_UNIFORMS = 7
 
 #: Images rendered per batch of tensor operations (bounds the memory of large splits).
 _CHUNK = 256
@@ -70,6 +83,85 @@ def render_composites(
     return images, masks, boxes
 
 
+def render_scenes(
+    items: np.ndarray,
+    background_uniforms: np.ndarray,
+    item_uniforms: np.ndarray,
+    counts: np.ndarray,
+    config: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw several items over each background crop, with the compositing of the cluttered set.
+
+    Image ``i`` is the background decided by ``background_uniforms[i]`` (as uniforms 0 to 5
+    of :func:`render_composites`) with items ``0 .. counts[i] - 1`` drawn over it in that
+    order, item ``k`` decided by ``item_uniforms[i, k]`` (as uniforms 6 to 12), so a later
+    item covers an earlier one where they meet. With one item per image the images are
+    exactly those of :func:`render_composites` for the concatenated uniforms.
+
+    Args:
+        items: ``uint8`` grey items ``(N, K, h, w)``; those past an image's count are ignored.
+        background_uniforms: ``(N, 6)`` uniforms in ``[0, 1)``.
+        item_uniforms: ``(N, K, 7)`` uniforms in ``[0, 1)``.
+        counts: ``(N,)`` ints in ``[0, K]``: how many items each image shows.
+        config: The drawing parameters: a :class:`ClutteredConfig` or any object with its
+            drawing fields (``image_size``, ``scale_range``, ``backgrounds``, ...), such as a
+            ``SceneConfig``.
+
+    Returns:
+        ``(images, masks, boxes)``: ``uint8`` images ``(N, 3, S, S)``; boolean masks
+        ``(N, K, S, S)`` of each item's own visible pixels (opacity at least
+        ``config.visible_alpha``, whether or not a later item covers them); ``int64`` boxes
+        ``(N, K, 4)`` as inclusive ``(x1, y1, x2, y2)`` pixel indices, the tightest box
+        around each mask. Items past an image's count have an empty mask and boxes of -1.
+
+    Raises:
+        InputError: An array has the wrong shape or a count is out of range.
+    """
+    n, k = items.shape[:2] if items.ndim == 4 else (len(items), -1)
+    size = config.image_size
+    counts = np.asarray(counts)
+    if (
+        items.ndim != 4
+        or background_uniforms.shape != (n, BACKGROUND_UNIFORMS)
+        or item_uniforms.shape != (n, k, ITEM_UNIFORMS)
+        or counts.shape != (n,)
+        or (n and (counts.min() < 0 or counts.max() > k))
+    ):
+        raise InputError(
+            f"expected items (N, K, h, w), background uniforms (N, {BACKGROUND_UNIFORMS}), "
+            f"item uniforms (N, K, {ITEM_UNIFORMS}) and counts (N,) in [0, K]; got "
+            f"{items.shape}, {background_uniforms.shape}, {item_uniforms.shape} and "
+            f"{counts.shape}.",
+            argument="render_scenes",
+        )
+    images = np.empty((n, 3, size, size), dtype=np.uint8)
+    masks = np.zeros((n, k, size, size), dtype=bool)
+    boxes = np.full((n, k, 4), -1, dtype=np.int64)
+    if n == 0:
+        return images, masks, boxes
+    atlas = _atlas(tuple(config.backgrounds), 3 * size)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        image = _background_crops(background_uniforms[start:stop], config, atlas)
+        for layer in range(k):
+            present = counts[start:stop] > layer
+            if not present.any():
+                break
+            image, alpha = _draw_items(
+                image,
+                items[start:stop, layer],
+                item_uniforms[start:stop, layer],
+                config,
+                present=present,
+            )
+            rows = np.flatnonzero(present)
+            mask, box = _visible_boxes(alpha[torch.from_numpy(rows), 0], config)
+            masks[start + rows, layer] = mask.numpy()
+            boxes[start + rows, layer] = box.numpy()
+        images[start:stop] = image.clamp_(0, 1).mul_(255).round_().to(torch.uint8).numpy()
+    return images, masks, boxes
+
+
 def load_backgrounds(names: Sequence[str] = DEFAULT_BACKGROUNDS) -> dict[str, np.ndarray]:
     """Load background pictures from ``skimage.data`` (useful to check which load offline).
 
@@ -98,16 +190,42 @@ def _render_chunk(
     items: np.ndarray, u: np.ndarray, config: ClutteredConfig, atlas: _Atlas
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images, masks and boxes of one chunk; ``u`` holds each image's 13 uniforms."""
-    n, size = len(items), config.image_size
     background = _background_crops(u, config, atlas)
+    image, alpha = _draw_items(background, items, u[:, 6:], config)
+    image = image.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    mask, boxes = _visible_boxes(alpha[:, 0], config)
+    return image.numpy(), mask.numpy(), boxes.numpy()
 
+
+def _draw_items(
+    background: torch.Tensor,
+    items: np.ndarray,
+    u: np.ndarray,
+    config: ClutteredConfig,
+    present: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite one item over each background: the shared core of every dataset's images.
+
+    Args:
+        background: Float canvases ``(N, 3, S, S)`` in ``[0, 1]`` (not changed).
+        items: ``uint8`` grey items ``(N, h, w)``.
+        u: ``(N, 7)`` uniforms: side, x, y (as fractions of the free room), hue, saturation,
+            value, mirror (uniforms 6 to 12 of :func:`render_composites`).
+        config: The drawing parameters.
+        present: Optional ``(N,)`` booleans; where False the canvas is left as it is.
+
+    Returns:
+        ``(image, alpha)``: the float canvases ``(N, 3, S, S)`` (not yet clipped) and each
+        item's opacity ``(N, 1, S, S)``.
+    """
+    n, size = len(items), config.image_size
     # Item: a random side and position fully inside the canvas, maybe mirrored.
-    side = _lerp(u[:, 6], config.scale_range) * size
-    x0 = u[:, 7] * (size - side)
-    y0 = u[:, 8] * (size - side)
+    side = _lerp(u[:, 0], config.scale_range) * size
+    x0 = u[:, 1] * (size - side)
+    y0 = u[:, 2] * (size - side)
     item = torch.from_numpy(np.ascontiguousarray(items)).float().div_(255.0)[:, None]
     if config.flip_items:
-        mirrored = torch.from_numpy(u[:, 12] < 0.5)
+        mirrored = torch.from_numpy(u[:, 6] < 0.5)
         item = torch.where(mirrored.view(n, 1, 1, 1), item.flip(-1), item)
     grid = _pixel_grid(size, x0, y0, side, side)
     intensity = F.grid_sample(
@@ -115,23 +233,31 @@ def _render_chunk(
     )
     intensity = intensity.clamp_(0, 1)
     alpha = (config.alpha_gain * intensity).clamp_(max=1.0)
+    if present is not None:
+        alpha.mul_(torch.from_numpy(np.asarray(present, dtype=np.float32)).view(n, 1, 1, 1))
 
     # Colour: a bright random tint, shaded by the item's grey level.
-    hue, sat = u[:, 9], _lerp(u[:, 10], config.tint_saturation)
-    value = _lerp(u[:, 11], config.tint_value)
+    hue, sat = u[:, 3], _lerp(u[:, 4], config.tint_saturation)
+    value = _lerp(u[:, 5], config.tint_value)
     tint = torch.from_numpy(_hsv_to_rgb(hue, sat, value)).float().view(n, 3, 1, 1)
     # background * (1 - alpha) + tint * shade * alpha, in place.
     image = (intensity * (1 - config.shade_floor)).add_(config.shade_floor).mul(tint)
     image.sub_(background).mul_(alpha).add_(background)
-    image = image.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    return image, alpha
 
-    mask = alpha[:, 0] >= config.visible_alpha
+
+def _visible_boxes(
+    alpha: torch.Tensor, config: ClutteredConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks ``(N, S, S)`` of the pixels with opacity ``>= visible_alpha`` and their boxes."""
+    size = alpha.shape[-1]
+    mask = alpha >= config.visible_alpha
     empty = ~mask.flatten(1).any(dim=1)
     if empty.any():  # a blank item (does not occur in Fashion-MNIST): mark its brightest pixel
-        flat = alpha[empty, 0].flatten(1).argmax(dim=1)
+        flat = alpha[empty].flatten(1).argmax(dim=1)
         mask[empty] = F.one_hot(flat, size * size).view(-1, size, size).bool()
     boxes = masks_to_boxes(mask).round().to(torch.int64)
-    return image.numpy(), mask.numpy(), boxes.numpy()
+    return mask, boxes
 
 
 def _background_crops(u: np.ndarray, config: ClutteredConfig, atlas: _Atlas) -> torch.Tensor:
