@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from captum_realtime_mask._speed import (
 )
 from captum_realtime_mask.checkpoint import write_checkpoint
 from captum_realtime_mask.errors import CheckpointError, InputError
+from captum_realtime_mask.hub import SharingMixin
 from captum_realtime_mask.iterative import check_refinement
 from captum_realtime_mask.masker.model import MaskerConfig, MaskingModel, Preset
 from captum_realtime_mask.masker.resolve import (
@@ -60,7 +62,7 @@ def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveCo
             f"{type(objective).__name__}.",
             argument="objective",
         )
-    return objective
+    return replace(objective)  # our own copy: fit() records the resolved classifier_output
 
 
 def _check_confidence(confidence: Any) -> float:
@@ -68,7 +70,7 @@ def _check_confidence(confidence: Any) -> float:
     return check.real(confidence, "confidence", hint="Hint: pass a number; 0 is the default.")
 
 
-class RealTimeMaskAttribution(PerturbationAttribution):
+class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
     r"""Learned real-time saliency masks (Dabkowski & Gal, NIPS 2017) as a Captum method.
 
     A U-Net *masker* is trained once (:meth:`fit`) to produce, for any image and any class,
@@ -473,6 +475,53 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         x, tgt, _ = self._prepare(inputs, target, additional_forward_args)
         return self._masks(x, tgt, confidence)
 
+    @torch.no_grad()
+    def attribute_classes(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        classes: Any = None,
+        *,
+        confidence: float = 0.0,
+        max_classes_per_batch: int | None = 32,
+    ) -> torch.Tensor:
+        """Masks ``(N, K, H, W)`` for K classes per image, with one encoder pass per image.
+
+        ``out[:, k]`` equals ``mask(inputs, target=classes[..., k])[:, 0]`` (up to float
+        rounding), but the encoder runs once and only the decoder once per class. Inference
+        options apply (see :func:`captum_realtime_mask.multiclass.multiclass_masks`).
+
+        Args:
+            inputs: Images ``(N, C, H, W)`` (or a 1-tuple of them), as for :meth:`attribute`.
+            classes: A list or 1-D tensor of K classes for every image, an ``(N, K)`` tensor
+                (or list of lists) of classes per image, or None for every class (K =
+                :attr:`num_classes`).
+            confidence: Offset added to the feature filter's gate logits.
+            max_classes_per_batch: Classes decoded together (decoder batch ``N * this``),
+                bounding memory; None decodes all K at once.
+
+        Returns:
+            Masks in ``[0, 1]``, same device and dtype as ``inputs``.
+
+        Raises:
+            InputError: Bad inputs, classes of another type or shape, or out of range.
+
+        Example:
+            >>> import timm
+            >>> attr = RealTimeMaskAttribution(timm.create_model("test_resnet", num_classes=3))
+            >>> attr.attribute_classes(torch.rand(2, 3, 64, 64), [2, 0]).shape
+            torch.Size([2, 2, 64, 64])
+        """
+        from captum_realtime_mask.multiclass import format_classes, multiclass_masks
+
+        self._warn_if_untrained(stacklevel=3)  # past torch.no_grad's wrapper
+        confidence = _check_confidence(confidence)
+        chunk = check.integer(max_classes_per_batch, "max_classes_per_batch", 1, none_ok=True)
+        x, _, _ = self._prepare(inputs, 0, None)
+        cls = format_classes(classes, len(x), self.num_classes, x.device)
+        self.masker.to(x.device)
+        self.masker.eval()
+        return multiclass_masks(self.masker, x, cls, confidence, self._inference, chunk)
+
     @log_usage(part_of_slo=True)
     @torch.no_grad()
     def attribute(
@@ -619,93 +668,3 @@ class RealTimeMaskAttribution(PerturbationAttribution):
         attr._trained = True
         attr.history = meta.get("history", [])
         return attr
-
-    # ------------------------------------------------------------------ sharing
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
-        """:meth:`save` plus a ``README.md`` model card (kept if the folder has one).
-
-        The folder is what :meth:`from_pretrained` and :meth:`push_to_hub` share.
-        """
-        from captum_realtime_mask.hub import save_pretrained
-
-        save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike[str],
-        forward_func: Callable[..., torch.Tensor],
-        *,
-        encoder: nn.Module | None = None,
-        device: str | torch.device = "cpu",
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-    ) -> RealTimeMaskAttribution:
-        """Load a shared masker from a folder or a Hugging Face Hub repository id.
-
-        A folder that exists is loaded like :meth:`load`; anything else is taken for a
-        repository id (``"user/masker"``) and its ``config.json``, ``masker.safetensors`` and
-        ``README.md`` are fetched with :func:`huggingface_hub.snapshot_download` (cached;
-        ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads only the cache). The files go
-        through every check of :meth:`load`. Needs the ``hub`` extra for repository ids.
-
-        Args:
-            name_or_path: A folder written by :meth:`save_pretrained` or :meth:`save`, or a
-                Hub repository id.
-            forward_func: The classifier the masker was trained for.
-            encoder: The custom encoder module, for maskers saved with one.
-            device: Where to put the masker.
-            revision: A branch, tag or commit of the repository.
-            cache_dir: The Hub cache folder (default: huggingface_hub's).
-            local_files_only: Read only the local Hub cache.
-            token: A Hub token for private repositories (default: the logged-in one).
-
-        Raises:
-            InputError: Not a folder and not a valid repository id.
-            CheckpointError: The download failed, or the files fail :meth:`load`'s checks.
-        """
-        from captum_realtime_mask.hub import from_pretrained
-
-        return from_pretrained(
-            cls,
-            name_or_path,
-            forward_func,
-            encoder=encoder,
-            device=device,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
-        )
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | bool | None = None,
-        revision: str | None = None,
-        commit_message: str = "Upload a captum-realtime-mask masker",
-        create_pr: bool = False,
-    ) -> str:
-        """Upload the masker (the :meth:`save_pretrained` folder) to a Hub model repository.
-
-        Creates the repository when missing. Needs a network, the ``hub`` extra and a token
-        with write access (``huggingface-cli login`` or ``HF_TOKEN``).
-
-        Returns:
-            The URL of the commit.
-        """
-        from captum_realtime_mask.hub import push_to_hub
-
-        return push_to_hub(
-            self,
-            repo_id,
-            private=private,
-            token=token,
-            revision=revision,
-            commit_message=commit_message,
-            create_pr=create_pr,
-        )

@@ -14,6 +14,13 @@ sense together with a normalisation (see ``docs/concepts``):
 * ``destroy``: ``f_c(Phi(X, 1 - M))^destroy_power`` (paper), or with ``destroy="hinge"``
   ``relu(z_c - max_{k != c} z_k + destroy_margin)``.
 
+``f_c`` is the softmax ``softmax(z)_c`` of a single-label classifier, or with
+``classifier_output="sigmoid"`` (a multi-label classifier trained with a sigmoid/BCE head) the
+class's own ``sigmoid(z_c)``: preserve ``-log sigmoid(z_c)``, destroy ``sigmoid(z_c)^p``. Each
+class of such a classifier is a yes/no decision on its own, so its hinges compare the raw
+logit with 0 (the decision boundary) instead of with the best other class:
+``relu(preserve_margin - z_c)`` and ``relu(z_c + destroy_margin)``.
+
 Real selectors get ``tv_weight * tv + area_weight * area + preserve_weight * preserve +
 destroy_weight * destroy``; fake selectors (a class that is not the label) get only
 ``area_weight * area`` (paper section 4.1). The gate term (``embedding_weight``) is a binary
@@ -32,7 +39,7 @@ Stalder et al. 2022 report that 1e-3 failed), so ``area_weight`` defaults to 3.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
@@ -42,18 +49,24 @@ from captum_realtime_mask import _checks as check
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
+    "CLASSIFIER_OUTPUTS",
     "LossTerms",
     "ObjectiveConfig",
     "alternative_images",
     "area_term",
     "blur",
+    "class_probabilities",
     "classifier_terms",
     "destroy_alternative",
     "inpaint",
     "objective_loss",
     "remove_evidence",
+    "resolve_classifier_output",
     "tv_term",
 ]
+
+#: The accepted values of :attr:`ObjectiveConfig.classifier_output`.
+CLASSIFIER_OUTPUTS = ("auto", "softmax", "sigmoid")
 
 
 @dataclass
@@ -96,6 +109,14 @@ class ObjectiveConfig:
             shape-defined objects; ``"inpaint"`` removes them with their own pixels.
         inpaint_sigma: Gaussian sigma of ``"inpaint"`` at a 224-pixel image side; scaled with
             the input size like ``blur_sigma``.
+        classifier_output: How the classifier's logits become class probabilities ``f_c``:
+            ``"softmax"`` (a single-label classifier, the paper), ``"sigmoid"`` (a multi-label
+            classifier with one sigmoid per class, trained with binary cross-entropy; also
+            used by ``fake_max_prob``), or ``"auto"``: decided from the labels the training
+            loader yields, ``"sigmoid"`` for multi-hot label vectors ``(N, K)`` and
+            ``"softmax"`` for class indices ``(N,)`` (see :func:`resolve_classifier_output`).
+            Where no labels are seen (:func:`classifier_terms` called directly), ``"auto"``
+            acts as ``"softmax"``.
     """
 
     tv_weight: float = 20.0
@@ -118,6 +139,7 @@ class ObjectiveConfig:
     eps: float = 5e-4
     destroy_fill: Literal["alternative", "inpaint"] = "alternative"
     inpaint_sigma: float = 20.0
+    classifier_output: Literal["auto", "softmax", "sigmoid"] = "auto"
 
     def __post_init__(self) -> None:
         def name(field: str) -> str:
@@ -138,6 +160,13 @@ class ObjectiveConfig:
         self.destroy = check.one_of(self.destroy, name("destroy"), ("prob_power", "hinge"))
         self.destroy_fill = check.one_of(
             self.destroy_fill, name("destroy_fill"), ("alternative", "inpaint")
+        )
+        self.classifier_output = check.one_of(
+            self.classifier_output,
+            name("classifier_output"),
+            CLASSIFIER_OUTPUTS,
+            hint="Hint: 'sigmoid' for a multi-label classifier trained with binary "
+            "cross-entropy, 'softmax' for a single-label one.",
         )
 
     @classmethod
@@ -387,6 +416,32 @@ def remove_evidence(
     return inputs * mask + alternative * (1 - mask)
 
 
+def resolve_classifier_output(config: ObjectiveConfig, labels: torch.Tensor) -> ObjectiveConfig:
+    """``config`` with ``classifier_output="auto"`` decided from a batch's labels.
+
+    Multi-hot label vectors (2-D labels ``(N, K)``) mean a multi-label classifier:
+    ``"sigmoid"``; class indices (1-D labels ``(N,)``) mean ``"softmax"``. A config that
+    already says ``"softmax"`` or ``"sigmoid"`` is returned as it is (the same object). The
+    training step calls this on every batch and uses the result without changing ``config``.
+
+    Args:
+        config: The objective.
+        labels: One batch's labels, already checked (see the training's batch checks).
+
+    Returns:
+        ``config`` itself, or a copy with the resolved ``classifier_output``.
+
+    Example:
+        >>> multi_hot = torch.tensor([[1, 0, 1]])
+        >>> resolve_classifier_output(ObjectiveConfig(), multi_hot).classifier_output
+        'sigmoid'
+    """
+    if config.classifier_output != "auto":
+        return config
+    resolved = "sigmoid" if labels.dim() == 2 else "softmax"
+    return replace(config, classifier_output=resolved)
+
+
 def classifier_terms(
     logits_preserve: torch.Tensor,
     logits_destroy: torch.Tensor,
@@ -394,6 +449,11 @@ def classifier_terms(
     config: ObjectiveConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Preserve and destroy terms per example from the classifier's logits.
+
+    With ``config.classifier_output == "sigmoid"`` the class probability is
+    ``sigmoid(z_c)`` and the hinges compare ``z_c`` with 0 (see the module doc); otherwise
+    (``"softmax"`` or ``"auto"``) it is ``softmax(z)_c`` and the hinges compare ``z_c`` with the
+    best other logit.
 
     Args:
         logits_preserve: Logits ``(N, K)`` on ``Phi(X, M)``.
@@ -407,6 +467,8 @@ def classifier_terms(
     logits_preserve = logits_preserve.float()
     logits_destroy = logits_destroy.float()
     idx = target.view(-1, 1)
+    if config.classifier_output == "sigmoid":
+        return _sigmoid_terms(logits_preserve, logits_destroy, idx, config)
     if config.preserve == "log_prob":
         preserve = -F.log_softmax(logits_preserve, dim=1).gather(1, idx).squeeze(1)
     else:
@@ -417,6 +479,32 @@ def classifier_terms(
     else:
         destroy = F.relu(config.destroy_margin - _margin(logits_destroy, idx))
     return preserve, destroy
+
+
+def _sigmoid_terms(
+    logits_preserve: torch.Tensor,
+    logits_destroy: torch.Tensor,
+    idx: torch.Tensor,
+    config: ObjectiveConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`classifier_terms` of a multi-label (one sigmoid per class) classifier."""
+    zp = logits_preserve.gather(1, idx).squeeze(1)
+    zd = logits_destroy.gather(1, idx).squeeze(1)
+    if config.preserve == "log_prob":
+        preserve = -F.logsigmoid(zp)
+    else:
+        preserve = F.relu(config.preserve_margin - zp)
+    if config.destroy == "prob_power":
+        destroy = (torch.sigmoid(zd) + 1e-8).pow(config.destroy_power)
+    else:
+        destroy = F.relu(zd + config.destroy_margin)
+    return preserve, destroy
+
+
+def class_probabilities(logits: torch.Tensor, config: ObjectiveConfig) -> torch.Tensor:
+    """Per-class probabilities ``(N, K)`` of logits: sigmoid in sigmoid mode, else softmax."""
+    logits = logits.float()
+    return logits.sigmoid() if config.classifier_output == "sigmoid" else logits.softmax(1)
 
 
 def _margin(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -136,3 +136,12 @@ def test_blur_alternative_matches_torchvision_gaussian_blur(shape):
     radius = max(1, min(math.ceil(3 * sigma), min(shape[-2:]) - 1))
     expected = gaussian_blur(x, kernel_size=[2 * radius + 1] * 2, sigma=[sigma, sigma])
     torch.testing.assert_close(alternative_images(x, cfg), expected, atol=1e-5, rtol=0)
+
+
+def test_sigmoid_terms_stay_finite_at_extreme_logits():
+    cfg = ObjectiveConfig(classifier_output="sigmoid")
+    logits = torch.tensor([[-100.0, 100.0]])
+    pres, dest = classifier_terms(logits, logits, torch.tensor([0]), cfg)
+    assert pres.item() == pytest.approx(100.0) and dest.item() == pytest.approx(1e-8**0.3)
+    pres, dest = classifier_terms(logits, logits, torch.tensor([1]), cfg)
+    assert pres.item() == pytest.approx(0.0, abs=1e-6) and dest.item() == pytest.approx(1.0)

@@ -129,13 +129,35 @@ def _check_batch(
             f"stride {stride}. Hint: resize or pad the images to a multiple of {stride}.",
             argument=name,
         )
-    if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
+    _check_labels(y, len(x), num_classes, name)
+
+
+def _check_labels(y: Any, n: int, num_classes: int, name: str = "loader") -> None:
+    """Class indices ``(N,)`` or multi-hot label vectors ``(N, num_classes)``.
+
+    Multi-hot vectors are bool, or integer or floating 0/1 values. A row of zeros (an image
+    with no class) is allowed: it gets fake selectors only (see ``step_terms``).
+    """
+    if not isinstance(y, torch.Tensor) or y.dim() not in (1, 2) or len(y) != n:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        hint = ""
+        if isinstance(y, torch.Tensor) and y.dim() > 2:
+            hint = (
+                " Labels with more than 2 dimensions (per-pixel or per-box labels) are not "
+                "image labels. Hint: reduce them to the classes present in each image, "
+                "an (N, num_classes) 0/1 tensor."
+            )
         raise InputError(
-            f"labels must be a 1-D tensor of length {len(x)} (class indices); got "
-            f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}.",
+            f"labels must be a 1-D tensor of length {n} (class indices) or a 2-D tensor "
+            f"({n}, {num_classes}) of multi-hot 0/1 label vectors; got {shape}.{hint}",
             argument=name,
         )
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+    if y.dtype.is_complex:
+        raise InputError(f"labels must be real; got dtype {y.dtype}.", argument=name)
+    if y.dim() == 2:
+        _check_multi_hot(y, num_classes, name)
+        return
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise InputError(
             f"labels must be integer class indices; got dtype {y.dtype}. Hint: labels.long().",
             argument=name,
@@ -146,6 +168,29 @@ def _check_batch(
             f"{num_classes}); got range [{y.min().item()}, {y.max().item()}].",
             argument=name,
         )
+
+
+def _check_multi_hot(y: torch.Tensor, num_classes: int, name: str) -> None:
+    """Multi-hot label vectors: ``num_classes`` columns of 0/1 values."""
+    if y.shape[1] != num_classes:
+        hint = ""
+        if y.shape[1] == 1 and not (y.dtype.is_floating_point or y.dtype == torch.bool):
+            hint = " Hint: class indices must be 1-D, labels.squeeze(1)."
+        raise InputError(
+            f"multi-hot labels must have one column per class, shape ({len(y)}, "
+            f"{num_classes}) (num_classes={num_classes}); got {tuple(y.shape)}.{hint}",
+            argument=name,
+        )
+    if y.dtype != torch.bool:
+        binary = (y == 0) | (y == 1)
+        if not bool(binary.all()):
+            bad = y[~binary].flatten()[0].item()
+            raise InputError(
+                f"multi-hot labels must hold only 0 and 1 (or be bool); got the value {bad!r} "
+                f"in labels of shape {tuple(y.shape)}. Hint: threshold soft labels, e.g. "
+                "labels > 0.5.",
+                argument=name,
+            )
 
 
 def _check_finite(x: torch.Tensor, name: str = "loader") -> None:

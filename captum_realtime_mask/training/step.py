@@ -4,6 +4,11 @@
 class selector, runs the masker, removes evidence with the masks, calls the frozen classifier
 once on every preserved and destroyed image, and returns the objective's terms.
 :func:`evaluate_terms` averages the same terms over a loader without training.
+
+Labels are class indices ``(N,)`` or multi-hot vectors ``(N, K)`` (scenes with several
+objects). With multi-hot labels a sample's real selector is drawn uniformly among its present
+classes and a fake selector among its absent ones (:func:`draw_selectors`); an image with no
+class gets a fake selector whatever ``fake_prob`` says, and one with every class a real one.
 """
 
 from __future__ import annotations
@@ -21,13 +26,22 @@ from captum_realtime_mask.objective import (
     LossTerms,
     ObjectiveConfig,
     alternative_images,
+    class_probabilities,
     destroy_alternative,
     objective_loss,
     remove_evidence,
+    resolve_classifier_output,
 )
 from captum_realtime_mask.training.batches import check_loader, prepare_batch, training_dtypes
 
-__all__ = ["BUCKETED_DEVICES", "autocast", "evaluate_terms", "shape_bucket", "step_terms"]
+__all__ = [
+    "BUCKETED_DEVICES",
+    "autocast",
+    "draw_selectors",
+    "evaluate_terms",
+    "shape_bucket",
+    "step_terms",
+]
 
 
 #: Device types whose classifier batches are padded to a few shapes (see ``shape_bucket``).
@@ -61,7 +75,8 @@ def _evidence_free_fakes(
     """Fake selectors drawn from the classes the classifier finds absent from the clean image.
 
     A class is a candidate when it is not the label and its probability is below
-    ``objective.fake_max_prob``; a sample without a candidate keeps its label (real). Only
+    ``objective.fake_max_prob`` (a sigmoid probability with ``classifier_output="sigmoid"``,
+    else a softmax one); a sample without a candidate keeps its label (real). Only
     the fake samples go to the classifier; every row is drawn from, so the random stream does
     not depend on the probabilities.
     """
@@ -71,7 +86,7 @@ def _evidence_free_fakes(
         with torch.no_grad():
             logits = classifier(_as_dtype(x[fake], classifier_dtype))
         check_logits(logits, int(fake.sum()), num_classes, batch=len(x))
-        candidates[fake] = logits.float().softmax(1) < objective.fake_max_prob
+        candidates[fake] = class_probabilities(logits, objective) < objective.fake_max_prob
     candidates.scatter_(1, y[:, None], False)
     has = candidates.any(1)
     # A row without a candidate stays real; any class will do for its (discarded) draw.
@@ -79,6 +94,77 @@ def _evidence_free_fakes(
     drawn = torch.multinomial(weights, 1, generator=generator).squeeze(1)
     real = real | ~has
     return real, torch.where(real, y, drawn)
+
+
+def draw_selectors(
+    y: torch.Tensor,
+    real: torch.Tensor,
+    generator: torch.Generator,
+    candidates: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class selectors for multi-hot labels: real among present classes, fake among absent.
+
+    Every row is drawn from twice (its real and its fake class, each uniformly), so the random
+    stream depends only on the batch's shape, not on its labels.
+
+    Args:
+        y: Multi-hot labels ``(N, K)`` (bool or 0/1).
+        real: Boolean ``(N,)``: the samples drawn to get a real selector.
+        generator: The training generator.
+        candidates: Optional boolean ``(N, K)``: the classes a fake selector may take besides
+            being absent (``fake_max_prob``). A sample with a present class but no candidate
+            keeps a real selector; one with no present class falls back to any absent class.
+
+    Returns:
+        ``(real, selector)``: the final real flags (an image with no class is fake, one with
+        every class (or no candidate) is real) and the ``(N,)`` class selectors.
+
+    Example:
+        >>> y = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 1]])
+        >>> g = torch.Generator().manual_seed(0)
+        >>> real, selector = draw_selectors(y, torch.tensor([True, True, False]), g)
+        >>> real.tolist()
+        [True, False, True]
+        >>> bool(y[0, selector[0]]), bool(y[1, selector[1]])
+        (True, False)
+    """
+    present = y.bool()
+    has_class = present.any(1)
+    # Rows without a present class draw a (discarded) real class from all of them.
+    real_class = torch.multinomial(
+        (present | ~has_class[:, None]).float(), 1, generator=generator
+    ).squeeze(1)
+    absent = ~present
+    allowed = absent if candidates is None else absent & candidates
+    has = allowed.any(1)
+    allowed = torch.where((~has & ~has_class)[:, None], absent, allowed)
+    has = has | ~has_class
+    fake_class = torch.multinomial(
+        (allowed | ~has[:, None]).float(), 1, generator=generator
+    ).squeeze(1)
+    real = (real & has_class) | ~has
+    return real, torch.where(real, real_class, fake_class)
+
+
+def _multi_hot_selectors(
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    real: torch.Tensor,
+    objective: ObjectiveConfig,
+    generator: torch.Generator,
+    classifier_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`draw_selectors`, with ``fake_max_prob`` candidates from the clean images."""
+    candidates = None
+    fake = ~real | ~y.bool().any(1)  # the images with no class are fake whatever was drawn
+    if objective.fake_max_prob is not None and fake.any():
+        candidates = torch.ones_like(y, dtype=torch.bool)
+        with torch.no_grad():
+            logits = classifier(_as_dtype(x[fake], classifier_dtype))
+        check_logits(logits, int(fake.sum()), y.shape[1], batch=len(x))
+        candidates[fake] = class_probabilities(logits, objective) < objective.fake_max_prob
+    return draw_selectors(y, real, generator, candidates)
 
 
 def step_terms(
@@ -98,10 +184,20 @@ def step_terms(
     the real selectors' preserved and destroyed images go to the classifier, in one batched call.
     With ``classifier_dtype`` the classifier's inputs are cast to it (a classifier converted
     with ``model.double()`` beside a float32 masker); its logits are used in float32.
+
+    ``y`` holds class indices ``(N,)`` or multi-hot vectors ``(N, K)``; for multi-hot labels
+    the selectors come from :func:`draw_selectors`. ``objective.classifier_output == "auto"``
+    is resolved from ``y`` (:func:`~captum_realtime_mask.objective.resolve_classifier_output`)
+    for this step only; ``objective`` itself is not changed.
     """
     n = len(x)
+    objective = resolve_classifier_output(objective, y)
     real = torch.rand(n, device=x.device, generator=generator) >= objective.fake_prob
-    if num_classes > 1 and objective.fake_max_prob is not None:
+    if y.dim() == 2:
+        real, selector = _multi_hot_selectors(
+            classifier, x, y, real, objective, generator, classifier_dtype
+        )
+    elif num_classes > 1 and objective.fake_max_prob is not None:
         real, selector = _evidence_free_fakes(
             classifier, x, y, real, num_classes, objective, generator, classifier_dtype
         )

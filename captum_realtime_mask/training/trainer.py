@@ -29,7 +29,7 @@ from captum_realtime_mask.checkpoint import check_checkpoint_dir, clean_checkpoi
 from captum_realtime_mask.errors import InputError, TrainingError
 from captum_realtime_mask.masker.blocks import FeatureFilter
 from captum_realtime_mask.masker.model import MaskingModel
-from captum_realtime_mask.objective import ObjectiveConfig
+from captum_realtime_mask.objective import ObjectiveConfig, resolve_classifier_output
 from captum_realtime_mask.training.batches import (
     MAX_SINGLES_IN_A_ROW,
     check_loader,
@@ -257,6 +257,8 @@ class Trainer:
             x, y = prepare_batch(
                 batch, self.masker, self.device, self.dtype, "loader", self.config.channels_last
             )
+            if self.objective.classifier_output == "auto":  # once, on the first batch
+                self._resolve_classifier_output(y)
             if not self._usable(x):
                 skipped += 1
                 state.batch_in_epoch = i + 1
@@ -270,6 +272,11 @@ class Trainer:
         if seen and seen == skipped:
             raise single_image_error(x, "every batch of the epoch had 1 image")
         return True
+
+    def _resolve_classifier_output(self, labels: torch.Tensor) -> None:
+        """Fix ``"auto"`` from the labels for the whole run; the saved masker records it."""
+        resolved = resolve_classifier_output(self.objective, labels).classifier_output
+        self.objective.classifier_output = resolved
 
     def _usable(self, x: torch.Tensor) -> bool:
         """False for a single image whose 1x1 map trainable BatchNorm cannot take (skipped)."""
