@@ -178,12 +178,15 @@ def apply_inference_options(masker: nn.Module, options: InferenceOptions) -> Non
     for module in own:
         module.to(memory_format=fmt)
     masker.__dict__.pop("_speed_forward", None)
+    masker.__dict__.pop("_speed_decode", None)
     if options.compile:
         if encoder is not None:
             compiled = torch.compile(_encode_decode, **options.compile_kwargs)
         else:
             decode = torch.compile(type(masker).decode, **options.compile_kwargs)
             compiled = functools.partial(_eager_encoder_then, decode)
+            # The compiled decoder alone, for several classes per encoder pass (multiclass).
+            masker._speed_decode = decode
         # A plain attribute: not a submodule, not in state_dict(), not used by fit().
         masker._speed_forward = compiled
 

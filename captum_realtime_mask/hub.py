@@ -26,9 +26,21 @@ from captum_realtime_mask.checkpoint import CONFIG_NAME, atomic_write_bytes
 from captum_realtime_mask.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+    from torch import nn
+
     from captum_realtime_mask.attribution import RealTimeMaskAttribution
 
-__all__ = ["MODEL_CARD_NAME", "SHARED_FILES", "from_pretrained", "push_to_hub", "save_pretrained"]
+__all__ = [
+    "MODEL_CARD_NAME",
+    "SHARED_FILES",
+    "SharingMixin",
+    "from_pretrained",
+    "push_to_hub",
+    "save_pretrained",
+]
 
 #: The model card written beside the masker (kept when it exists: it may be the user's own).
 MODEL_CARD_NAME = "README.md"
@@ -185,3 +197,94 @@ def _hub() -> Any:
             'pip install "captum-realtime-mask[hub]"'
         ) from exc
     return huggingface_hub
+
+
+class SharingMixin:
+    """The sharing methods of :class:`~captum_realtime_mask.RealTimeMaskAttribution`.
+
+    ``save_pretrained``, ``from_pretrained`` and ``push_to_hub``, named as in Hugging Face
+    libraries; each calls the function of this module of the same name.
+    """
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """:meth:`save` plus a ``README.md`` model card (kept if the folder has one).
+
+        The folder is what :meth:`from_pretrained` and :meth:`push_to_hub` share.
+        """
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        forward_func: Callable[..., torch.Tensor],
+        *,
+        encoder: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+    ) -> RealTimeMaskAttribution:
+        """Load a shared masker from a folder or a Hugging Face Hub repository id.
+
+        A folder that exists is loaded like :meth:`load`; anything else is taken for a
+        repository id (``"user/masker"``) and its ``config.json``, ``masker.safetensors`` and
+        ``README.md`` are fetched with :func:`huggingface_hub.snapshot_download` (cached;
+        ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads only the cache). The files go
+        through every check of :meth:`load`. Needs the ``hub`` extra for repository ids.
+
+        Args:
+            name_or_path: A folder written by :meth:`save_pretrained` or :meth:`save`, or a
+                Hub repository id.
+            forward_func: The classifier the masker was trained for.
+            encoder: The custom encoder module, for maskers saved with one.
+            device: Where to put the masker.
+            revision: A branch, tag or commit of the repository.
+            cache_dir: The Hub cache folder (default: huggingface_hub's).
+            local_files_only: Read only the local Hub cache.
+            token: A Hub token for private repositories (default: the logged-in one).
+
+        Raises:
+            InputError: Not a folder and not a valid repository id.
+            CheckpointError: The download failed, or the files fail :meth:`load`'s checks.
+        """
+        return from_pretrained(
+            cls,
+            name_or_path,
+            forward_func,
+            encoder=encoder,
+            device=device,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload a captum-realtime-mask masker",
+        create_pr: bool = False,
+    ) -> str:
+        """Upload the masker (the :meth:`save_pretrained` folder) to a Hub model repository.
+
+        Creates the repository when missing. Needs a network, the ``hub`` extra and a token
+        with write access (``huggingface-cli login`` or ``HF_TOKEN``).
+
+        Returns:
+            The URL of the commit.
+        """
+        return push_to_hub(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )

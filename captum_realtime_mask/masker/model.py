@@ -214,25 +214,49 @@ class MaskingModel(nn.Module):
         Returns:
             The :class:`MaskerOutput`.
         """
-        return self.decode(self.encoder(inputs), target, confidence, inputs.shape[-2:])
+        return self.decode(self.encode(inputs), target, confidence, inputs.shape[-2:])
+
+    def encode(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's multi-scale maps of the images, finest first (class-independent).
+
+        Run it once and :meth:`decode` the maps for as many class selectors as needed:
+        ``decode(encode(x), t)`` equals ``forward(x, t)`` bit for bit.
+
+        Args:
+            inputs: Images ``(N, C, H, W)`` in the classifier's input space.
+
+        Returns:
+            One ``(N, C_i, H / s_i, W / s_i)`` map per stride ``s_i`` of
+            ``encoder.reductions``.
+        """
+        return self.encoder(inputs)
 
     def decode(
         self,
         maps: list[torch.Tensor],
         target: torch.Tensor,
-        confidence: float,
-        size: tuple[int, int] | torch.Size,
+        confidence: float = 0.0,
+        size: tuple[int, int] | torch.Size | None = None,
     ) -> MaskerOutput:
         """Everything after the encoder: filter, upsamplers, head and the resize to ``size``.
 
         Args:
-            maps: The encoder's maps, finest first.
-            target: Class selectors ``(N,)``.
+            maps: The encoder's maps, finest first (what :meth:`encode` returns; to decode
+                several selectors per image, repeat each map along the batch).
+            target: Class selectors ``(N,)``, one per row of the maps.
             confidence: Offset added to the gate logits.
-            size: Height and width of the returned mask.
+            size: Height and width of the returned mask. None means the masker's mask grid
+                times its stride, the input size for inputs divisible by :attr:`max_stride`.
 
         Returns:
             The :class:`MaskerOutput`.
+
+        Example:
+            >>> spec = EncoderSpec(kind="small_cnn", width=8, min_reduction=2)
+            >>> masker = MaskingModel(MaskerConfig(num_classes=3, encoder=spec)).eval()
+            >>> x, t = torch.rand(2, 3, 32, 32), torch.tensor([0, 2])
+            >>> torch.equal(masker.decode(masker.encode(x), t).mask, masker(x, t).mask)
+            True
         """
         x, gate = self.filter(maps[self.filter_index], target, confidence)
         if self.presence is None:
@@ -246,6 +270,8 @@ class MaskingModel(nn.Module):
         small = self.head(x)
         if self.presence is not None:
             small = self._apply_presence(small, torch.sigmoid(gate_logit.float()))
+        if size is None:
+            size = (small.shape[-2] * self.mask_stride, small.shape[-1] * self.mask_stride)
         mask = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
         return MaskerOutput(mask.clamp(0, 1), small, gate_logit)
 
