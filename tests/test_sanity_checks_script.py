@@ -1,0 +1,99 @@
+"""The sanity-check script (benchmarks/sanity_checks.py) on a tiny timm ResNet: the cascade
+randomises the weights it says it does, a randomised model's maps stop matching, and the
+results it writes have the documented structure."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _load_script():
+    name = "_captum_realtime_mask_sanity_checks"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / "sanity_checks.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=5).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 32, 32, generator=g)
+    y = torch.tensor([0, 1, 2])
+    return model, x, y
+
+
+def test_similarity_is_one_for_identical_maps_and_lower_otherwise():
+    sc = _load_script()
+    a = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    same = sc.similarity(a, a.clone())
+    assert same["spearman"] == pytest.approx(1.0)
+    assert same["ssim"] == pytest.approx(1.0)
+    other = sc.similarity(a, torch.rand(2, 1, 16, 16))
+    assert other["spearman"] < 0.5 and other["ssim"] < 0.5
+    flat = sc.similarity(a, torch.zeros_like(a))
+    assert flat["constant_maps"] == 2 and flat["spearman"] != flat["spearman"]  # NaN
+
+
+def test_cascade_resets_head_first_and_leaves_the_model_alone(tiny):
+    sc = _load_script()
+    model, _, _ = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = list(sc.cascade(model, seed=0))
+    assert [label for label, _ in steps] == [label for label, _ in sc.cascade_stages(model)]
+    assert steps[0][0] == "logits (fc)" and steps[-1][0].startswith("+ stem")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"the trained model's {k} changed"
+    first, last = steps[0][1].state_dict(), steps[-1][1].state_dict()
+    assert not torch.equal(first["fc.weight"], before["fc.weight"])
+    assert torch.equal(first["layer1.0.conv1.weight"], before["layer1.0.conv1.weight"])
+    for name in ("fc.weight", "layer4.0.conv1.weight", "layer1.0.conv1.weight"):
+        assert not torch.equal(last[name], before[name]), f"{name} was not re-initialised"
+    # Cumulative: a later step keeps the earlier steps' re-initialised weights.
+    assert torch.equal(steps[1][1].state_dict()["fc.weight"], first["fc.weight"])
+
+
+def test_model_randomisation_results_and_files(tiny, tmp_path):
+    sc = _load_script()
+    model, x, y = tiny
+    p1, randomised = sc.model_randomisation(model, x, y, ig_steps=2, seed=0, log=lambda _: None)
+    assert set(p1["methods"]) == set(sc.GRADIENT_METHODS.values())
+    assert p1["steps"] == [label for label, _ in sc.cascade_stages(model)]
+    for key in ("spearman", "ssim", "constant_maps"):
+        assert set(p1[key]) == set(p1["methods"])
+        for method in p1["methods"]:
+            assert list(p1[key][method]) == p1["steps"]
+    last = p1["steps"][-1]
+    for method in ("Saliency", "GuidedBackprop", "IntegratedGradients"):
+        assert -1.0 <= p1["spearman"][method][last] < 0.99, method
+        assert p1["ssim"][method][last] < 0.99, method
+    assert not torch.equal(randomised.state_dict()["fc.weight"], model.state_dict()["fc.weight"])
+
+    results = {
+        "blackbox": "test_resnet",
+        "blackbox_test_accuracy": None,
+        "settings": {"quick": True, "n_images": 3, "loc_images": 3, "ig_steps": 2, "seed": 0},
+        "model_randomisation": p1,
+        "timings_s": {"1 model randomisation": 1.0},
+        "elapsed_s": 1.0,
+    }
+    text = sc.write_results(results, tmp_path)
+    loaded = json.loads((tmp_path / "results.json").read_text())
+    assert loaded["model_randomisation"]["spearman"]["Saliency"][last] == pytest.approx(
+        p1["spearman"]["Saliency"][last]
+    )
+    assert "## 1. Cascading model randomisation" in text
+    assert (tmp_path / "results.md").read_text().startswith("# Sanity checks")
