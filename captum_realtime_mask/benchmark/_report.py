@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from captum_realtime_mask.benchmark._scoring import THROUGHPUT_BUDGET_S, THROUGHPUT_CALLS
-from captum_realtime_mask.objective import ObjectiveConfig
+from captum_realtime_mask.benchmark.config import trained_objective
 
 __all__ = ["markdown", "save_figure"]
 
@@ -191,7 +191,7 @@ def _first_images_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _objective_note(bb: dict[str, Any], run_objective: dict[str, Any]) -> list[str]:
     """The sentence on a black box whose maskers' objective differs from the run's, if any."""
-    base = ObjectiveConfig.from_dict(run_objective).to_dict()
+    base = trained_objective(run_objective).to_dict()
     own = bb.get("masker_objective") or base
     changed = {k: v for k, v in own.items() if base.get(k) != v}
     if not changed:

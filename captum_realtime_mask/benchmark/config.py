@@ -6,6 +6,8 @@ import copy
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+import torch
+
 from captum_realtime_mask._checks import describe, flag, integer, one_of, path_str
 from captum_realtime_mask.benchmark.blackbox import BLACKBOX_PRESETS
 from captum_realtime_mask.benchmark.settings import (
@@ -13,9 +15,9 @@ from captum_realtime_mask.benchmark.settings import (
     BENCHMARK_OBJECTIVE_BY_BLACKBOX,
 )
 from captum_realtime_mask.errors import InputError
-from captum_realtime_mask.objective import ObjectiveConfig
+from captum_realtime_mask.objective import ObjectiveConfig, resolve_classifier_output
 
-__all__ = ["BenchmarkConfig", "Mode"]
+__all__ = ["BenchmarkConfig", "Mode", "trained_objective"]
 
 Mode = Literal["quick", "full"]
 
@@ -244,3 +246,11 @@ def _objective(overrides: Any, name: str) -> None:
         ObjectiveConfig.from_dict(overrides)
     except (TypeError, ValueError) as err:
         raise InputError(f"{err}", argument=name) from None
+
+
+def trained_objective(overrides: dict[str, Any]) -> ObjectiveConfig:
+    """The objective the benchmark's maskers train on, ``classifier_output`` resolved as fit() does.
+
+    The benchmark's labels are class indices, so ``"auto"`` means ``"softmax"``.
+    """
+    return resolve_classifier_output(ObjectiveConfig(**overrides), torch.zeros(1, dtype=torch.long))

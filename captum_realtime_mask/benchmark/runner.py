@@ -31,7 +31,11 @@ from captum_realtime_mask.benchmark import _report
 from captum_realtime_mask.benchmark._maskers import fit_masker, mask_fn, masker_key
 from captum_realtime_mask.benchmark._scoring import Images, batched, method_row
 from captum_realtime_mask.benchmark.blackbox import train_blackbox
-from captum_realtime_mask.benchmark.config import BenchmarkConfig, Mode  # noqa: F401 (old path)
+from captum_realtime_mask.benchmark.config import (  # noqa: F401 (old path)
+    BenchmarkConfig,
+    Mode,
+    trained_objective,
+)
 from captum_realtime_mask.benchmark.methods import Method, captum_methods
 from captum_realtime_mask.benchmark.settings import (
     BENCHMARK_FIT,
@@ -209,7 +213,7 @@ def _blackbox_job(
             "frozen": config.masker_epochs_for(bb_name),
             "scratch": config.masker_epochs_for(bb_name, scratch=True),
         },
-        "masker_objective": ObjectiveConfig(**config.objective_for(bb_name)).to_dict(),
+        "masker_objective": trained_objective(config.objective_for(bb_name)).to_dict(),
         "test_correct_share": correct_share,
         "rows": rows,
     }
@@ -235,7 +239,7 @@ def _methods(
     # The iterative mask optimises the objective this black box's maskers are trained on, so
     # that the slow method and the learned one are compared on equal terms.
     iterative = IterativeMaskAttribution(model)
-    objective = ObjectiveConfig(**cfg.objective)
+    objective = trained_objective(cfg.objective)
     methods.append(
         Method(
             f"Iterative mask ({cfg.iterative_steps} steps)",
