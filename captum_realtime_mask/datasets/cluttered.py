@@ -10,21 +10,16 @@ The configuration, the rendering and the cache location live in their own module
 
 from __future__ import annotations
 
-import functools
 import json
-import operator
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from captum_realtime_mask._checks import integer
-from captum_realtime_mask.checkpoint import atomic_write
 from captum_realtime_mask.datasets.cache import CACHE_ENV, default_cache_dir
 from captum_realtime_mask.datasets.config import (
     CLUTTERED_MEAN,
@@ -36,12 +31,12 @@ from captum_realtime_mask.datasets.config import (
     Split,
     check_split,
 )
-from captum_realtime_mask.datasets.fashion_mnist import load_fashion_mnist
 from captum_realtime_mask.datasets.rendering import (
     UNIFORMS_PER_IMAGE,
     load_backgrounds,
     render_composites,
 )
+from captum_realtime_mask.datasets.splits import CachedSplit
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
@@ -64,7 +59,7 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 
 
-class ClutteredFashionMNIST(Dataset):
+class ClutteredFashionMNIST(CachedSplit):
     """Cluttered Fashion-MNIST: one item per image on a real photograph, with its true box.
 
     Splits: ``"train"`` and ``"val"`` draw items from Fashion-MNIST's training set (its last
@@ -116,6 +111,9 @@ class ClutteredFashionMNIST(Dataset):
         (torch.Size([3, 64, 64]), torch.float32, torch.Size([4]), 4)
     """
 
+    _CACHE_PREFIX = "cluttered-fmnist"
+    _WHAT = "images"
+
     def __init__(
         self,
         split: Split = "train",
@@ -157,31 +155,7 @@ class ClutteredFashionMNIST(Dataset):
 
     # -- building ---------------------------------------------------------------------------
 
-    @property
-    def cache_path(self) -> Path:
-        """Where this split and epoch are (or would be) cached."""
-        folder = self.cache_dir if self.cache_dir is not None else default_cache_dir()
-        key = self.config.cache_key(self.split, self.epoch)
-        return folder / "datasets" / f"cluttered-fmnist-{self.split}-e{self.epoch}-{key}.npz"
-
-    def set_epoch(self, epoch: int) -> None:
-        """Switch to draw ``epoch`` of the split (rebuilds or loads its images).
-
-        Args:
-            epoch: A non-negative integer; each gives an independent draw of the split.
-
-        Raises:
-            InputError: ``epoch`` is not a non-negative integer.
-        """
-        epoch = integer(epoch, "epoch", 0)
-        if epoch == self.epoch:
-            return
-        self.epoch = epoch
-        arrays = self._load_cache() if self.cache else None
-        if arrays is None:
-            arrays = self._build()
-            if self.cache:
-                self._write_cache(arrays)
+    def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
         size = self.config.image_size
         self.images = torch.from_numpy(arrays["images"])
         self.labels = torch.from_numpy(arrays["labels"])
@@ -191,17 +165,6 @@ class ClutteredFashionMNIST(Dataset):
             np.unpackbits(packed, axis=-1, count=size * size).reshape(-1, size, size).astype(bool)
         )
         self.item_indices = torch.from_numpy(arrays["item_indices"])
-
-    def _pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Item images, labels and their Fashion-MNIST indices available to this split."""
-        source = "test" if self.split == "test" else "train"
-        images, labels = load_fashion_mnist(source, root=self.root, download=self.download)
-        index = np.arange(len(images))
-        if self.split == "train":
-            index = index[: len(images) - self.config.val_items]
-        elif self.split == "val":
-            index = index[len(images) - self.config.val_items :]
-        return images, labels, index
 
     def _build(self) -> dict[str, np.ndarray]:
         cfg, n = self.config, self.config.size_of(self.split)
@@ -231,79 +194,18 @@ class ClutteredFashionMNIST(Dataset):
             "config": self.config.to_dict(),
         }
 
-    def _split_fields(self, meta: dict) -> dict:
-        """``meta`` without the other splits' sizes, which do not change this split's images."""
-        config = {k: v for k, v in meta.get("config", {}).items()}
-        for other in SPLITS:
-            if other != self.split:
-                config.pop(f"n_{other}", None)
-        return {**meta, "config": config}
-
-    def _write_cache(self, arrays: dict[str, np.ndarray]) -> None:
-        """Store the arrays in the cache; a folder that cannot be written only warns."""
-        path = self.cache_path
-        try:
-            atomic_write(path, functools.partial(write_npz, arrays=arrays))
-        except OSError as exc:  # read-only or full disk, a folder in the way: keep going
-            warnings.warn(
-                f"ClutteredFashionMNIST: could not write the cache file {path} ({exc}); the "
-                f"images are kept in memory only. Hint: point cache_dir= or ${CACHE_ENV} at a "
-                "writable folder, or pass cache=False.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-
-    def _load_cache(self) -> dict[str, np.ndarray] | None:
-        path = self.cache_path
-        if not path.is_file():
-            return None
-        try:
-            # Our own handle, closed even when np.load fails on a truncated file.
-            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-            meta = json.loads(str(arrays["meta"]))
-            n = self.config.size_of(self.split)
-            wanted = json.loads(json.dumps(self._meta(), sort_keys=True))
-            if self._split_fields(meta) != self._split_fields(wanted):
-                raise ValueError("its parameters differ from the requested ones")
-            if arrays["images"].shape != (n, 3, self.config.image_size, self.config.image_size):
-                raise ValueError(f"its images have shape {arrays['images'].shape}")
-            for key in ("labels", "boxes", "masks", "item_indices"):
-                if len(arrays[key]) != n:
-                    raise ValueError(f"its {key} have length {len(arrays[key])}, not {n}")
-            return arrays
-        except Exception as exc:  # unreadable, truncated or foreign file: rebuild it
-            warnings.warn(
-                f"ClutteredFashionMNIST: ignoring the cache file {path} ({exc}); rebuilding it.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return None
+    def _check_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        n = self.config.size_of(self.split)
+        if arrays["images"].shape != (n, 3, self.config.image_size, self.config.image_size):
+            raise ValueError(f"its images have shape {arrays['images'].shape}")
+        for key in ("labels", "boxes", "masks", "item_indices"):
+            if len(arrays[key]) != n:
+                raise ValueError(f"its {key} have length {len(arrays[key])}, not {n}")
 
     # -- access -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def _check_index(self, index: object) -> int:
-        """``index`` as a non-negative int (negative ones count from the end, as for lists)."""
-        try:
-            if isinstance(index, bool):
-                raise TypeError
-            i = operator.index(index)  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError(
-                f"{type(self).__name__} index must be an integer, got "
-                f"{type(index).__name__}. Hint: for several images use float_images(indices), "
-                "a DataLoader or torch.utils.data.Subset."
-            ) from None
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(
-                f"{type(self).__name__} index {i} is out of range for {n} images "
-                f"(valid: {-n} to {n - 1})."
-            )
-        return i + n if i < 0 else i
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         """Item ``index``: ``(image, label, box)``, or ``(image, label)`` without boxes.
@@ -442,8 +344,3 @@ def split_uniforms(key: int, index: np.ndarray, draws: int) -> np.ndarray:
         cols = np.arange(1, draws + 1, dtype=np.uint64) * np.uint64(_GOLDEN)
         bits = _mix64(row[:, None] + cols[None, :])
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)

@@ -20,12 +20,9 @@ Measured on the default :class:`SceneConfig` (96 px images, item frames of 28.8 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import operator
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -33,16 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from captum_realtime_mask._checks import describe, flag, integer, real
-from captum_realtime_mask.checkpoint import atomic_write
-from captum_realtime_mask.datasets.cache import CACHE_ENV, default_cache_dir
 from captum_realtime_mask.datasets.cluttered import (
     SPLIT_IDS,
     split_uniforms,
     stream_key,
-    write_npz,
 )
 from captum_realtime_mask.datasets.config import (
     DEFAULT_BACKGROUNDS,
@@ -53,8 +47,8 @@ from captum_realtime_mask.datasets.config import (
     split_fractions,
     val_items,
 )
-from captum_realtime_mask.datasets.fashion_mnist import load_fashion_mnist
 from captum_realtime_mask.datasets.rendering import render_scenes
+from captum_realtime_mask.datasets.splits import CachedSplit
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
@@ -239,7 +233,7 @@ def _weights(value: Any, span: int, name: Callable[[str], str]) -> tuple[float, 
     return weights
 
 
-class FashionMNISTScenes(Dataset):
+class FashionMNISTScenes(CachedSplit):
     """Scenes: 1 to ``max_items`` Fashion-MNIST items of distinct classes on a real photograph.
 
     Splits and pools are those of ``ClutteredFashionMNIST``: ``"train"`` and ``"val"`` draw
@@ -294,6 +288,9 @@ class FashionMNISTScenes(Dataset):
         (torch.Size([3, 96, 96]), torch.Size([10]), 4, True)
     """
 
+    _CACHE_PREFIX = "scenes-fmnist"
+    _WHAT = "scenes"
+
     def __init__(
         self,
         split: Split = "train",
@@ -331,31 +328,7 @@ class FashionMNISTScenes(Dataset):
 
     # -- building ---------------------------------------------------------------------------
 
-    @property
-    def cache_path(self) -> Path:
-        """Where this split and epoch are (or would be) cached."""
-        folder = self.cache_dir if self.cache_dir is not None else default_cache_dir()
-        key = self.config.cache_key(self.split, self.epoch)
-        return folder / "datasets" / f"scenes-fmnist-{self.split}-e{self.epoch}-{key}.npz"
-
-    def set_epoch(self, epoch: int) -> None:
-        """Switch to draw ``epoch`` of the split (rebuilds or loads its scenes).
-
-        Args:
-            epoch: A non-negative integer; each gives an independent draw of the split.
-
-        Raises:
-            InputError: ``epoch`` is not a non-negative integer.
-        """
-        epoch = integer(epoch, "epoch", 0)
-        if epoch == self.epoch:
-            return
-        self.epoch = epoch
-        arrays = self._load_cache() if self.cache else None
-        if arrays is None:
-            arrays = self._build()
-            if self.cache:
-                self._write_cache(arrays)
+    def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
         self.images = torch.from_numpy(arrays["images"])
         self.counts = torch.from_numpy(arrays["counts"])
         self.classes = torch.from_numpy(arrays["classes"])
@@ -374,17 +347,6 @@ class FashionMNISTScenes(Dataset):
         size, count = self.config.image_size, int(self.counts[i])
         bits = np.unpackbits(self._packed_masks[i, :count], axis=-1, count=size * size)
         return torch.from_numpy(bits.reshape(count, size, size).astype(bool))
-
-    def _pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Item images, labels and the Fashion-MNIST indices available to this split."""
-        source = "test" if self.split == "test" else "train"
-        images, labels = load_fashion_mnist(source, root=self.root, download=self.download)
-        index = np.arange(len(images))
-        if self.split == "train":
-            index = index[: len(images) - self.config.val_items]
-        elif self.split == "val":
-            index = index[len(images) - self.config.val_items :]
-        return images, labels, index
 
     def _build(self) -> dict[str, np.ndarray]:
         cfg, n, top = self.config, self.config.size_of(self.split), self.config.max_items
@@ -445,79 +407,25 @@ class FashionMNISTScenes(Dataset):
             "config": self.config.to_dict(),
         }
 
-    def _split_fields(self, meta: dict) -> dict:
-        """``meta`` without the other splits' sizes, which do not change this split's scenes."""
-        config = dict(meta.get("config", {}))
-        for other in SPLITS:
-            if other != self.split:
-                config.pop(f"n_{other}", None)
-        return {**meta, "config": config}
-
-    def _write_cache(self, arrays: dict[str, np.ndarray]) -> None:
-        """Store the arrays in the cache; a folder that cannot be written only warns."""
-        path = self.cache_path
-        try:
-            atomic_write(path, functools.partial(write_npz, arrays=arrays))
-        except OSError as exc:
-            warnings.warn(
-                f"FashionMNISTScenes: could not write the cache file {path} ({exc}); the "
-                f"scenes are kept in memory only. Hint: point cache_dir= or ${CACHE_ENV} at a "
-                "writable folder, or pass cache=False.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-
-    def _load_cache(self) -> dict[str, np.ndarray] | None:
-        path = self.cache_path
-        if not path.is_file():
-            return None
-        try:
-            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-            meta = json.loads(str(arrays["meta"]))
-            wanted = json.loads(json.dumps(self._meta(), sort_keys=True))
-            if self._split_fields(meta) != self._split_fields(wanted):
-                raise ValueError("its parameters differ from the requested ones")
-            n, size = self.config.size_of(self.split), self.config.image_size
-            top = self.config.max_items
-            shapes = {
-                "images": (n, 3, size, size),
-                "counts": (n,),
-                "classes": (n, top),
-                "boxes": (n, top, 4),
-                "masks": (n, top, (size * size + 7) // 8),
-                "item_indices": (n, top),
-            }
-            for key, shape in shapes.items():
-                if arrays[key].shape != shape:
-                    raise ValueError(f"its {key} have shape {arrays[key].shape}, not {shape}")
-            return arrays
-        except Exception as exc:  # unreadable, truncated or foreign file: rebuild it
-            warnings.warn(
-                f"FashionMNISTScenes: ignoring the cache file {path} ({exc}); rebuilding it.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return None
+    def _check_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        n, size = self.config.size_of(self.split), self.config.image_size
+        top = self.config.max_items
+        shapes = {
+            "images": (n, 3, size, size),
+            "counts": (n,),
+            "classes": (n, top),
+            "boxes": (n, top, 4),
+            "masks": (n, top, (size * size + 7) // 8),
+            "item_indices": (n, top),
+        }
+        for key, shape in shapes.items():
+            if arrays[key].shape != shape:
+                raise ValueError(f"its {key} have shape {arrays[key].shape}, not {shape}")
 
     # -- access -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self.counts)
-
-    def _check_index(self, index: object) -> int:
-        try:
-            if isinstance(index, bool):
-                raise TypeError
-            i = operator.index(index)  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError(
-                f"{type(self).__name__} index must be an integer, got {type(index).__name__}."
-            ) from None
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"{type(self).__name__} index {i} is out of range for {n} scenes.")
-        return i + n if i < 0 else i
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         """Scene ``index``: ``(image, label, boxes, classes)``, or ``(image, label)``.
