@@ -36,7 +36,7 @@ from captum_realtime_mask.datasets.rendering import (
     load_backgrounds,
     render_composites,
 )
-from captum_realtime_mask.datasets.splits import CachedSplit
+from captum_realtime_mask.datasets.splits import CachedSplit, split_dataloaders
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
@@ -292,29 +292,21 @@ def cluttered_dataloaders(
         :class:`ClutteredFashionMNIST` (call its ``set_epoch`` for fresh training images).
     """
     config = config if config is not None else ClutteredConfig()
-    if generator is None:
-        generator = torch.Generator().manual_seed(config.seed)
-    loaders = {}
-    for split in splits:
-        dataset = ClutteredFashionMNIST(
-            split,
-            config,
-            root=root,
-            download=download,
-            cache_dir=cache_dir,
-            cache=cache,
-            return_boxes=return_boxes,
-            transform=transform,
-            target_transform=target_transform,
-        )
-        loaders[split] = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=split == "train",
-            num_workers=num_workers,
-            generator=generator if split == "train" else None,
-        )
-    return loaders
+    return split_dataloaders(
+        ClutteredFashionMNIST,
+        config,
+        splits,
+        batch_size,
+        num_workers,
+        generator,
+        root=root,
+        download=download,
+        cache_dir=cache_dir,
+        cache=cache,
+        return_boxes=return_boxes,
+        transform=transform,
+        target_transform=target_transform,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -130,22 +131,7 @@ class ClutteredConfig:
         def name(attr: str) -> str:
             return f"ClutteredConfig.{attr}"
 
-        checked: dict[str, Any] = {
-            "image_size": integer(self.image_size, name("image_size"), 8),
-            "scale_range": split_fractions(self.scale_range, name("scale_range"), low_open=True),
-            "backgrounds": picture_names(self.backgrounds, name("backgrounds")),
-            "background_contrast": real(self.background_contrast, name("background_contrast"), 0),
-            "shade_floor": real(self.shade_floor, name("shade_floor"), 0, 1),
-            "alpha_gain": real(self.alpha_gain, name("alpha_gain"), 0, low_open=True),
-            "visible_alpha": real(self.visible_alpha, name("visible_alpha"), 0, 1, low_open=True),
-            "flip_items": flag(self.flip_items, name("flip_items")),
-            "val_items": val_items(self.val_items, name("val_items")),
-            "seed": integer(self.seed, name("seed")),
-        }
-        for attr in ("background_crop", "background_brightness", "tint_saturation", "tint_value"):
-            checked[attr] = split_fractions(getattr(self, attr), name(attr))
-        for attr in ("n_train", "n_val", "n_test"):
-            checked[attr] = integer(getattr(self, attr), name(attr), 0)
+        checked = check_drawing_fields(self, name)
         for attr, value in checked.items():
             object.__setattr__(self, attr, value)
 
@@ -178,6 +164,32 @@ class ClutteredConfig:
         data.update(split=split, epoch=int(epoch))
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_drawing_fields(config: Any, name: Callable[[str], str]) -> dict[str, Any]:
+    """The checked values of the fields every built-in dataset config has.
+
+    The image size, item scale, backgrounds and their colour ranges, the item drawing, the
+    split sizes, ``val_items`` and the seed (of :class:`ClutteredConfig` and the scenes'
+    ``SceneConfig``); ``name`` turns a field into the name errors give.
+    """
+    checked: dict[str, Any] = {
+        "image_size": integer(config.image_size, name("image_size"), 8),
+        "scale_range": split_fractions(config.scale_range, name("scale_range"), low_open=True),
+        "backgrounds": picture_names(config.backgrounds, name("backgrounds")),
+        "background_contrast": real(config.background_contrast, name("background_contrast"), 0),
+        "shade_floor": real(config.shade_floor, name("shade_floor"), 0, 1),
+        "alpha_gain": real(config.alpha_gain, name("alpha_gain"), 0, low_open=True),
+        "visible_alpha": real(config.visible_alpha, name("visible_alpha"), 0, 1, low_open=True),
+        "flip_items": flag(config.flip_items, name("flip_items")),
+        "val_items": val_items(config.val_items, name("val_items")),
+        "seed": integer(config.seed, name("seed")),
+    }
+    for attr in ("background_crop", "background_brightness", "tint_saturation", "tint_value"):
+        checked[attr] = split_fractions(getattr(config, attr), name(attr))
+    for attr in ("n_train", "n_val", "n_test"):
+        checked[attr] = integer(getattr(config, attr), name(attr), 0)
+    return checked
 
 
 def split_fractions(value: Any, name: str, low_open: bool = False) -> tuple[float, float]:

@@ -42,13 +42,11 @@ from captum_realtime_mask.datasets.config import (
     DEFAULT_BACKGROUNDS,
     SPLITS,
     Split,
+    check_drawing_fields,
     check_split,
-    picture_names,
-    split_fractions,
-    val_items,
 )
 from captum_realtime_mask.datasets.rendering import render_scenes
-from captum_realtime_mask.datasets.splits import CachedSplit
+from captum_realtime_mask.datasets.splits import CachedSplit, split_dataloaders
 from captum_realtime_mask.errors import InputError
 
 __all__ = [
@@ -144,20 +142,11 @@ class SceneConfig:
             return f"SceneConfig.{attr}"
 
         checked: dict[str, Any] = {
-            "image_size": integer(self.image_size, name("image_size"), 8),
+            **check_drawing_fields(self, name),
             "min_items": integer(self.min_items, name("min_items"), 1),
             "max_items": integer(self.max_items, name("max_items"), 1),
-            "scale_range": split_fractions(self.scale_range, name("scale_range"), low_open=True),
             "max_iou": real(self.max_iou, name("max_iou"), 0, 1),
             "placement_tries": integer(self.placement_tries, name("placement_tries"), 1),
-            "backgrounds": picture_names(self.backgrounds, name("backgrounds")),
-            "background_contrast": real(self.background_contrast, name("background_contrast"), 0),
-            "shade_floor": real(self.shade_floor, name("shade_floor"), 0, 1),
-            "alpha_gain": real(self.alpha_gain, name("alpha_gain"), 0, low_open=True),
-            "visible_alpha": real(self.visible_alpha, name("visible_alpha"), 0, 1, low_open=True),
-            "flip_items": flag(self.flip_items, name("flip_items")),
-            "val_items": val_items(self.val_items, name("val_items")),
-            "seed": integer(self.seed, name("seed")),
         }
         low, high = checked["min_items"], checked["max_items"]
         if high > NUM_CLASSES:
@@ -173,10 +162,6 @@ class SceneConfig:
                 name("max_items"),
             )
         checked["count_weights"] = _weights(self.count_weights, high - low + 1, name)
-        for attr in ("background_crop", "background_brightness", "tint_saturation", "tint_value"):
-            checked[attr] = split_fractions(getattr(self, attr), name(attr))
-        for attr in ("n_train", "n_val", "n_test"):
-            checked[attr] = integer(getattr(self, attr), name(attr), 0)
         for attr, value in checked.items():
             object.__setattr__(self, attr, value)
 
@@ -576,27 +561,19 @@ def scene_dataloaders(
         :class:`FashionMNISTScenes`.
     """
     config = config if config is not None else SceneConfig()
-    if generator is None:
-        generator = torch.Generator().manual_seed(config.seed)
-    loaders = {}
-    for split in splits:
-        dataset = FashionMNISTScenes(
-            split,
-            config,
-            root=root,
-            download=download,
-            cache_dir=cache_dir,
-            cache=cache,
-            return_boxes=return_boxes,
-            transform=transform,
-            target_transform=target_transform,
-        )
-        loaders[split] = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=split == "train",
-            num_workers=num_workers,
-            generator=generator if split == "train" else None,
-            collate_fn=scene_collate,
-        )
-    return loaders
+    return split_dataloaders(
+        FashionMNISTScenes,
+        config,
+        splits,
+        batch_size,
+        num_workers,
+        generator,
+        scene_collate,
+        root=root,
+        download=download,
+        cache_dir=cache_dir,
+        cache=cache,
+        return_boxes=return_boxes,
+        transform=transform,
+        target_transform=target_transform,
+    )

@@ -14,11 +14,13 @@ import functools
 import json
 import operator
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from captum_realtime_mask._checks import integer
 from captum_realtime_mask.checkpoint import atomic_write
@@ -26,7 +28,7 @@ from captum_realtime_mask.datasets.cache import CACHE_ENV, default_cache_dir
 from captum_realtime_mask.datasets.config import SPLITS
 from captum_realtime_mask.datasets.fashion_mnist import load_fashion_mnist
 
-__all__ = ["CachedSplit", "write_npz"]
+__all__ = ["CachedSplit", "split_dataloaders", "write_npz"]
 
 
 class CachedSplit(Dataset):
@@ -170,3 +172,33 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` as an uncompressed ``.npz`` (for ``atomic_write``)."""
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
+
+
+def split_dataloaders(
+    dataset_cls: type[CachedSplit],
+    config: Any,
+    splits: Sequence[str],
+    batch_size: int,
+    num_workers: int,
+    generator: torch.Generator | None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    **dataset_options: Any,
+) -> dict[str, DataLoader]:
+    """A DataLoader per split of ``dataset_cls``; only ``"train"`` is shuffled.
+
+    The training loader shuffles with ``generator`` (a new one seeded with ``config.seed``
+    when None); ``dataset_options`` go to every split's dataset.
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(config.seed)
+    loaders = {}
+    for split in splits:
+        loaders[split] = DataLoader(
+            dataset_cls(split, config, **dataset_options),
+            batch_size=batch_size,
+            shuffle=split == "train",
+            num_workers=num_workers,
+            generator=generator if split == "train" else None,
+            collate_fn=collate_fn,
+        )
+    return loaders
