@@ -315,21 +315,21 @@ def test_report_names_subset_rows_and_objective_overrides_only_when_present():
 def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
     import multiprocessing
 
-    from captum_realtime_mask.benchmark import runner
+    from captum_realtime_mask.benchmark import _jobs
 
     before = torch.get_num_threads()
     alive = multiprocessing.get_context("spawn").Value("i", 2)
-    monkeypatch.setattr(runner, "_JOBS_ALIVE", None)
-    monkeypatch.setattr(runner, "_ALL_THREADS", 1)
+    monkeypatch.setattr(_jobs, "_JOBS_ALIVE", None)
+    monkeypatch.setattr(_jobs, "_ALL_THREADS", 1)
     try:
-        runner._share_threads()  # in-process runs: no worker state, threads untouched
+        _jobs.share_threads()  # in-process runs: no worker state, threads untouched
         assert torch.get_num_threads() == before
-        runner._init_worker(alive, 4)
-        runner._share_threads()
+        _jobs._init_worker(alive, 4)
+        _jobs.share_threads()
         assert torch.get_num_threads() == 2
-        runner._job_done()
+        _jobs.job_done()
         assert alive.value == 1
-        runner._share_threads()
+        _jobs.share_threads()
         assert torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
@@ -454,6 +454,7 @@ def test_quick_mode_settings_are_unchanged():
     assert {name: getattr(runner, name) for name in settings} == settings
     assert asdict(runner.BenchmarkConfig.for_mode("quick")) == {
         "mode": "quick",
+        "suite": "single",
         "output": "runs/demo",
         "cache_dir": None,
         "blackboxes": ("resnet",),
@@ -479,6 +480,8 @@ def test_quick_mode_settings_are_unchanged():
         "jobs": 2,
         "threads": None,
         "channels_last": True,
+        "faithfulness_images": 32,
+        "costly_images": None,
         "extra": {},
     }
 

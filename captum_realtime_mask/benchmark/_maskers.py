@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,23 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from captum_realtime_mask.attribution import RealTimeMaskAttribution
+from captum_realtime_mask.benchmark._jobs import share_threads
 from captum_realtime_mask.benchmark.blackbox import training_data_fields
 from captum_realtime_mask.benchmark.config import BenchmarkConfig
-from captum_realtime_mask.benchmark.settings import BENCHMARK_FIT
+from captum_realtime_mask.benchmark.methods import Method
+from captum_realtime_mask.benchmark.settings import (
+    BENCHMARK_FIT,
+    FROZEN_ENCODER,
+    SCRATCH_ENCODER,
+    SCRATCH_FIT,
+)
 from captum_realtime_mask.datasets.config import ClutteredConfig
+from captum_realtime_mask.datasets.scenes import SceneConfig
 from captum_realtime_mask.masker.encoders import EncoderSpec
 from captum_realtime_mask.objective import ObjectiveConfig
 from captum_realtime_mask.training import RUN_SHAPING_OPTIONS, FitConfig
 
-__all__ = ["fit_masker", "mask_fn", "masker_key", "train_loader"]
+__all__ = ["MASKER_ROWS", "fit_masker", "mask_fn", "masker_key", "masker_methods", "train_loader"]
 
 #: fit() options that the benchmark sets itself (in the key as they are); the other
 #: run-shaping options enter the key with their defaults or ``BENCHMARK_FIT``'s values.
@@ -37,7 +46,7 @@ def masker_key(
     model: nn.Module,
     encoder: EncoderSpec,
     cfg: BenchmarkConfig,
-    data: ClutteredConfig,
+    data: ClutteredConfig | SceneConfig,
     epochs: int,
     options: dict[str, Any],
 ) -> str:
@@ -144,3 +153,50 @@ def mask_fn(
     if k == 0:
         return lambda x, t: attr.mask(x, target=t)
     return lambda x, t: attr.attribute(x, target=t, refine_steps=k)[:, :1]
+
+
+#: The two learned-mask rows: label, encoder and fit() options beyond ``BENCHMARK_FIT``.
+MASKER_ROWS = (
+    ("RealTimeMask (frozen classifier encoder)", FROZEN_ENCODER, {}),
+    ("RealTimeMask (encoder trained from scratch)", SCRATCH_ENCODER, SCRATCH_FIT),
+)
+
+
+def masker_methods(
+    model: nn.Module,
+    bb_name: str,
+    cfg: BenchmarkConfig,
+    data_cfg: ClutteredConfig | SceneConfig,
+    cache: Path,
+    train: Dataset,
+    val: Dataset,
+    log: Callable[[str], None],
+) -> list[Method]:
+    """The learned-mask rows: each masker's plain mask, and the refined frozen-encoder masks.
+
+    ``cfg`` carries this black box's objective; ``train`` and ``val`` yield ``(images,
+    labels, ...)`` items that PyTorch's default collate batches.
+    """
+    val_loader = DataLoader(val, batch_size=cfg.batch_size)
+    methods: list[Method] = []
+    for label, encoder, options in MASKER_ROWS:
+        share_threads()
+        t0 = time.perf_counter()
+        epochs = cfg.masker_epochs_for(bb_name, scratch=encoder is SCRATCH_ENCODER)
+        key = masker_key(model, encoder, cfg, data_cfg, epochs, options)
+        folder = cache / "maskers" / f"{bb_name}-{key}"
+        attr = fit_masker(model, encoder, train, val_loader, cfg, epochs, options, folder, log)
+        log(f"[{bb_name}] masker '{label}' ready ({time.perf_counter() - t0:.0f} s)")
+        for k in cfg.refine_steps if encoder is FROZEN_ENCODER else (0,):
+            name = label if k == 0 else f"{label} + {k} refinement steps"
+            methods.append(
+                Method(
+                    name,
+                    mask_fn(attr, k),
+                    kind="mask",
+                    masker=attr if k == 0 else None,
+                    per_image_optimisation=k > 0,
+                    objective=attr.objective.to_dict() if k > 0 else None,
+                )
+            )
+    return methods

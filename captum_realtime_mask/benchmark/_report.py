@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from captum_realtime_mask.benchmark._faithfulness import FAITHFULNESS_STEPS, ROAD_PERCENTILES
 from captum_realtime_mask.benchmark._scoring import THROUGHPUT_BUDGET_S, THROUGHPUT_CALLS
 from captum_realtime_mask.benchmark.config import trained_objective
 
@@ -34,6 +35,12 @@ def markdown(results: dict[str, Any]) -> str:
         "Thresholds of non-mask methods were chosen on "
         f"{_threshold_images(results['config'])} validation images. "
         "An empty map has no pixel at or above its threshold; its box is the whole image. "
+        f"Deletion and insertion: {FAITHFULNESS_STEPS} steps of blurred pixels in the map's "
+        "order, area under the class's softmax probability (lower and higher are better); "
+        "ins - del their difference; ROAD: pytorch-grad-cam's (LeRF - MoRF) / 2 at "
+        f"percentiles {list(ROAD_PERCENTILES)}; all three on the first "
+        f"{results['config'].get('faithfulness_images') or results['config']['n_test']} test "
+        "images. "
         "The second and third error columns split the test images into those the black box "
         "classifies correctly and the others. Images/s: the median of at most "
         f"{THROUGHPUT_CALLS} timed calls on the same {results['config']['throughput_batch']} "
@@ -103,8 +110,9 @@ def _blackbox_section(name: str, bb: dict[str, Any], config: dict[str, Any]) -> 
         *_objective_note(bb, config["objective"]),
         "| method | loc. error (%) | loc. error, correctly classified (%) "
         "| loc. error, misclassified (%) | empty maps (%) "
-        "| saliency metric | box area | threshold | images/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| saliency metric | box area | deletion | insertion | ins - del | ROAD "
+        "| threshold | images/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in bb["rows"]:
         lines.append(
@@ -113,6 +121,7 @@ def _blackbox_section(name: str, bb: dict[str, Any], config: dict[str, Any]) -> 
             f"{_fmt(r.get('localisation_error_misclassified'), '.1f')} | "
             f"{_fmt(_percent(r.get('empty_maps')), '.1f')} | "
             f"{_fmt(r['saliency_metric'], '.3f')} | {_fmt(r['box_area'], '.3f')} | "
+            f"{faithfulness_cells(r)} | "
             f"{_fmt(r['threshold'], '.2f')} | {_fmt(r['images_per_s'], '.1f')} |"
         )
     lines += _first_images_table(bb["rows"])
@@ -125,6 +134,12 @@ def _blackbox_section(name: str, bb: dict[str, Any], config: dict[str, Any]) -> 
             )
     lines.append("")
     return lines
+
+
+def faithfulness_cells(row: dict[str, Any]) -> str:
+    """A row's deletion, insertion, insertion-minus-deletion and ROAD cells ("–" if absent)."""
+    keys = ("deletion_auc", "insertion_auc", "insertion_minus_deletion", "road_combined")
+    return " | ".join(_fmt(row.get(k), ".3f") for k in keys)
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -1,7 +1,8 @@
 """One row of the benchmark: a method's maps or boxes on the test images, scored.
 
 The paper's protocol: localisation error (threshold, tightest box, a hit when IoU > 0.5 with
-the item's box), the saliency metric, the mean box area, and images per second on one batch.
+the item's box), the saliency metric, the mean box area, and images per second on one batch;
+beside it deletion, insertion and ROAD on the first ``faithfulness_images`` test images.
 Learned masks are thresholded at 0.5; other maps are min-max normalised and thresholded at
 the value with the lowest localisation error on the validation images.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from captum_realtime_mask.benchmark._faithfulness import faithfulness_scores
 from captum_realtime_mask.benchmark.config import BenchmarkConfig
 from captum_realtime_mask.benchmark.methods import Method
 from captum_realtime_mask.metrics import (
@@ -170,6 +172,8 @@ def _map_scores(
     row.update(
         _score(model, x, y, b, maps, threshold, normalize, bs, correct, cfg.iterative_images)
     )
+    n = min(cfg.faithfulness_images or len(x), len(x))
+    row.update(faithfulness_scores(model, x[:n], maps[:n], y[:n], bs, cfg.seed))
     row["threshold"] = threshold
     tb = min(cfg.throughput_batch, len(x))
     row["images_per_s"], row["throughput_calls"] = throughput(method.explain, x[:tb], y[:tb])

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from captum_realtime_mask._checks import describe, flag, integer, one_of, real
 from captum_realtime_mask.benchmark.augment import augment, box_aware_crops
+from captum_realtime_mask.benchmark.tasks import Task, evaluate_accuracy, evaluate_map, task_of
 from captum_realtime_mask.checkpoint import atomic_write
 from captum_realtime_mask.datasets.cache import default_cache_dir
-from captum_realtime_mask.datasets.cluttered import ClutteredFashionMNIST
 from captum_realtime_mask.datasets.config import CLUTTERED_MEAN, CLUTTERED_STD, ClutteredConfig
+from captum_realtime_mask.datasets.scenes import SceneConfig
 from captum_realtime_mask.errors import CheckpointError, InputError, TrainingError
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "blackbox_cache_paths",
     "box_aware_crops",
     "evaluate_accuracy",
+    "evaluate_map",
     "load_blackbox",
     "save_blackbox",
     "train_blackbox",
@@ -275,35 +276,7 @@ def _create(config: BlackBoxConfig, num_classes: int = 10) -> BlackBox:
 # Training, evaluation, caching
 
 
-@torch.no_grad()
-def evaluate_accuracy(
-    model: nn.Module, dataset: ClutteredFashionMNIST, batch_size: int = 500
-) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` (the model's mode is restored afterwards).
-
-    Args:
-        model: A classifier of ``[0, 1]`` images.
-        dataset: The images and labels.
-        batch_size: Images per forward pass.
-
-    Returns:
-        The fraction of images classified correctly.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        correct = 0
-        for start in range(0, len(dataset), batch_size):
-            x = dataset.float_images(slice(start, start + batch_size)).to(device)
-            y = dataset.labels[start : start + batch_size].to(device)
-            correct += int((model(x).argmax(dim=1) == y).sum())
-        return correct / max(1, len(dataset))
-    finally:
-        model.train(was_training)
-
-
-def training_data_fields(dataset: ClutteredConfig) -> dict[str, Any]:
+def training_data_fields(dataset: ClutteredConfig | SceneConfig) -> dict[str, Any]:
     """The dataset settings that change training: all but the validation and test sizes.
 
     Cache keys of black boxes and benchmark maskers hash these, so an evaluation on fewer
@@ -314,7 +287,7 @@ def training_data_fields(dataset: ClutteredConfig) -> dict[str, Any]:
 
 def blackbox_cache_paths(
     config: BlackBoxConfig,
-    dataset: ClutteredConfig,
+    dataset: ClutteredConfig | SceneConfig,
     cache_dir: str | os.PathLike[str] | None = None,
     max_steps: int | None = None,
 ) -> tuple[Path, Path]:
@@ -419,7 +392,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 def train_blackbox(
     arch: str | BlackBoxConfig = "resnet",
-    dataset: ClutteredConfig | None = None,
+    dataset: ClutteredConfig | SceneConfig | None = None,
     *,
     epochs: int | None = None,
     seed: int | None = None,
@@ -430,13 +403,17 @@ def train_blackbox(
     num_threads: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> BlackBox:
-    """Train a black-box classifier from scratch on cluttered Fashion-MNIST, or load it.
+    """Train a black-box classifier from scratch on cluttered Fashion-MNIST or scenes, or load it.
 
     The model is trained on the ``"train"`` split with fresh composites every epoch (see
     :class:`BlackBoxConfig`), random crops that keep most of the item (resized to the full
     size, aspect ratio free, so the saliency metric's crops are in distribution) and flips,
     with a one-cycle learning-rate schedule. Its accuracy on the ``"val"`` split is logged
-    every epoch and its ``"test"`` accuracy recorded at the end. The weights are cached as
+    every epoch and its ``"test"`` accuracy recorded at the end. On scenes (a
+    :class:`~captum_realtime_mask.datasets.SceneConfig`) it is a multi-label classifier instead
+    (see :mod:`~captum_realtime_mask.benchmark.tasks`): binary cross-entropy per class, crops
+    that keep the box around all items, and mAP in place of accuracy (``"val_map"``,
+    ``"test_map"``). The weights are cached as
     ``<cache_dir>/blackboxes/<arch>-<hash>.safetensors`` with a JSON record beside them
     (architecture, both configurations, accuracies, training time and thread count); a later
     call with the same parameters loads them instead of training.
@@ -445,7 +422,8 @@ def train_blackbox(
         arch: A key of :data:`BLACKBOX_PRESETS` (``"resnet"``, ``"cspdarknet"``), a timm model
             name (trained with the default :class:`BlackBoxConfig` settings), or a full
             :class:`BlackBoxConfig`.
-        dataset: The dataset parameters; default :class:`ClutteredConfig`.
+        dataset: The dataset parameters; default :class:`ClutteredConfig`; a
+            :class:`~captum_realtime_mask.datasets.SceneConfig` trains a multi-label model.
         epochs: Overrides the configuration's number of epochs.
         seed: Overrides the configuration's seed.
         cache_dir: Cache folder (default :func:`default_cache_dir`); the dataset's validation
@@ -518,7 +496,7 @@ def _resolve_config(arch: str | BlackBoxConfig) -> BlackBoxConfig:
 
 def _train(
     config: BlackBoxConfig,
-    dataset: ClutteredConfig,
+    dataset: ClutteredConfig | SceneConfig,
     cache_dir: str | os.PathLike[str] | None,
     root: str | os.PathLike[str] | None,
     max_steps: int | None,
@@ -526,11 +504,12 @@ def _train(
 ) -> tuple[BlackBox, dict[str, Any]]:
     """Train a black box from scratch; returns it (eval mode) and its training record."""
     start_time = time.perf_counter()
+    task = task_of(dataset)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    train = ClutteredFashionMNIST("train", dataset, root=root, cache=False)
-    val = ClutteredFashionMNIST("val", dataset, root=root, cache_dir=cache_dir)
-    test = ClutteredFashionMNIST("test", dataset, root=root, cache_dir=cache_dir)
+    train = task.split_class("train", dataset, root=root, cache=False)
+    val = task.split_class("val", dataset, root=root, cache_dir=cache_dir)
+    test = task.split_class("test", dataset, root=root, cache_dir=cache_dir)
     if len(train) == 0:
         raise InputError(
             "the training split is empty (dataset.n_train == 0).", argument="train_blackbox"
@@ -541,7 +520,8 @@ def _train(
     total_steps = math.ceil(len(train) / config.batch_size) * config.epochs
     if max_steps is not None:
         total_steps = min(total_steps, max_steps)
-    run = _Run(model, config, generator, memory_format, total_steps)
+    run = _Run(model, config, task, generator, memory_format, total_steps)
+    metric = task.metric
     history: list[dict[str, Any]] = []
     for epoch in range(config.epochs):
         if run.step >= total_steps:
@@ -550,35 +530,36 @@ def _train(
         if config.fresh_epochs:
             train.set_epoch(epoch)
         train_loss, train_accuracy = run.epoch(train)
-        val_accuracy = evaluate_accuracy(model, val) if len(val) else None
+        val_score = task.evaluate(model, val) if len(val) else None
         entry = {
             "epoch": epoch,
             "steps": run.step,
             "train_loss": train_loss,
             "train_accuracy": train_accuracy,
-            "val_accuracy": val_accuracy,
+            f"val_{metric}": val_score,
             "seconds": time.perf_counter() - epoch_start,
         }
         history.append(entry)
         emit(
             f"{config.arch} epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.3f}, "
-            f"train acc {entry['train_accuracy']:.3f}, val acc {val_accuracy}, "
+            f"train acc {entry['train_accuracy']:.3f}, val {metric} {val_score}, "
             f"{entry['seconds']:.0f} s"
         )
     train_seconds = time.perf_counter() - start_time
     model = model.to(memory_format=torch.contiguous_format).eval()
-    test_accuracy = evaluate_accuracy(model, test) if len(test) else None
-    emit(f"{config.arch}: test accuracy {test_accuracy} after {train_seconds:.0f} s")
+    test_score = task.evaluate(model, test) if len(test) else None
+    emit(f"{config.arch}: test {metric} {test_score} after {train_seconds:.0f} s")
     info = {
         "arch": config.arch,
         "num_classes": 10,
+        "task": task.name,
         "input": "RGB images in [0, 1], shape (N, 3, S, S); normalisation is inside the model",
         "blackbox": config.to_dict(),
         "dataset": dataset.to_dict(),
         "max_steps": max_steps,
         "steps": run.step,
-        "test_accuracy": test_accuracy,
-        "val_accuracy": history[-1]["val_accuracy"] if history else None,
+        f"test_{metric}": test_score,
+        f"val_{metric}": history[-1][f"val_{metric}"] if history else None,
         "train_seconds": train_seconds,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -594,11 +575,12 @@ class _Run:
         self,
         model: BlackBox,
         config: BlackBoxConfig,
+        task: Task,
         generator: torch.Generator,
         memory_format: torch.memory_format,
         total_steps: int,
     ) -> None:
-        self.model, self.config, self.generator = model, config, generator
+        self.model, self.config, self.task, self.generator = model, config, task, generator
         self.memory_format, self.total_steps, self.step = memory_format, total_steps, 0
         groups = _param_groups(model, config.weight_decay)
         if config.optimizer == "sgd":
@@ -617,7 +599,7 @@ class _Run:
             final_div_factor=1e3,
         )
 
-    def epoch(self, train: ClutteredFashionMNIST) -> tuple[float, float]:
+    def epoch(self, train: Any) -> tuple[float, float]:
         """One pass over ``train`` in a random order (until the last step); loss and accuracy."""
         config, model = self.config, self.model
         model.train()
@@ -631,7 +613,7 @@ class _Run:
             y = train.labels[index]
             x = augment(
                 x,
-                train.boxes[index],
+                self.task.crop_boxes(train.boxes[index]),
                 config.crop_prob,
                 config.min_cover,
                 config.flip_prob,
@@ -639,7 +621,7 @@ class _Run:
             )
             x = x.contiguous(memory_format=self.memory_format)
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            loss = self.task.loss(logits, y, config.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"train_blackbox: the loss became {loss.item()} at step {self.step}; lower "
@@ -652,5 +634,5 @@ class _Run:
             self.step += 1
             loss_sum += loss.detach().item() * len(y)
             seen += len(y)
-            correct += int((logits.argmax(dim=1) == y).sum())
+            correct += int(self.task.hits(logits.detach(), y))
         return loss_sum / max(1, seen), correct / max(1, seen)

@@ -17,9 +17,13 @@ from captum_realtime_mask.benchmark.settings import (
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import ObjectiveConfig, resolve_classifier_output
 
-__all__ = ["BenchmarkConfig", "Mode", "trained_objective"]
+__all__ = ["SUITES", "BenchmarkConfig", "Mode", "Suite", "trained_objective"]
 
 Mode = Literal["quick", "full"]
+Suite = Literal["single", "scenes"]
+
+#: The benchmark's suites: one item per cluttered image, and scenes of one to three items.
+SUITES = ("single", "scenes")
 
 #: Counts of at least one, and those that may also be None.
 _POSITIVE = (
@@ -40,6 +44,8 @@ _POSITIVE_OR_NONE = (
     "threads",
     "scratch_masker_epochs",
     "threshold_images",
+    "faithfulness_images",
+    "costly_images",
 )
 
 
@@ -47,12 +53,20 @@ _POSITIVE_OR_NONE = (
 class BenchmarkConfig:
     """What the benchmark runs; ``quick`` and ``full`` differ only in sizes.
 
+    ``suite="single"`` is the paper's protocol on cluttered Fashion-MNIST (one item per
+    image, :class:`~captum_realtime_mask.datasets.ClutteredConfig`); ``suite="scenes"`` runs
+    the same methods on :class:`~captum_realtime_mask.datasets.FashionMNISTScenes` (one to
+    three items of distinct classes per 96-pixel image) with multi-label black boxes, and
+    scores every present class of every image (see
+    :mod:`captum_realtime_mask.benchmark.scenes`).
+
     The full mode's choices below were made on the validation split; the docs' benchmark
     page gives the figures behind each ("How the benchmark's settings were chosen").
 
     Attributes:
         mode: ``"quick"`` (minutes; the README's main job) or ``"full"`` (the results in
             the docs).
+        suite: ``"single"`` (cluttered Fashion-MNIST) or ``"scenes"``.
         output: Folder for ``results.json``, ``results.md`` and ``figure.png``.
         cache_dir: Cache for datasets, black boxes and maskers (default: the package's).
         blackboxes: Keys of ``BLACKBOX_PRESETS``.
@@ -90,6 +104,11 @@ class BenchmarkConfig:
         channels_last: Evaluate each black box in channels-last memory format, which its
             maskers' frozen encoder and the baselines then use too (faster on CPU); the
             scores change only by floating-point rounding.
+        faithfulness_images: Test images (scenes: their present classes) also scored with
+            deletion, insertion and ROAD (the first ones; None: all). The full modes use 100
+            images and 25 scenes, to keep their time budgets.
+        costly_images: Scenes suite: test scenes given to the methods that cost hundreds of
+            forward passes per map (ScoreCAM; the first ones; None: all).
         extra: Free-form notes, recorded in ``results.json`` with the rest of the config.
 
     Raises:
@@ -98,6 +117,7 @@ class BenchmarkConfig:
     """
 
     mode: Mode = "quick"
+    suite: Suite = "single"
     output: str = "runs/demo"
     cache_dir: str | None = None
     blackboxes: tuple[str, ...] = ("resnet", "cspdarknet")
@@ -123,6 +143,8 @@ class BenchmarkConfig:
     jobs: int = 2
     threads: int | None = None
     channels_last: bool = True
+    faithfulness_images: int | None = None
+    costly_images: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,6 +152,7 @@ class BenchmarkConfig:
             return f"BenchmarkConfig.{attr}"
 
         self.mode = one_of(self.mode, name("mode"), ("quick", "full"))
+        self.suite = one_of(self.suite, name("suite"), SUITES)
         self.output = path_str(self.output, name("output"), "runs/demo")
         self.cache_dir = path_str(self.cache_dir, name("cache_dir"), "~/.cache", none_ok=True)
         self.blackboxes = _blackbox_keys(self.blackboxes, name("blackboxes"))
@@ -178,35 +201,91 @@ class BenchmarkConfig:
         return {**self.objective, **self.objective_by_blackbox.get(blackbox, {})}
 
     @classmethod
-    def for_mode(cls, mode: Mode, **overrides: Any) -> BenchmarkConfig:
-        """The preset sizes of a mode, with overrides (checked like the constructor's)."""
-        if one_of(mode, "mode", ("quick", "full")) == "quick":
-            base = cls(
-                mode="quick",
-                blackboxes=("resnet",),
-                n_train=4000,
-                n_val=100,
-                n_test=200,
-                blackbox_epochs=6,
-                masker_epochs=3,
-                iterative_images=32,
-                iterative_steps=100,
-                refine_steps=(0, 10),
-            )
-        else:
-            base = cls(
-                mode="full",
-                iterative_images=64,
-                refine_steps=(0, 10, 50),
-                threshold_images=250,
-                masker_epochs_by_blackbox={"resnet": 4},
-                scratch_masker_epochs=4,
-                objective_by_blackbox=copy.deepcopy(BENCHMARK_OBJECTIVE_BY_BLACKBOX),
-            )
+    def for_mode(cls, mode: Mode, suite: Suite = "single", **overrides: Any) -> BenchmarkConfig:
+        """The preset sizes of a mode and suite, with overrides (checked like the constructor's)."""
+        mode = one_of(mode, "mode", ("quick", "full"))
+        suite = one_of(suite, "suite", SUITES)
+        base = _PRESETS[suite, mode]()
         unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
         if unknown:
             raise InputError(f"unknown options {unknown}", argument="BenchmarkConfig.for_mode")
         return replace(base, **overrides)
+
+
+def _single_quick() -> BenchmarkConfig:
+    return BenchmarkConfig(
+        mode="quick",
+        blackboxes=("resnet",),
+        n_train=4000,
+        n_val=100,
+        n_test=200,
+        blackbox_epochs=6,
+        masker_epochs=3,
+        iterative_images=32,
+        iterative_steps=100,
+        refine_steps=(0, 10),
+        faithfulness_images=32,
+    )
+
+
+def _single_full() -> BenchmarkConfig:
+    return BenchmarkConfig(
+        mode="full",
+        iterative_images=64,
+        refine_steps=(0, 10, 50),
+        threshold_images=250,
+        faithfulness_images=100,
+        masker_epochs_by_blackbox={"resnet": 4},
+        scratch_masker_epochs=4,
+        objective_by_blackbox=copy.deepcopy(BENCHMARK_OBJECTIVE_BY_BLACKBOX),
+    )
+
+
+def _scenes_quick() -> BenchmarkConfig:
+    return BenchmarkConfig(
+        mode="quick",
+        suite="scenes",
+        blackboxes=("resnet",),
+        n_train=2000,
+        n_val=40,
+        n_test=60,
+        blackbox_epochs=4,
+        masker_epochs=2,
+        iterative_images=8,
+        iterative_steps=100,
+        refine_steps=(0,),
+        ig_steps=20,
+        faithfulness_images=16,
+        costly_images=8,
+    )
+
+
+def _scenes_full() -> BenchmarkConfig:
+    return BenchmarkConfig(
+        mode="full",
+        suite="scenes",
+        n_train=10000,
+        n_val=500,
+        threshold_images=150,
+        n_test=500,
+        blackbox_epochs=12,
+        masker_epochs=3,
+        iterative_images=16,
+        iterative_steps=300,
+        refine_steps=(0,),
+        ig_steps=25,
+        faithfulness_images=25,
+        costly_images=40,
+    )
+
+
+#: The presets of :meth:`BenchmarkConfig.for_mode`, by (suite, mode).
+_PRESETS = {
+    ("single", "quick"): _single_quick,
+    ("single", "full"): _single_full,
+    ("scenes", "quick"): _scenes_quick,
+    ("scenes", "full"): _scenes_full,
+}
 
 
 def _blackbox_keys(value: Any, name: str) -> tuple[str, ...]:
@@ -248,9 +327,11 @@ def _objective(overrides: Any, name: str) -> None:
         raise InputError(f"{err}", argument=name) from None
 
 
-def trained_objective(overrides: dict[str, Any]) -> ObjectiveConfig:
+def trained_objective(overrides: dict[str, Any], multi_label: bool = False) -> ObjectiveConfig:
     """The objective the benchmark's maskers train on, ``classifier_output`` resolved as fit() does.
 
-    The benchmark's labels are class indices, so ``"auto"`` means ``"softmax"``.
+    The single-object suite's labels are class indices, so ``"auto"`` means ``"softmax"``;
+    the scenes suite's (``multi_label``) are multi-hot vectors, so it means ``"sigmoid"``.
     """
-    return resolve_classifier_output(ObjectiveConfig(**overrides), torch.zeros(1, dtype=torch.long))
+    labels = torch.zeros(1, 10) if multi_label else torch.zeros(1, dtype=torch.long)
+    return resolve_classifier_output(ObjectiveConfig(**overrides), labels)

@@ -8,7 +8,8 @@ at the value chosen on the validation split; ``"box"`` methods return a fixed bo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Method", "captum_methods", "find_last_conv"]
+__all__ = ["Method", "captum_methods", "find_last_conv", "iterative_method"]
 
 Explain = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -34,6 +35,8 @@ class Method:
         per_image_optimisation: Optimises every image (iterative mask, refinement): scored on
             the benchmark's smaller ``iterative_images`` subset.
         objective: For per-image optimisation: the objective's fields (recorded in the row).
+        costly: Costs hundreds of forward passes per map (scenes suite: scored on its
+            ``costly_images`` subset).
     """
 
     name: str
@@ -43,6 +46,7 @@ class Method:
     masker: Any = None
     per_image_optimisation: bool = False
     objective: dict[str, Any] | None = None
+    costly: bool = False
 
 
 def find_last_conv(model: nn.Module) -> nn.Module:
@@ -113,4 +117,92 @@ def captum_methods(model: nn.Module, image_size: int, ig_steps: int = 50) -> lis
         Method("Input x gradient", lambda x, t: _channel_abs(ixg.attribute(x, target=t))),
         Method("Grad-CAM", grad_cam),
         Method("Occlusion", occlude),
+    ]
+
+
+def iterative_method(model: nn.Module, steps: int, objective: Any) -> Method:
+    """The iterative mask's row: ``steps`` iterations of ``objective`` on every image.
+
+    The benchmark gives it the objective its maskers are trained on, so that the slow method
+    and the learned one are compared on equal terms.
+    """
+    from captum_realtime_mask.iterative import IterativeMaskAttribution
+
+    iterative = IterativeMaskAttribution(model)
+    return Method(
+        f"Iterative mask ({steps} steps)",
+        lambda x, t: iterative.attribute(x, target=t, n_iter=steps, objective=objective)[:, :1],
+        kind="mask",
+        per_image_optimisation=True,
+        objective=objective.to_dict(),
+    )
+
+
+def feature_layer(model: nn.Module) -> nn.Module:
+    """The last feature stage of a timm classifier (the block output before pooling).
+
+    Read from timm's feature API (``feature_info``), so it is the stage pytorch-grad-cam's
+    documentation recommends (``layer4`` of a ResNet, the last stage of a CSPDarknet); models
+    without ``feature_info`` fall back to their last ``nn.Conv2d``.
+    """
+    net = getattr(model, "classifier", model)
+    info = getattr(net, "feature_info", None)
+    if info:
+        return net.get_submodule(info[-1]["module"])
+    return find_last_conv(model)
+
+
+@contextmanager
+def _quiet_score_cam() -> Iterator[None]:
+    """Silence the progress bar pytorch-grad-cam's ScoreCAM draws for every image."""
+    import functools
+    import types
+
+    import tqdm
+    from pytorch_grad_cam import score_cam
+
+    old = score_cam.tqdm
+    score_cam.tqdm = types.SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
+    try:
+        yield
+    finally:
+        score_cam.tqdm = old
+
+
+def cam_library_methods(model: nn.Module, score_cam_batch: int = 64) -> list[Method]:
+    """pytorch-grad-cam's GradCAM++ and ScoreCAM on ``model``'s last feature stage.
+
+    The second peer library's maps, as it computes them (each map min-max normalised to
+    ``[0, 1]`` by the library, upsampled to the input), for the class's raw score
+    (``ClassifierOutputTarget``). ScoreCAM is gradient-free: one forward pass per channel of
+    the stage, ``score_cam_batch`` at a time, so it is marked ``costly``.
+
+    Raises:
+        ImportError: pytorch-grad-cam is not installed (``pip install grad-cam``, or the
+            package's ``faithfulness`` extra).
+    """
+    from pytorch_grad_cam import GradCAMPlusPlus, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layers = [feature_layer(model)]
+
+    def run(cam_class: type, batch: int | None = None) -> Explain:
+        def explain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            targets = [ClassifierOutputTarget(int(c)) for c in t]
+            fresh = [p for p in model.parameters() if p.grad is None]
+            try:
+                with cam_class(model, target_layers=layers) as cam, _quiet_score_cam():
+                    if batch is not None:
+                        cam.batch_size = batch
+                    out = cam(input_tensor=x, targets=targets)
+            finally:
+                for p in fresh:  # the library's backward pass leaves them in .grad
+                    p.grad = None
+            return torch.from_numpy(out).to(x.dtype)[:, None]
+
+        return explain
+
+    return [
+        Method("GradCAM++ (pytorch-grad-cam)", run(GradCAMPlusPlus)),
+        Method("ScoreCAM (pytorch-grad-cam)", run(ScoreCAM, score_cam_batch), costly=True),
     ]

@@ -16,7 +16,6 @@ This module runs the jobs; the pieces it puts together live beside it:
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -25,10 +24,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from captum_realtime_mask.benchmark import _report
-from captum_realtime_mask.benchmark._maskers import fit_masker, mask_fn, masker_key
+from captum_realtime_mask.benchmark._jobs import job_done, run_jobs, share_threads
+from captum_realtime_mask.benchmark._maskers import masker_methods
 from captum_realtime_mask.benchmark._scoring import Images, batched, method_row
 from captum_realtime_mask.benchmark.blackbox import train_blackbox
 from captum_realtime_mask.benchmark.config import (  # noqa: F401 (old path)
@@ -36,7 +35,7 @@ from captum_realtime_mask.benchmark.config import (  # noqa: F401 (old path)
     Mode,
     trained_objective,
 )
-from captum_realtime_mask.benchmark.methods import Method, captum_methods
+from captum_realtime_mask.benchmark.methods import Method, captum_methods, iterative_method
 from captum_realtime_mask.benchmark.settings import (
     BENCHMARK_FIT,
     BENCHMARK_OBJECTIVE,
@@ -49,7 +48,6 @@ from captum_realtime_mask.checkpoint import atomic_write_bytes
 from captum_realtime_mask.datasets.cache import default_cache_dir
 from captum_realtime_mask.datasets.cluttered import ClutteredFashionMNIST
 from captum_realtime_mask.datasets.config import ClutteredConfig
-from captum_realtime_mask.iterative import IterativeMaskAttribution
 from captum_realtime_mask.objective import ObjectiveConfig
 
 __all__ = [
@@ -65,15 +63,12 @@ __all__ = [
 
 Splits = dict[str, ClutteredFashionMNIST]
 
-#: The two learned-mask rows: label, encoder and fit() options beyond ``BENCHMARK_FIT``.
-_MASKER_ROWS = (
-    ("RealTimeMask (frozen classifier encoder)", FROZEN_ENCODER, {}),
-    ("RealTimeMask (encoder trained from scratch)", SCRATCH_ENCODER, SCRATCH_FIT),
-)
-
 
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark and write its report; returns the results dictionary.
+
+    ``config.suite == "scenes"`` runs the scenes suite
+    (:func:`~captum_realtime_mask.benchmark.scenes.run_scenes_benchmark`).
 
     With ``config.jobs > 1`` the black boxes are evaluated in parallel processes (spawned,
     each with its share of ``config.threads``); their log lines go to standard output.
@@ -86,39 +81,23 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
         The results, as written to ``results.json``: the configuration, the masker options,
         the dataset, the machine, and each black box's record with its rows.
     """
+    if config.suite == "scenes":
+        from captum_realtime_mask.benchmark.scenes import run_scenes_benchmark
+
+        return run_scenes_benchmark(config, log)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     ObjectiveConfig(**config.objective)  # fail before any work on a bad override
     started = time.perf_counter()
     splits = _load_splits(config, cache)  # renders the caches before any worker reads them
-    threads = config.threads or torch.get_num_threads()
-    jobs = max(1, min(config.jobs, len(config.blackboxes), threads))
-    if jobs > 1:
-        per_job = max(1, threads // jobs)
-        log(
-            f"evaluating {len(config.blackboxes)} black boxes in {jobs} processes "
-            f"({per_job} threads each)"
-        )
-        splits = {"test": splits["test"]}  # the workers load their own; keep only the figure's
-        outputs = _run_in_processes(config, cache, jobs, threads, per_job)
-    else:
-        per_job = threads
-        outputs = [
-            _blackbox_job(config, name, cache, threads, log, splits) for name in config.blackboxes
-        ]
+    outputs, machine = run_jobs(_blackbox_job, config, cache, log, splits)
     results: dict[str, Any] = {
         "config": asdict(config),
         "masker_fit": dict(BENCHMARK_FIT),
         "scratch_masker_fit": dict(SCRATCH_FIT),
         "dataset": _data_config(config).to_dict(),
-        "machine": {
-            "platform": platform.platform(),
-            "threads": threads,
-            "processes": jobs,
-            "threads_per_process": per_job,
-            "torch": torch.__version__,
-        },
+        "machine": machine,
         "blackboxes": {name: entry for name, entry, _ in outputs},
     }
     figure_maps = outputs[0][2]
@@ -132,25 +111,6 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
         f"in {results['elapsed_s']:.0f} s"
     )
     return results
-
-
-def _run_in_processes(
-    config: BenchmarkConfig, cache: Path, jobs: int, threads: int, per_job: int
-) -> list[tuple[str, dict[str, Any], dict[str, torch.Tensor]]]:
-    """Every black box's job in spawned processes, ``jobs`` at a time (they load the splits)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("spawn")
-    alive = context.Value("i", jobs)
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(alive, threads)
-    ) as pool:
-        futures = [
-            pool.submit(_blackbox_job, config, name, cache, per_job, None)
-            for name in config.blackboxes
-        ]
-        return [f.result() for f in futures]
 
 
 def _blackbox_job(
@@ -201,7 +161,7 @@ def _blackbox_job(
             model, bb_name, methods, cfg, _images(val), _images(test), log, figure_maps
         )
     finally:
-        _job_done()
+        job_done()
         torch.set_num_threads(previous)
     entry = {
         "arch": model.info.get("blackbox", {}).get("arch", bb_name),
@@ -234,64 +194,16 @@ def _methods(
 
     ``cfg`` carries this black box's objective.
     """
-    methods = _masker_methods(model, bb_name, cfg, data_cfg, cache, train, val, log)
+    methods = masker_methods(model, bb_name, cfg, data_cfg, cache, train, val, log)
     methods += captum_methods(model, data_cfg.image_size, ig_steps=cfg.ig_steps)
     # The iterative mask optimises the objective this black box's maskers are trained on, so
     # that the slow method and the learned one are compared on equal terms.
-    iterative = IterativeMaskAttribution(model)
-    objective = trained_objective(cfg.objective)
-    methods.append(
-        Method(
-            f"Iterative mask ({cfg.iterative_steps} steps)",
-            lambda x, t: iterative.attribute(
-                x, target=t, n_iter=cfg.iterative_steps, objective=objective
-            )[:, :1],
-            kind="mask",
-            per_image_optimisation=True,
-            objective=objective.to_dict(),
-        )
-    )
+    methods.append(iterative_method(model, cfg.iterative_steps, trained_objective(cfg.objective)))
     return methods + [
         Method("Centre box", None, "box", "centre"),
         Method("Max box", None, "box", "max"),
         Method("Ground-truth boxes", None, "box", "gt"),
     ]
-
-
-def _masker_methods(
-    model: nn.Module,
-    bb_name: str,
-    cfg: BenchmarkConfig,
-    data_cfg: ClutteredConfig,
-    cache: Path,
-    train: ClutteredFashionMNIST,
-    val: ClutteredFashionMNIST,
-    log: Callable[[str], None],
-) -> list[Method]:
-    """The learned-mask rows: each masker's plain mask, and the refined frozen-encoder masks."""
-    val_loader = DataLoader(val, batch_size=cfg.batch_size)
-    methods: list[Method] = []
-    for label, encoder, options in _MASKER_ROWS:
-        _share_threads()
-        t0 = time.perf_counter()
-        epochs = cfg.masker_epochs_for(bb_name, scratch=encoder is SCRATCH_ENCODER)
-        key = masker_key(model, encoder, cfg, data_cfg, epochs, options)
-        folder = cache / "maskers" / f"{bb_name}-{key}"
-        attr = fit_masker(model, encoder, train, val_loader, cfg, epochs, options, folder, log)
-        log(f"[{bb_name}] masker '{label}' ready ({time.perf_counter() - t0:.0f} s)")
-        for k in cfg.refine_steps if encoder is FROZEN_ENCODER else (0,):
-            name = label if k == 0 else f"{label} + {k} refinement steps"
-            methods.append(
-                Method(
-                    name,
-                    mask_fn(attr, k),
-                    kind="mask",
-                    masker=attr if k == 0 else None,
-                    per_image_optimisation=k > 0,
-                    objective=attr.objective.to_dict() if k > 0 else None,
-                )
-            )
-    return methods
 
 
 def _score_methods(
@@ -310,7 +222,7 @@ def _score_methods(
         correct = batched(lambda a, t: model(a).argmax(1) == t, xt, yt, cfg.batch_size)
     rows = []
     for method in methods:
-        _share_threads()
+        share_threads()
         row = method_row(model, method, cfg, val, test, correct, figure_maps)
         log(
             f"[{bb_name}] {method.name}: "
@@ -348,33 +260,3 @@ def _is_channels_last(model: nn.Module) -> bool:
     weights = [p for p in model.parameters() if p.dim() == 4]
     cl = torch.channels_last
     return bool(weights) and all(p.is_contiguous(memory_format=cl) for p in weights)
-
-
-# ---------------------------------------------------------------------------------------------
-# Worker processes: the threads are shared among the jobs still running
-
-#: In a worker process: the shared count of black-box jobs still running, and all threads.
-_JOBS_ALIVE: Any = None
-_ALL_THREADS = 1
-
-
-def _init_worker(alive: Any, threads: int) -> None:
-    """Initialise a worker process with the shared job count and the run's threads."""
-    global _JOBS_ALIVE, _ALL_THREADS
-    _JOBS_ALIVE, _ALL_THREADS = alive, threads
-
-
-def _share_threads() -> None:
-    """In a worker, take an equal share of all threads among the jobs still running.
-
-    Called between methods, so a job left alone speeds up once the others are done.
-    """
-    if _JOBS_ALIVE is not None:
-        torch.set_num_threads(max(1, _ALL_THREADS // max(1, _JOBS_ALIVE.value)))
-
-
-def _job_done() -> None:
-    """In a worker, count this job out of those still running."""
-    if _JOBS_ALIVE is not None:
-        with _JOBS_ALIVE.get_lock():
-            _JOBS_ALIVE.value -= 1

@@ -24,12 +24,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    """Run the benchmark in quick or full mode."""
+    """Run a benchmark suite in quick or full mode."""
     from captum_realtime_mask.benchmark.blackbox import BLACKBOX_PRESETS
     from captum_realtime_mask.benchmark.runner import BenchmarkConfig, run_benchmark
 
+    prefix = "" if args.suite == "single" else f"{args.suite}-"
     overrides: dict[str, Any] = {
-        "output": args.output or f"runs/{args.mode}",
+        "output": args.output or f"runs/{prefix}{args.mode}",
         "cache_dir": args.cache_dir,
         "jobs": args.jobs,
     }
@@ -41,7 +42,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 f"--blackboxes: unknown {unknown}; choose from {list(BLACKBOX_PRESETS)}."
             )
         overrides["blackboxes"] = tuple(args.blackboxes)
-    config = BenchmarkConfig.for_mode(args.mode, **overrides)
+    config = BenchmarkConfig.for_mode(args.mode, args.suite, **overrides)
     run_benchmark(config, log=print)
     print(f"wrote {Path(config.output) / 'results.md'} and figure.png")
     return 0

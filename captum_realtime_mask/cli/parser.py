@@ -58,7 +58,16 @@ def _benchmark_options(p: argparse.ArgumentParser) -> None:
         help="quick: minutes, one black box (the main job); full: the docs' results, under an "
         "hour on 2 CPU cores (default quick)",
     )
-    p.add_argument("--output", default=None, help="output folder (default runs/<mode>)")
+    p.add_argument(
+        "--suite",
+        choices=("single", "scenes"),
+        default="single",
+        help="single: one item per cluttered image (the paper's protocol); scenes: one to three "
+        "items per image, multi-label black boxes, every present class scored (default single)",
+    )
+    p.add_argument(
+        "--output", default=None, help="output folder (default runs/<mode>, runs/scenes-<mode>)"
+    )
     p.add_argument(
         "--blackboxes", nargs="+", help="black box presets (resnet, cspdarknet; default: mode's)"
     )

@@ -1,0 +1,116 @@
+"""The benchmark's black-box jobs in worker processes, the threads shared among those running.
+
+Each suite evaluates its black boxes one after the other in this process, or ``jobs`` at a
+time in spawned processes; a worker takes an equal share of all threads among the jobs still
+running (:func:`share_threads`, called between methods), so a job left alone speeds up once
+the others are done.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["job_done", "run_in_processes", "run_jobs", "share_threads"]
+
+#: In a worker process: the shared count of black-box jobs still running, and all threads.
+_JOBS_ALIVE: Any = None
+_ALL_THREADS = 1
+
+
+def run_jobs(
+    job: Callable[..., Any],
+    config: Any,
+    cache: Path,
+    log: Callable[[str], None],
+    splits: dict[str, Any],
+) -> tuple[list[Any], dict[str, Any]]:
+    """Every black box's ``job``, in this process or ``config.jobs`` processes at once.
+
+    Args:
+        job: ``job(config, name, cache, threads, log, splits)``; in a worker process ``log``
+            and ``splits`` are None (it prints its lines and loads its own splits).
+        config: The run's :class:`~captum_realtime_mask.benchmark.config.BenchmarkConfig`.
+        cache: The cache folder.
+        log: Called with one line per step in this process.
+        splits: The loaded splits, for the jobs run in this process.
+
+    Returns:
+        The jobs' outputs in ``config.blackboxes`` order, and the machine's record (platform,
+        threads, processes, threads per process, torch version).
+    """
+    threads = config.threads or torch.get_num_threads()
+    jobs = max(1, min(config.jobs, len(config.blackboxes), threads))
+    if jobs > 1:
+        per_job = max(1, threads // jobs)
+        log(
+            f"evaluating {len(config.blackboxes)} black boxes in {jobs} processes "
+            f"({per_job} threads each)"
+        )
+        args = (config, cache)
+        outputs = run_in_processes(job, config.blackboxes, args, jobs, threads, per_job)
+    else:
+        per_job = threads
+        outputs = [job(config, name, cache, threads, log, splits) for name in config.blackboxes]
+    machine = {
+        "platform": platform.platform(),
+        "threads": threads,
+        "processes": jobs,
+        "threads_per_process": per_job,
+        "torch": torch.__version__,
+    }
+    return outputs, machine
+
+
+def run_in_processes(
+    job: Callable[..., Any],
+    names: tuple[str, ...],
+    args: tuple[Any, ...],
+    jobs: int,
+    threads: int,
+    per_job: int,
+) -> list[Any]:
+    """``job(*args[:1], name, *args[1:], per_job, None)`` for every name, ``jobs`` at a time.
+
+    Args:
+        job: A picklable function ``job(config, name, cache, threads, log)``.
+        names: The black boxes, one job each, results in this order.
+        args: ``(config, cache)``.
+        jobs: Processes at once.
+        threads: Torch threads in all.
+        per_job: Threads of each job at its start.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    config, cache = args
+    context = multiprocessing.get_context("spawn")
+    alive = context.Value("i", jobs)
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_init_worker, initargs=(alive, threads)
+    ) as pool:
+        futures = [pool.submit(job, config, name, cache, per_job, None) for name in names]
+        return [f.result() for f in futures]
+
+
+def _init_worker(alive: Any, threads: int) -> None:
+    """Initialise a worker process with the shared job count and the run's threads."""
+    global _JOBS_ALIVE, _ALL_THREADS
+    _JOBS_ALIVE, _ALL_THREADS = alive, threads
+
+
+def share_threads() -> None:
+    """In a worker, take an equal share of all threads among the jobs still running."""
+    if _JOBS_ALIVE is not None:
+        torch.set_num_threads(max(1, _ALL_THREADS // max(1, _JOBS_ALIVE.value)))
+
+
+def job_done() -> None:
+    """In a worker, count this job out of those still running."""
+    if _JOBS_ALIVE is not None:
+        with _JOBS_ALIVE.get_lock():
+            _JOBS_ALIVE.value -= 1
