@@ -212,35 +212,38 @@ def _write_cli_help() -> None:
         _write_if_changed(GENERATED / f"cli_{command or 'main'}.txt", buffer.getvalue())
 
 
-def _write_benchmark() -> None:
+def _write_benchmark(suite: str = "full", body: str = "benchmark_body.md") -> None:
+    """A results page's body: ``results/<suite>/results.md`` and its figure, or a note."""
     own = DOCS / "benchmark_results.md"
-    results = ROOT / "results" / "full" / "results.md"
-    figure = ROOT / "results" / "full" / "figure.png"
-    if own.is_file():
+    results = ROOT / "results" / suite / "results.md"
+    figure = ROOT / "results" / suite / "figure.png"
+    if own.is_file() and suite == "full":
         text = "```{include} ../benchmark_results.md\n:relative-images:\n```\n"
     elif results.is_file():
         # One level down: the page has its own title.
         lines = results.read_text().splitlines()
         text = "\n".join("#" + line if line.startswith("#") else line for line in lines)
         if figure.is_file():
-            shutil.copyfile(figure, GENERATED / "benchmark_figure.png")
+            shutil.copyfile(figure, GENERATED / f"{suite}_figure.png")
             text += (
-                "\n\n```{image} /_generated/benchmark_figure.png\n"
+                f"\n\n```{{image}} /_generated/{suite}_figure.png\n"
                 ":alt: Masks of every method\n```\n"
             )
     else:
+        command = "--mode full" if suite == "full" else "--suite scenes --mode full"
         text = (
-            ":::{note}\nThe full benchmark's results are pending: they appear here once "
-            "``results/full/results.md`` is committed. Run "
-            "``captum-realtime-mask benchmark --mode full --output results/full`` to produce "
-            "them, or ``captum-realtime-mask demo`` for the quick version.\n:::\n"
+            f":::{{note}}\nThese results are pending: they appear here once "
+            f"``results/{suite}/results.md`` is committed. Run "
+            f"``captum-realtime-mask benchmark {command} --output results/{suite}`` to "
+            "produce them.\n:::\n"
         )
-    _write_if_changed(GENERATED / "benchmark_body.md", text)
+    _write_if_changed(GENERATED / body, text)
 
 
 def _write_results_toctree() -> None:
     """``docs/performance.md`` is written separately: list it only when it exists."""
-    pages = ["/benchmark"] + (["/performance"] if (DOCS / "performance.md").is_file() else [])
+    pages = ["/benchmark", "/benchmark_scenes"]
+    pages += ["/performance"] if (DOCS / "performance.md").is_file() else []
     text = "```{toctree}\n:maxdepth: 1\n:caption: Results\n\n" + "\n".join(pages) + "\n```\n"
     _write_if_changed(GENERATED / "results_toctree.md", text)
 
@@ -250,3 +253,4 @@ _write_results_toctree()
 _write_api()
 _write_cli_help()
 _write_benchmark()
+_write_benchmark("scenes", "scenes_body.md")

@@ -9,13 +9,29 @@ the others are done.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["job_done", "run_in_processes", "run_jobs", "share_threads"]
+from captum_realtime_mask.benchmark.blackbox import train_blackbox
+from captum_realtime_mask.benchmark.tasks import task_of
+
+__all__ = [
+    "job_done",
+    "job_log",
+    "job_threads",
+    "load_splits",
+    "ready_blackbox",
+    "row_line",
+    "run_in_processes",
+    "run_jobs",
+    "share_threads",
+]
 
 #: In a worker process: the shared count of black-box jobs still running, and all threads.
 _JOBS_ALIVE: Any = None
@@ -114,3 +130,73 @@ def job_done() -> None:
     if _JOBS_ALIVE is not None:
         with _JOBS_ALIVE.get_lock():
             _JOBS_ALIVE.value -= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# What every suite's job does first
+
+
+def job_log(log: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``log``, or in a worker process (None) a printer of time-stamped lines."""
+    if log is not None:
+        return log
+
+    def printed(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    return printed
+
+
+@contextmanager
+def job_threads(threads: int) -> Iterator[None]:
+    """Run a job on ``threads`` torch threads; count it done and restore the threads after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        job_done()
+        torch.set_num_threads(previous)
+
+
+def load_splits(config: Any, cache: Path, **options: Any) -> dict[str, Any]:
+    """The train, val and test splits of the run's dataset, rendered and cached on first use.
+
+    ``options`` go to the split class (e.g. ``return_boxes=False`` for scenes).
+    """
+    data = config.data_config()
+    kind = task_of(data).split_class
+    return {n: kind(n, data, cache_dir=cache, **options) for n in ("train", "val", "test")}
+
+
+def ready_blackbox(config: Any, bb_name: str, cache: Path, log: Callable[[str], None]) -> nn.Module:
+    """One black box of the run, trained on its dataset or loaded from the cache, in eval mode.
+
+    Channels-last when ``config.channels_last`` (its maskers' frozen encoder and the
+    baselines then use that format too).
+    """
+    t0 = time.perf_counter()
+    data = config.data_config()
+    model = train_blackbox(
+        bb_name,
+        data,
+        epochs=config.blackbox_epochs,
+        seed=config.seed,
+        cache_dir=cache,
+        max_steps=config.blackbox_max_steps,
+        log=log,
+    ).eval()
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    metric = task_of(data).metric
+    log(
+        f"[{bb_name}] black box ready ({time.perf_counter() - t0:.0f} s); "
+        f"test {metric} {model.info.get(f'test_{metric}')}"
+    )
+    return model
+
+
+def row_line(bb_name: str, method: str, row: dict[str, Any]) -> str:
+    """The log line of one scored row: its float scores, three decimals each."""
+    scores = ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float))
+    return f"[{bb_name}] {method}: {scores}"

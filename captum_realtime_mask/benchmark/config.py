@@ -14,6 +14,8 @@ from captum_realtime_mask.benchmark.settings import (
     BENCHMARK_OBJECTIVE,
     BENCHMARK_OBJECTIVE_BY_BLACKBOX,
 )
+from captum_realtime_mask.datasets.config import ClutteredConfig
+from captum_realtime_mask.datasets.scenes import SceneConfig
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import ObjectiveConfig, resolve_classifier_output
 
@@ -190,6 +192,11 @@ class BenchmarkConfig:
             _objective(overrides, attr)  # a dict, and its fields on their own
             _objective(self.objective_for(key), attr)  # and on top of ``objective``
 
+    def data_config(self) -> ClutteredConfig | SceneConfig:
+        """The dataset of a run: the suite's default images at the run's sizes and seed."""
+        kind = SceneConfig if self.suite == "scenes" else ClutteredConfig
+        return kind(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test, seed=self.seed)
+
     def masker_epochs_for(self, blackbox: str, scratch: bool = False) -> int:
         """Epochs of masker training for one black box (``scratch``: row (b)'s masker)."""
         if scratch and self.scratch_masker_epochs is not None:
@@ -269,7 +276,7 @@ def _scenes_full() -> BenchmarkConfig:
         threshold_images=150,
         n_test=500,
         blackbox_epochs=12,
-        masker_epochs=3,
+        masker_epochs=2,
         iterative_images=16,
         iterative_steps=300,
         refine_steps=(0,),

@@ -26,10 +26,17 @@ import torch
 from torch import nn
 
 from captum_realtime_mask.benchmark import _report
-from captum_realtime_mask.benchmark._jobs import job_done, run_jobs, share_threads
+from captum_realtime_mask.benchmark._jobs import (
+    job_log,
+    job_threads,
+    load_splits,
+    ready_blackbox,
+    row_line,
+    run_jobs,
+    share_threads,
+)
 from captum_realtime_mask.benchmark._maskers import masker_methods
 from captum_realtime_mask.benchmark._scoring import Images, batched, method_row
-from captum_realtime_mask.benchmark.blackbox import train_blackbox
 from captum_realtime_mask.benchmark.config import (  # noqa: F401 (old path)
     BenchmarkConfig,
     Mode,
@@ -90,7 +97,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     ObjectiveConfig(**config.objective)  # fail before any work on a bad override
     started = time.perf_counter()
-    splits = _load_splits(config, cache)  # renders the caches before any worker reads them
+    splits = load_splits(config, cache)  # renders the caches before any worker reads them
     outputs, machine = run_jobs(_blackbox_job, config, cache, log, splits)
     results: dict[str, Any] = {
         "config": asdict(config),
@@ -126,33 +133,12 @@ def _blackbox_job(
     ``splits`` are the loaded datasets (None in a worker process: it loads them itself).
     Returns the black box's key, its record for ``results.json`` and its figure maps.
     """
-    if log is None:
-
-        def log(line: str) -> None:
-            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    log = job_log(log)
+    with job_threads(threads):
         data_cfg = _data_config(config)
-        splits = splits or _load_splits(config, cache)
+        splits = splits or load_splits(config, cache)
         train, val, test = splits["train"], splits["val"], splits["test"]
-        t0 = time.perf_counter()
-        model = train_blackbox(
-            bb_name,
-            data_cfg,
-            epochs=config.blackbox_epochs,
-            seed=config.seed,
-            cache_dir=cache,
-            max_steps=config.blackbox_max_steps,
-            log=log,
-        ).eval()
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        log(
-            f"[{bb_name}] black box ready ({time.perf_counter() - t0:.0f} s); "
-            f"test accuracy {model.info.get('test_accuracy')}"
-        )
+        model = ready_blackbox(config, bb_name, cache, log)
         figure_maps: dict[str, torch.Tensor] = {}
         # This black box's objective, for its maskers' cache keys, training and refinement.
         cfg = replace(config, objective=config.objective_for(bb_name), objective_by_blackbox={})
@@ -160,9 +146,6 @@ def _blackbox_job(
         rows, correct_share = _score_methods(
             model, bb_name, methods, cfg, _images(val), _images(test), log, figure_maps
         )
-    finally:
-        job_done()
-        torch.set_num_threads(previous)
     entry = {
         "arch": model.info.get("blackbox", {}).get("arch", bb_name),
         "test_accuracy": model.info.get("test_accuracy"),
@@ -224,10 +207,7 @@ def _score_methods(
     for method in methods:
         share_threads()
         row = method_row(model, method, cfg, val, test, correct, figure_maps)
-        log(
-            f"[{bb_name}] {method.name}: "
-            + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float))
-        )
+        log(row_line(bb_name, method.name, row))
         rows.append(row)
     return rows, float(correct.float().mean())
 
@@ -238,16 +218,7 @@ def _score_methods(
 
 def _data_config(config: BenchmarkConfig) -> ClutteredConfig:
     """The dataset of a benchmark run: the default composites at the run's sizes and seed."""
-    return ClutteredConfig(
-        n_train=config.n_train, n_val=config.n_val, n_test=config.n_test, seed=config.seed
-    )
-
-
-def _load_splits(config: BenchmarkConfig, cache: Path) -> Splits:
-    """The train, val and test splits, rendered and cached on the first call."""
-    data_cfg = _data_config(config)
-    names = ("train", "val", "test")
-    return {name: ClutteredFashionMNIST(name, data_cfg, cache_dir=cache) for name in names}
+    return config.data_config()  # type: ignore[return-value]
 
 
 def _images(split: ClutteredFashionMNIST) -> Images:

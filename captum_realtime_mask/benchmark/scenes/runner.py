@@ -22,9 +22,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from captum_realtime_mask.benchmark._jobs import job_done, run_jobs, share_threads
+from captum_realtime_mask.benchmark._jobs import (
+    job_log,
+    job_threads,
+    load_splits,
+    ready_blackbox,
+    row_line,
+    run_jobs,
+    share_threads,
+)
 from captum_realtime_mask.benchmark._maskers import masker_methods
-from captum_realtime_mask.benchmark.blackbox import train_blackbox
 from captum_realtime_mask.benchmark.config import BenchmarkConfig, trained_objective
 from captum_realtime_mask.benchmark.methods import (
     Method,
@@ -106,16 +113,12 @@ def run_scenes_benchmark(
 
 def scene_data_config(config: BenchmarkConfig) -> SceneConfig:
     """The scenes of a run: the default :class:`SceneConfig` at the run's sizes and seed."""
-    return SceneConfig(
-        n_train=config.n_train, n_val=config.n_val, n_test=config.n_test, seed=config.seed
-    )
+    return config.data_config()  # type: ignore[return-value]
 
 
 def _load_splits(config: BenchmarkConfig, cache: Path) -> Splits:
     """The train, val and test scenes as ``(image, label)`` items, cached on the first call."""
-    data = scene_data_config(config)
-    names = ("train", "val", "test")
-    return {n: FashionMNISTScenes(n, data, cache_dir=cache, return_boxes=False) for n in names}
+    return load_splits(config, cache, return_boxes=False)
 
 
 def _scene_job(
@@ -130,16 +133,10 @@ def _scene_job(
 
     Returns the black box's key, its record for ``results.json`` and its figure maps.
     """
-    if log is None:
-
-        def log(line: str) -> None:
-            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    log = job_log(log)
+    with job_threads(threads):
         splits = splits or _load_splits(config, cache)
-        model = _blackbox(config, bb_name, cache, log)
+        model = ready_blackbox(config, bb_name, cache, log)
         cfg = replace(config, objective=config.objective_for(bb_name), objective_by_blackbox={})
         methods = _methods(model, bb_name, cfg, cache, splits, log)
         val, test = scene_images(splits["val"]), scene_images(splits["test"])
@@ -148,15 +145,8 @@ def _scene_job(
         rows = []
         for method in methods:
             share_threads()
-            row = scene_row(model, method, cfg, val, test, figure_maps, figure)
-            log(
-                f"[{bb_name}] {method.name}: "
-                + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float))
-            )
-            rows.append(row)
-    finally:
-        job_done()
-        torch.set_num_threads(previous)
+            rows.append(scene_row(model, method, cfg, val, test, figure_maps, figure))
+            log(row_line(bb_name, method.name, rows[-1]))
     entry = {
         "arch": model.info.get("blackbox", {}).get("arch", bb_name),
         "test_map": model.info.get("test_map"),
@@ -172,29 +162,6 @@ def _scene_job(
         "rows": rows,
     }
     return bb_name, entry, figure_maps
-
-
-def _blackbox(
-    config: BenchmarkConfig, bb_name: str, cache: Path, log: Callable[[str], None]
-) -> nn.Module:
-    """The multi-label black box, trained on the run's scenes or loaded from the cache."""
-    t0 = time.perf_counter()
-    model = train_blackbox(
-        bb_name,
-        scene_data_config(config),
-        epochs=config.blackbox_epochs,
-        seed=config.seed,
-        cache_dir=cache,
-        max_steps=config.blackbox_max_steps,
-        log=log,
-    ).eval()
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    log(
-        f"[{bb_name}] black box ready ({time.perf_counter() - t0:.0f} s); "
-        f"test mAP {model.info.get('test_map')}"
-    )
-    return model
 
 
 def _methods(
