@@ -22,6 +22,7 @@ from captum_realtime_mask.benchmark.blackbox import train_blackbox
 from captum_realtime_mask.benchmark.tasks import task_of
 
 __all__ = [
+    "blackbox_record",
     "job_done",
     "job_log",
     "job_threads",
@@ -200,3 +201,29 @@ def row_line(bb_name: str, method: str, row: dict[str, Any]) -> str:
     """The log line of one scored row: its float scores, three decimals each."""
     scores = ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float))
     return f"[{bb_name}] {method}: {scores}"
+
+
+def blackbox_record(config: Any, bb_name: str, model: nn.Module) -> dict[str, Any]:
+    """What both suites record of a black box: its architecture, score, training and maskers.
+
+    The score is the task's (``test_accuracy`` or ``test_map``, and the number of test images
+    it was measured on when the model was trained).
+    """
+    from captum_realtime_mask.benchmark.config import trained_objective
+
+    data = config.data_config()
+    metric, info = task_of(data).metric, model.info
+    multi_label = task_of(data).name == "multi-label"
+    return {
+        "arch": info.get("blackbox", {}).get("arch", bb_name),
+        f"test_{metric}": info.get(f"test_{metric}"),
+        f"test_{metric}_images": (info.get("dataset") or {}).get("n_test"),
+        "blackbox_train_seconds": info.get("train_seconds"),
+        "masker_epochs": {
+            "frozen": config.masker_epochs_for(bb_name),
+            "scratch": config.masker_epochs_for(bb_name, scratch=True),
+        },
+        "masker_objective": trained_objective(
+            config.objective_for(bb_name), multi_label=multi_label
+        ).to_dict(),
+    }

@@ -27,6 +27,7 @@ from torch import nn
 
 from captum_realtime_mask.benchmark import _report
 from captum_realtime_mask.benchmark._jobs import (
+    blackbox_record,
     job_log,
     job_threads,
     load_splits,
@@ -147,16 +148,8 @@ def _blackbox_job(
             model, bb_name, methods, cfg, _images(val), _images(test), log, figure_maps
         )
     entry = {
-        "arch": model.info.get("blackbox", {}).get("arch", bb_name),
-        "test_accuracy": model.info.get("test_accuracy"),
-        "test_accuracy_images": (model.info.get("dataset") or {}).get("n_test"),
-        "blackbox_train_seconds": model.info.get("train_seconds"),
+        **blackbox_record(config, bb_name, model),
         "channels_last": _is_channels_last(model),
-        "masker_epochs": {
-            "frozen": config.masker_epochs_for(bb_name),
-            "scratch": config.masker_epochs_for(bb_name, scratch=True),
-        },
-        "masker_objective": trained_objective(config.objective_for(bb_name)).to_dict(),
         "test_correct_share": correct_share,
         "rows": rows,
     }

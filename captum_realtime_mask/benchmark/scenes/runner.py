@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from captum_realtime_mask.benchmark._jobs import (
+    blackbox_record,
     job_log,
     job_threads,
     load_splits,
@@ -148,17 +149,9 @@ def _scene_job(
             rows.append(scene_row(model, method, cfg, val, test, figure_maps, figure))
             log(row_line(bb_name, method.name, rows[-1]))
     entry = {
-        "arch": model.info.get("blackbox", {}).get("arch", bb_name),
-        "test_map": model.info.get("test_map"),
+        **blackbox_record(config, bb_name, model),
         "val_map": model.info.get("val_map"),
-        "test_map_images": (model.info.get("dataset") or {}).get("n_test"),
-        "blackbox_train_seconds": model.info.get("train_seconds"),
         "blackbox_epochs": (model.info.get("blackbox") or {}).get("epochs"),
-        "masker_epochs": {
-            "frozen": config.masker_epochs_for(bb_name),
-            "scratch": config.masker_epochs_for(bb_name, scratch=True),
-        },
-        "masker_objective": trained_objective(cfg.objective, multi_label=True).to_dict(),
         "rows": rows,
     }
     return bb_name, entry, figure_maps
