@@ -61,6 +61,7 @@ exclude_patterns = [
     ".DS_Store",
     "benchmark_results.md",
     "_generated/benchmark_body.md",  # included by benchmark.md, not a page of its own
+    "_generated/scenes_body.md",  # included by benchmark_scenes.md
 ]
 templates_path: list[str] = []
 
