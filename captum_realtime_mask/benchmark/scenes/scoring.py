@@ -162,13 +162,12 @@ def _error(hits: torch.Tensor, subset: torch.Tensor) -> float | None:
 def _best_threshold(method: Method, cfg: BenchmarkConfig, val: SceneImages) -> float:
     """Threshold (on min-max normalised maps) with the lowest localisation error on ``val``."""
     req = scene_requests(val, cfg.seed, absent=False)
-    data = val
-    grid, target = req.layout(_explain(method, data.images, req, cfg.batch_size))
+    grid, target = req.layout(_explain(method, val.images, req, cfg.batch_size))
     best, best_err = 0.5, float("inf")
     for t in [i / 20 for i in range(1, 20)]:
         err = float(
             scene_localisation_details(
-                grid, target, data.boxes, data.classes, t, normalize="minmax"
+                grid, target, val.boxes, val.classes, t, normalize="minmax"
             ).error
         )
         if err < best_err:
