@@ -50,10 +50,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from captum_realtime_mask import EncoderSpec, ObjectiveConfig, RealTimeMaskAttribution
+from captum_realtime_mask import RealTimeMaskAttribution
 from captum_realtime_mask.benchmark.blackbox import BLACKBOX_PRESETS, train_blackbox
 from captum_realtime_mask.benchmark.methods import find_last_conv
-from captum_realtime_mask.benchmark.runner import BENCHMARK_OBJECTIVE
 from captum_realtime_mask.datasets import (
     FASHION_MNIST_CLASSES,
     ClutteredConfig,
@@ -169,11 +168,7 @@ def masker_for(
         print(f"masker: loaded from {folder}")
         return RealTimeMaskAttribution.load(folder, model)
     print(f"masker: fitting ({sizes['epochs']} epochs), then saving to {folder}")
-    attr = RealTimeMaskAttribution(
-        model,
-        encoder=EncoderSpec(kind="classifier", min_reduction=2),
-        objective=ObjectiveConfig(**BENCHMARK_OBJECTIVE),
-    )
+    attr = RealTimeMaskAttribution(model)
     train = ClutteredFashionMNIST("train", data, cache_dir=cache, return_boxes=False)
     loader = torch.utils.data.DataLoader(
         train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
@@ -182,7 +177,6 @@ def masker_for(
         loader,
         epochs=sizes["epochs"],
         max_steps=sizes["steps"],
-        lr_schedule="cosine",
         progress=False,
     )
     attr.save(folder)

@@ -26,6 +26,7 @@ from captum_realtime_mask._model_state import find_module, frozen_model
 from captum_realtime_mask._speed import (
     AutocastArg,
     InferenceOptions,
+    apply_inference_options,
     masker_forward,
     optimize_for_inference,
 )
@@ -36,12 +37,14 @@ from captum_realtime_mask.iterative import check_refinement
 from captum_realtime_mask.masker.model import MaskerConfig, MaskingModel, Preset
 from captum_realtime_mask.masker.resolve import (
     EncoderArg,
+    derived_min_reduction,
     infer_num_classes,
     resolve_encoder,
 )
-from captum_realtime_mask.objective import ObjectiveConfig
+from captum_realtime_mask.objective import ObjectiveConfig, resolve_area_weight
 from captum_realtime_mask.saved import KIND, read_saved_masker
 from captum_realtime_mask.training import FitConfig, fit_masker
+from captum_realtime_mask.training.batches import peek_image_size
 
 __all__ = ["RealTimeMaskAttribution"]
 
@@ -54,8 +57,8 @@ def _check_init_args(num_classes: Any, seed: Any, objective: Any) -> ObjectiveCo
     check.integer(seed, "seed")
     if objective is None:
         return ObjectiveConfig()
-    if isinstance(objective, dict):
-        return ObjectiveConfig.from_dict(objective)
+    if isinstance(objective, dict):  # overrides of today's defaults (not a saved config)
+        return ObjectiveConfig.from_dict({**ObjectiveConfig().to_dict(), **objective})
     if not isinstance(objective, ObjectiveConfig):
         raise InputError(
             "expected an ObjectiveConfig, a dict of its fields or None, got "
@@ -91,7 +94,11 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
             unless ``pretrained=False``, which trains it from scratch as in section 5.2),
             ``"torchvision:resnet50"``, ``"small_cnn"`` (the paper's CIFAR encoder), an
             :class:`~captum_realtime_mask.masker.EncoderSpec`, or an ``nn.Module`` returning a
-            list of NCHW maps.
+            list of NCHW maps. For a name, the finest map the decoder reads is derived from
+            the image size of the first fit(): stride 2 below 128 px, the paper's stride 4
+            from 128 px up (at least 32 mask cells along the shorter side; see
+            :func:`~captum_realtime_mask.masker.resolve.derived_min_reduction`). Pass an
+            ``EncoderSpec`` to fix it yourself.
         pretrained: For named encoders: load ImageNet weights (needs a network). None means
             True.
         preset: ``"light"`` (default; widths from the encoder, 1 bottleneck, bilinear
@@ -135,6 +142,9 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
         objective = _check_init_args(num_classes, seed, objective)
         super().__init__(forward_func)
         self.model = find_module(forward_func)
+        # The decoder's finest map is derived from the first fit's image size when the
+        # encoder was named by a string (an EncoderSpec or a MaskerConfig is kept as given).
+        self._derive_reduction = masker_config is None and isinstance(encoder, str)
         if masker_config is None:
             num_classes = num_classes or infer_num_classes(self.model)
             if not num_classes or num_classes < 1:
@@ -158,22 +168,46 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
         self._trained = False  # set by fit() and load(); attribute() warns before
         self.history: list[dict[str, float]] = []
         self._encoder_module = module
+        self.masker = self._build_masker(masker_config)
+        self._inference = InferenceOptions()
+
+    def _build_masker(self, config: MaskerConfig) -> MaskingModel:
+        """A fresh masker of ``config``, its initial weights drawn from :attr:`seed`."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(self.seed)
             try:
-                self.masker = MaskingModel(masker_config, self.model, module)
+                masker = MaskingModel(config, self.model, self._encoder_module)
             except (RuntimeError, OSError) as exc:
-                if masker_config.encoder.pretrained:
+                if config.encoder.pretrained:
                     raise InputError(
                         "could not load pretrained weights for "
-                        f"{masker_config.encoder.name!r} ({exc}). Hint: without a network "
+                        f"{config.encoder.name!r} ({exc}). Hint: without a network "
                         "pass pretrained=False (the encoder is then trained from scratch), or "
                         "use encoder='classifier'.",
                         argument="encoder",
                     ) from exc
                 raise
-        self.masker.eval()
-        self._inference = InferenceOptions()
+        return masker.eval()
+
+    def _derive_mask_grid(self, loader: Iterable) -> None:
+        """Before the first fit, feed the decoder the stride that suits the images' size.
+
+        Only for an untrained masker whose encoder was named by a string: the encoder's
+        ``min_reduction`` becomes :func:`~captum_realtime_mask.masker.resolve.derived_min_reduction`
+        of the training images' size (read without consuming the loader), and the masker is
+        rebuilt from the same seed if that changes it. Its inference options are kept.
+        """
+        size = peek_image_size(loader) if self._derive_reduction and not self._trained else None
+        if size is None or any(p.is_inference() for p in self.masker.parameters()):
+            return  # a masker built in inference mode is refused by fit() as it is
+        spec = self.masker.config.encoder
+        wanted = derived_min_reduction(*size)
+        if spec.kind == "small_cnn" or spec.min_reduction == wanted:
+            return  # the small CNN always hands its stride-2 map to the decoder
+        config = replace(self.masker.config, encoder=replace(spec, min_reduction=wanted))
+        with torch.inference_mode(False):  # fit() trains inside inference_mode() too
+            self.masker = self._build_masker(config)
+        apply_inference_options(self.masker, self._inference)
 
     @property
     def num_classes(self) -> int:
@@ -258,17 +292,26 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
         options.setdefault("seed", self.seed)
         config = FitConfig(epochs=epochs, max_steps=max_steps, lr=lr, **options)
         dev = self._training_device(None if device is None else check_device(device))
-        history = fit_masker(
-            self.masker,
-            self.model,
-            loader,
-            self.objective,
-            config,
-            dev,
-            val_loader=val_loader,
-            resume_from=resume_from,
-            save_extra=self._config_dict,
-        )
+        before = self.masker, self.objective
+        self._derive_mask_grid(loader)
+        # A derived area weight is fixed here, so the saved objective records its value.
+        self.objective = resolve_area_weight(self.objective, self.num_classes)
+        try:
+            history = fit_masker(
+                self.masker,
+                self.model,
+                loader,
+                self.objective,
+                config,
+                dev,
+                val_loader=val_loader,
+                resume_from=resume_from,
+                save_extra=self._config_dict,
+            )
+        except BaseException:
+            if self.masker is not before[0]:  # rebuilt for this fit: give the old one back
+                self.masker, self.objective = before
+            raise
         self._trained = True
         if resume_from is not None:
             self.history = list(history)

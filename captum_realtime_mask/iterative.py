@@ -17,11 +17,11 @@ Defaults, and where they come from:
 * Optimiser: Adam, learning rate 0.1 on the logits, 300 iterations (Fong & Vedaldi's
   PyTorch code uses Adam at 0.1 for 300 iterations; the paper says more than 100 are needed).
 * Weights: :class:`~captum_realtime_mask.objective.ObjectiveConfig`'s defaults unchanged
-  (``tv_weight=20``, ``area_weight=3``, ``destroy_weight=5``, ``destroy_power=0.3``), the
-  weights the masker is trained with. Because TV is a mean over neighbour pairs, a hard edge
-  costs about twice as much on the stride-8 grid as on the masker's stride-4 output: the
-  iterative method gets the stronger smoothing the paper says it needs. ``fake_prob`` and
-  ``embedding_weight`` play no part here (every selector is real; there is no gate).
+  (TV weight 5, the area weight derived from the number of classes, 10 from 10 classes up,
+  destroy weight 5 and power 0.3), the weights the masker is trained with. Because TV is a
+  mean over neighbour pairs, a hard edge costs about twice as much on the stride-8 grid as on
+  a stride-4 mask. ``fake_prob`` and ``embedding_weight`` play no part here (every selector
+  is real; there is no gate).
 * Evidence removal: ``Phi(X, M)`` and ``Phi(X, 1 - M)`` each draw a fresh alternative image
   at every step (paper section 4.1), with
   :func:`~captum_realtime_mask.objective.alternative_images`.

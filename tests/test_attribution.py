@@ -426,7 +426,7 @@ def test_constructor_arguments_are_checked(kwargs, argument):
 
 def test_objective_as_a_dict():
     attr = RealTimeMaskAttribution(make_test_resnet(4), objective={"area_weight": 5.0})
-    assert attr.objective == ObjectiveConfig(area_weight=5.0)
+    assert attr.objective == ObjectiveConfig(area_weight=5.0)  # other fields: the defaults
     with pytest.raises(ValueError, match="no_such_weight"):
         RealTimeMaskAttribution(make_test_resnet(4), objective={"no_such_weight": 1.0})
 
@@ -592,9 +592,10 @@ def test_learning_on_coloured_squares(squares_task):
 
     Fails when the objective or the masker is broken (e.g. a constant mask, a selector that is
     ignored, a preserve or destroy term with the wrong sign). It checks the mask's mass, not
-    box hits: after 300 steps the share of boxes with IoU > 0.5 depends on the training seed
-    (16% to 71% over seeds 0 to 2, masks with a blurred margin), while the mask inside the
-    square was 0.69 to 0.92 and 5 to 11 times the mask outside it.
+    box hits. The default recipe keeps only part of the square (its colour alone tells the
+    class): after 300 steps the mask inside the square was 0.29 and 0.12 (seeds 0 and 1), 41
+    and 24 times the mask outside it, absent / true area 0.09 and 0.11. (The recipe before,
+    area weight 3 and the blur fill, kept 0.92 of the square but 0.10 outside it.)
     """
     clf, (xtr, ytr), (xte, yte, bte) = squares_task
     attr = RealTimeMaskAttribution(
@@ -609,8 +610,8 @@ def test_learning_on_coloured_squares(squares_task):
     for i, (x0, y0, x1, y1) in enumerate(bte.long().tolist()):
         inside[i, y0 : y1 + 1, x0 : x1 + 1] = True
     on_square, off_square = masks[inside].mean().item(), masks[~inside].mean().item()
-    assert on_square > 0.5, f"mean mask on the class square only {on_square:.2f}"
-    assert on_square > 3 * off_square, f"mask {on_square:.2f} on the square, {off_square:.2f} off"
+    assert on_square > 0.2, f"mean mask on the class square only {on_square:.2f}"
+    assert on_square > 10 * off_square, f"mask {on_square:.2f} on the square, {off_square:.2f} off"
     absent = attr.mask(xte, target=(yte + 1) % 3).mean().item()
     present = masks.mean().item()
     assert absent < 0.2 * present, f"absent-class area {absent:.3f} vs true {present:.3f}"

@@ -63,12 +63,14 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_runner_records_each_blackbox_and_its_maskers(tiny_run):
-    from captum_realtime_mask.benchmark.runner import BENCHMARK_FIT, SCRATCH_FIT
+    from captum_realtime_mask.benchmark._maskers import default_fit_record
+    from captum_realtime_mask.benchmark.runner import SCRATCH_FIT
 
     cfg, results, out, cache = tiny_run
     assert list(results["blackboxes"]) == ["resnet", "cspdarknet"]
     assert results["machine"]["processes"] == 2
-    assert results["masker_fit"] == BENCHMARK_FIT and results["config"]["channels_last"]
+    assert results["masker_fit"] == default_fit_record() and results["config"]["channels_last"]
+    assert results["masker_fit"]["lr_schedule"] == "cosine"
     assert results["blackboxes"]["cspdarknet"]["arch"] == "cs3darknet_s"
     epochs = [bb["masker_epochs"] for bb in results["blackboxes"].values()]
     assert epochs == [{"frozen": 3, "scratch": 3}, {"frozen": 2, "scratch": 2}]
@@ -269,7 +271,6 @@ def test_report_names_subset_rows_and_objective_overrides_only_when_present():
     import copy
 
     from captum_realtime_mask.benchmark._report import markdown as _markdown
-    from captum_realtime_mask.benchmark.settings import BENCHMARK_OBJECTIVE
 
     def row(method, n_test):
         return {
@@ -289,7 +290,7 @@ def test_report_names_subset_rows_and_objective_overrides_only_when_present():
             "n_test": 10,
             "n_val": 5,
             "throughput_batch": 4,
-            "objective": dict(BENCHMARK_OBJECTIVE),
+            "objective": {},
         },
         "dataset": {"image_size": 64},
         "machine": {"threads": 2},
@@ -300,7 +301,7 @@ def test_report_names_subset_rows_and_objective_overrides_only_when_present():
     assert "scored on the first" not in plain and "maskers use" not in plain
     changed = copy.deepcopy(results)
     changed["blackboxes"]["resnet"]["rows"][1]["n_test"] = 3
-    changed["blackboxes"]["resnet"]["masker_objective"] = {**BENCHMARK_OBJECTIVE, "tv_weight": 1.0}
+    changed["blackboxes"]["resnet"]["masker_objective"] = {"tv_weight": 1.0}
     text = _markdown(changed)
     assert "scored on the first 3 of the test images: B." in text
     assert "On the first" not in text  # no other row was scored on those images
@@ -378,7 +379,7 @@ def test_workers_share_threads_among_the_jobs_still_running(monkeypatch):
     ],
 )
 def test_benchmark_config_names_bad_options(overrides, match):
-    from captum_realtime_mask.benchmark.runner import BENCHMARK_OBJECTIVE, BenchmarkConfig
+    from captum_realtime_mask.benchmark.runner import BenchmarkConfig
     from captum_realtime_mask.errors import InputError
 
     with pytest.raises(InputError, match=f"^BenchmarkConfig.{match}"):
@@ -387,15 +388,15 @@ def test_benchmark_config_names_bad_options(overrides, match):
     assert cfg.threshold_images == 100 and cfg.n_val == 500
     assert cfg.masker_epochs_for("resnet") == 4 and cfg.masker_epochs_for("cspdarknet") == 3
     assert cfg.masker_epochs_for("cspdarknet", scratch=True) == 4
-    assert cfg.objective_for("cspdarknet") == BENCHMARK_OBJECTIVE
-    assert cfg.objective_for("resnet") == {**BENCHMARK_OBJECTIVE, "destroy_power": 1.0}
+    assert cfg.objective_for("cspdarknet") == {}  # the library's default objective
+    assert cfg.objective_for("resnet") == {"destroy_power": 1.0}
     assert cfg.iterative_images == 64 and cfg.refine_steps == (0, 10, 50)
     # The preset's per-black-box dict is copied: editing one config leaves the next intact.
     cfg.objective_by_blackbox["resnet"]["destroy_power"] = 0.5
     assert BenchmarkConfig.for_mode("full").objective_for("resnet")["destroy_power"] == 1.0
     cfg = BenchmarkConfig.for_mode("full", objective_by_blackbox={"cspdarknet": {"tv_weight": 1}})
-    assert cfg.objective_for("cspdarknet") == {**BENCHMARK_OBJECTIVE, "tv_weight": 1}
-    assert cfg.objective_for("resnet") == BENCHMARK_OBJECTIVE
+    assert cfg.objective_for("cspdarknet") == {"tv_weight": 1}
+    assert cfg.objective_for("resnet") == {}
 
 
 def test_benchmark_config_names_a_bad_mode():
@@ -432,20 +433,22 @@ def test_quick_mode_settings_are_unchanged():
     """The quick mode's figures follow from these values; changing one changes them."""
     from dataclasses import asdict
 
+    from captum_realtime_mask import FitConfig, ObjectiveConfig
     from captum_realtime_mask.benchmark import runner
     from captum_realtime_mask.masker.encoders import EncoderSpec
+    from captum_realtime_mask.masker.resolve import derived_min_reduction
+    from captum_realtime_mask.objective import default_area_weight
 
-    objective = {
-        "area_weight": 10.0,
-        "tv_weight": 5.0,
-        "fake_prob": 0.5,
-        "fake_max_prob": 0.05,
-        "destroy_weight": 5.0,
-        "destroy_fill": "inpaint",
-    }
+    # The maskers train with the library's defaults: these are the values behind the figures.
+    objective = ObjectiveConfig()
+    chosen = {"tv_weight": 5.0, "fake_prob": 0.5, "fake_max_prob": 0.05}
+    assert {k: getattr(objective, k) for k in chosen} == chosen
+    assert objective.area_weight is None and default_area_weight(10) == 10.0  # 10 classes
+    assert (objective.destroy_weight, objective.destroy_fill) == (5.0, "inpaint")
+    assert FitConfig().lr_schedule == "cosine"
+    # The frozen encoder spelled out is what encoder="classifier" derives at 64 and 96 px.
+    assert derived_min_reduction(64, 64) == derived_min_reduction(96, 96) == 2
     settings = {
-        "BENCHMARK_OBJECTIVE": objective,
-        "BENCHMARK_FIT": {"lr_schedule": "cosine"},
         "BENCHMARK_OBJECTIVE_BY_BLACKBOX": {"resnet": {"destroy_power": 1.0}},
         "SCRATCH_FIT": {"channels_last": True, "area_warmup": 0.5},
         "FROZEN_ENCODER": EncoderSpec(kind="classifier", min_reduction=2),
@@ -475,7 +478,7 @@ def test_quick_mode_settings_are_unchanged():
         "batch_size": 64,
         "throughput_batch": 32,
         "seed": 0,
-        "objective": objective,
+        "objective": {},  # no overrides: the library defaults
         "objective_by_blackbox": {},
         "jobs": 2,
         "threads": None,

@@ -80,8 +80,9 @@ def test_mask_covers_the_evidence_square(square_run):
     _assert_masks_cover_squares(masks)
 
 
-def test_inpainted_destroy_fill_also_finds_the_square(square_run):
-    objective = ObjectiveConfig(destroy_fill="inpaint")
+def test_the_blur_or_colour_destroy_fill_also_finds_the_square(square_run):
+    assert ObjectiveConfig().destroy_fill == "inpaint"  # square_run's default
+    objective = ObjectiveConfig(destroy_fill="alternative")
     masks = optimise_masks(
         BrightSquare(),
         square_images(3),

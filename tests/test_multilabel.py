@@ -369,25 +369,33 @@ def test_index_labels_with_a_sigmoid_classifier():
 
 # ------------------------------------------------------- the softmax path is bit-identical
 
-#: sha256 of the masker's state after each fit below, recorded before multi-label support
-#: (torch 2.14.1 on x86_64 CPU, one thread), and the sums of its floating tensors.
+#: sha256 of the masker's state after each fit below, and the sums of its floating tensors
+#: (torch 2.14.1 on x86_64 CPU, one thread). Recorded before multi-label support, with the
+#: objectives below (then the defaults); recorded again when the decoder began to run
+#: channels-last, which changes the kernels' rounding (with the earlier blocks.py the first
+#: figures still matched: 488.18945116248506, 501.9199994730625, 486.44499482927495).
 BEFORE = {
     "default": (
-        "1567a7234e704674e6bc5beb48de3ce158b0f6f5b50d1678fcdc003efb1a0280",
-        488.18945116248506,
+        "dfad21dec169eb279193dfac81bbac6a53bbce7205bf4342565515c094d582c4",
+        488.23949320266547,
     ),
     "fake_max_prob": (
-        "2654d38c9aed10d4576ee76bccaf6eb7a976cd8ca9b791e7dec0df6ed4f5a985",
-        501.9199994730625,
+        "6583160eab6da9dadca555e425dc463130fc9c54aaa7ce227f0c2d4eddea8b1c",
+        501.83803644552245,
     ),
     "hinge": (
-        "a59306a243d5e18a93d25621f50e19aabbb52d300303b6ffb3b1fa42433cedba",
-        486.44499482927495,
+        "657b82a8e06d516f3e5a594ce1d79d026c6b54484d93d37e302c34eeca11f7c8",
+        485.9846849802125,
     ),
 }
+#: The library's defaults when BEFORE was recorded, spelled out (they have changed since).
+_THEN = {"area_weight": 3.0, "tv_weight": 20.0, "fake_prob": 0.3, "fake_max_prob": None}
+_THEN_FILL = {"destroy_fill": "alternative"}
 OBJECTIVES = {
-    "default": ObjectiveConfig,
-    "fake_max_prob": lambda: ObjectiveConfig(fake_prob=0.5, fake_max_prob=0.5),
+    "default": lambda: ObjectiveConfig(**_THEN, **_THEN_FILL),
+    "fake_max_prob": lambda: ObjectiveConfig(
+        **{**_THEN, "fake_prob": 0.5, "fake_max_prob": 0.5}, **_THEN_FILL
+    ),
     "hinge": ObjectiveConfig.release,
 }
 RECORDED_HERE = torch.__version__.startswith("2.14.1") and platform.machine() == "x86_64"
@@ -396,7 +404,7 @@ RECORDED_HERE = torch.__version__.startswith("2.14.1") and platform.machine() ==
 @pytest.mark.parametrize("name", sorted(BEFORE))
 def test_index_label_fit_is_unchanged(name):
     attr = make_attr(seed=0, objective=OBJECTIVES[name]())
-    attr.fit(make_batches(count=3, seed=0), epochs=1, **FIT)
+    attr.fit(make_batches(count=3, seed=0), epochs=1, lr_schedule="constant", **FIT)
     state = attr.masker.state_dict()
     total = sum(float(v.double().sum()) for v in state.values() if v.is_floating_point())
     digest, before = BEFORE[name]

@@ -110,8 +110,8 @@ def test_destroy_alternative_inpaints_only_when_asked_and_detaches_the_mask():
     x = torch.rand(2, 3, 16, 16)
     alt = torch.zeros_like(x)
     mask = torch.rand(2, 1, 16, 16, requires_grad=True)
-    assert destroy_alternative(x, mask, alt, ObjectiveConfig()) is alt
-    filled = destroy_alternative(x, mask, alt, ObjectiveConfig(destroy_fill="inpaint"))
+    assert destroy_alternative(x, mask, alt, ObjectiveConfig(destroy_fill="alternative")) is alt
+    filled = destroy_alternative(x, mask, alt, ObjectiveConfig())  # inpaint: the default
     assert filled.shape == x.shape and not filled.requires_grad
     expected = inpaint(x, 1 - mask.detach(), ObjectiveConfig().inpaint_sigma, fallback=alt)
     assert torch.equal(filled, expected)

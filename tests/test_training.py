@@ -30,6 +30,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, TensorDataset
 
 from captum_realtime_mask import (
+    EncoderSpec,
     FitConfig,
     InputError,
     ObjectiveConfig,
@@ -125,7 +126,8 @@ def test_options_that_need_the_run_length_warn_once_without_it():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         attr.fit(((x, y) for _ in range(2)), max_steps=2, lr_schedule="cosine", **QUIET)
-        attr.fit(((x, y) for _ in range(2)), area_warmup=0, **QUIET)  # nothing is lost
+        # nothing is lost:
+        attr.fit(((x, y) for _ in range(2)), area_warmup=0, lr_schedule="constant", **QUIET)
 
 
 # --------------------------------------------------------------------------- loaders and batches
@@ -308,7 +310,9 @@ def test_floating_images_of_any_precision_are_cast_to_the_masker_dtype(dtype):
 def test_a_converted_classifier_trains_as_the_encoder_or_beside_another(dtype, encoder):
     model = make_test_resnet(5).to(dtype)
     before = snapshot_model(model, tensors=True)
-    attr = RealTimeMaskAttribution(model, encoder=encoder)
+    # The stride fit() derives for 32 px, given up front so the masker is not rebuilt.
+    spec = EncoderSpec(kind=encoder, min_reduction=2)
+    attr = RealTimeMaskAttribution(model, encoder=spec)
     masker_before = masker_tensors(attr)
     x, y = resnet_batch()
     attr.fit([(x.to(dtype), y)], max_steps=2, **QUIET)
@@ -326,7 +330,7 @@ def test_a_converted_classifier_trains_as_the_encoder_or_beside_another(dtype, e
 def test_fit_inside_no_grad_trains_and_leaves_the_model_alone():
     model = make_test_resnet(5).train()
     before = snapshot_model(model, tensors=True)
-    attr = RealTimeMaskAttribution(model)
+    attr = RealTimeMaskAttribution(model, encoder=EncoderSpec(kind="classifier", min_reduction=2))
     masker_before = masker_tensors(attr)
     x, y = resnet_batch()
     with torch.no_grad():
@@ -340,7 +344,11 @@ def test_fit_inside_inference_mode_trains_on_batches_made_there():
     model = make_test_resnet(5)
     before = snapshot_model(model, tensors=True)
     attr = RealTimeMaskAttribution(model)
-    masker_before = masker_tensors(attr)
+    # fit() rebuilds the masker for 32-px images (stride 2) from the same seed, in there too.
+    as_rebuilt = RealTimeMaskAttribution(
+        model, encoder=EncoderSpec(kind="classifier", min_reduction=2)
+    )
+    masker_before = masker_tensors(as_rebuilt)
     with torch.inference_mode():
         x, y = resnet_batch()
         attr.fit([(x, y)], max_steps=2, val_loader=[(x, y)], **QUIET)
@@ -419,6 +427,7 @@ def test_fake_selectors_avoid_classes_the_classifier_sees(timm_resnet):
 
     x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
     attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn", seed=0)
+    assert ObjectiveConfig().fake_max_prob == 0.05  # the default recipe's
     objective = ObjectiveConfig(fake_prob=1.0, fake_max_prob=0.05)
     seen = []
     masker_forward = attr.masker.forward
@@ -437,8 +446,9 @@ def test_fake_selectors_avoid_classes_the_classifier_sees(timm_resnet):
     with pytest.raises(ValueError, match="fake_max_prob"):
         ObjectiveConfig(fake_max_prob=0.0)
     saved = ObjectiveConfig().to_dict()
-    del saved["fake_max_prob"]  # a configuration saved before the option existed
-    assert ObjectiveConfig.from_dict(saved).fake_max_prob is None
+    del saved["fake_max_prob"], saved["destroy_fill"]  # saved before the options existed
+    assert ObjectiveConfig.from_dict(saved).fake_max_prob is None  # as it trained
+    assert ObjectiveConfig.from_dict(saved).destroy_fill == "alternative"
 
 
 def test_padded_classifier_batches_leave_the_loss_unchanged(timm_resnet, monkeypatch):
@@ -703,7 +713,8 @@ def test_a_classifier_returning_an_object_gets_a_hint_that_fit_accepts():
 
 
 def test_history_reports_the_mask_area_of_real_and_fake_selectors():
-    attr = make_attr(objective=ObjectiveConfig(fake_prob=0.5))
+    # Fakes among all other classes: the untrained tiny classifier gives none under 5%.
+    attr = make_attr(objective=ObjectiveConfig(fake_prob=0.5, fake_max_prob=None))
     attr.fit(make_batches(4), epochs=2, val_loader=make_batches(2, seed=3), **FIT)
     for record in attr.history:
         for key in ("mask_area_real", "mask_area_fake", "val_mask_area_real"):
@@ -756,7 +767,7 @@ def test_a_class_blind_fit_warns_once_at_its_end(monkeypatch):
 
     monkeypatch.setattr(diagnostics, "DIAGNOSE_AFTER_STEPS", 4)
     # Embeddings that barely learn and no area pressure: absent classes keep the same mask.
-    attr = make_attr(objective=ObjectiveConfig(fake_prob=0.5, area_weight=0.0))
+    attr = make_attr(objective=ObjectiveConfig(fake_prob=0.5, fake_max_prob=None, area_weight=0.0))
     with pytest.warns(UserWarning, match="barely depend on the class") as caught:
         attr.fit(make_batches(4), epochs=2, embedding_lr_scale=1e-6, **{**FIT, "lr": 1e-6})
     assert sum("barely depend" in str(w.message) for w in caught) == 1

@@ -23,9 +23,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from captum_realtime_mask import EncoderSpec, ObjectiveConfig, RealTimeMaskAttribution
+from captum_realtime_mask import RealTimeMaskAttribution
 from captum_realtime_mask.benchmark.blackbox import BLACKBOX_PRESETS, train_blackbox
-from captum_realtime_mask.benchmark.runner import BENCHMARK_OBJECTIVE
 from captum_realtime_mask.datasets import (
     FASHION_MNIST_CLASSES,
     ClutteredConfig,
@@ -58,18 +57,12 @@ saved = default_cache_dir() / "tutorials" / f"quickstart-{SIZE_NAME}"
 if (saved / "config.json").is_file():
     attr = RealTimeMaskAttribution.load(saved, model)
 else:
-    attr = RealTimeMaskAttribution(
-        model,
-        encoder=EncoderSpec(kind="classifier", min_reduction=2),
-        objective=ObjectiveConfig(**BENCHMARK_OBJECTIVE),
-    )
+    attr = RealTimeMaskAttribution(model)
     train = ClutteredFashionMNIST("train", data, return_boxes=False)
     loader = DataLoader(
         train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
     )
-    attr.fit(
-        loader, epochs=MASKER_EPOCHS, max_steps=MASKER_STEPS, lr_schedule="cosine", progress=False
-    )
+    attr.fit(loader, epochs=MASKER_EPOCHS, max_steps=MASKER_STEPS, progress=False)
 
 # %%
 # A generated clip

@@ -19,7 +19,6 @@ from captum_realtime_mask.benchmark.blackbox import training_data_fields
 from captum_realtime_mask.benchmark.config import BenchmarkConfig
 from captum_realtime_mask.benchmark.methods import Method
 from captum_realtime_mask.benchmark.settings import (
-    BENCHMARK_FIT,
     FROZEN_ENCODER,
     SCRATCH_ENCODER,
     SCRATCH_FIT,
@@ -30,10 +29,18 @@ from captum_realtime_mask.masker.encoders import EncoderSpec
 from captum_realtime_mask.objective import ObjectiveConfig
 from captum_realtime_mask.training import RUN_SHAPING_OPTIONS, FitConfig
 
-__all__ = ["MASKER_ROWS", "fit_masker", "mask_fn", "masker_key", "masker_methods", "train_loader"]
+__all__ = [
+    "MASKER_ROWS",
+    "default_fit_record",
+    "fit_masker",
+    "mask_fn",
+    "masker_key",
+    "masker_methods",
+    "train_loader",
+]
 
 #: fit() options that the benchmark sets itself (in the key as they are); the other
-#: run-shaping options enter the key with their defaults or ``BENCHMARK_FIT``'s values.
+#: run-shaping options enter the key with their defaults.
 _FIT_SET_HERE = ("epochs", "max_steps", "seed")
 
 #: Revision of what a masker key stands for, raised when the training behind a key changes.
@@ -58,12 +65,11 @@ def masker_key(
         cfg: The benchmark's configuration, with this black box's objective.
         data: The dataset the masker trains on.
         epochs: Epochs of training.
-        options: The row's fit() options beyond ``BENCHMARK_FIT``.
+        options: The row's fit() options beyond the defaults.
 
     Returns:
         16 hex digits of a SHA-256 of all of the above.
     """
-    fit = FitConfig(**BENCHMARK_FIT)  # the library defaults with the benchmark's options
     blob = json.dumps(
         {
             "revision": _KEY_REVISION,
@@ -72,7 +78,7 @@ def masker_key(
             "blackbox_steps": model.info.get("steps"),
             "encoder": encoder.to_dict(),
             "objective": ObjectiveConfig(**cfg.objective).to_dict(),
-            "fit": {k: getattr(fit, k) for k in RUN_SHAPING_OPTIONS if k not in _FIT_SET_HERE},
+            "fit": default_fit_record(),
             "train": training_data_fields(data),
             "epochs": epochs,
             "max_steps": cfg.masker_max_steps,
@@ -83,6 +89,17 @@ def masker_key(
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_fit_record() -> dict[str, Any]:
+    """The run-shaping fit() defaults every benchmark masker trains with (results, cache key).
+
+    Example:
+        >>> default_fit_record()["lr_schedule"]
+        'cosine'
+    """
+    fit = FitConfig()
+    return {k: getattr(fit, k) for k in RUN_SHAPING_OPTIONS if k not in _FIT_SET_HERE}
 
 
 def fit_masker(
@@ -105,7 +122,7 @@ def fit_masker(
         val_loader: Validation batches, for fit()'s per-epoch report.
         cfg: The benchmark's configuration, with this black box's objective.
         epochs: Epochs of training.
-        options: The row's fit() options beyond ``BENCHMARK_FIT``.
+        options: The row's fit() options beyond the defaults.
         folder: The masker's cache folder (named after :func:`masker_key`).
         log: Where progress lines go.
 
@@ -128,7 +145,6 @@ def fit_masker(
         max_steps=cfg.masker_max_steps,
         val_loader=val_loader,
         progress=False,
-        **BENCHMARK_FIT,
         **options,
     )
     attr.save(folder)
@@ -155,7 +171,7 @@ def mask_fn(
     return lambda x, t: attr.attribute(x, target=t, refine_steps=k)[:, :1]
 
 
-#: The two learned-mask rows: label, encoder and fit() options beyond ``BENCHMARK_FIT``.
+#: The two learned-mask rows: label, encoder and fit() options beyond the defaults.
 MASKER_ROWS = (
     ("RealTimeMask (frozen classifier encoder)", FROZEN_ENCODER, {}),
     ("RealTimeMask (encoder trained from scratch)", SCRATCH_ENCODER, SCRATCH_FIT),

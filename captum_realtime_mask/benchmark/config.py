@@ -11,13 +11,16 @@ import torch
 from captum_realtime_mask._checks import describe, flag, integer, one_of, path_str
 from captum_realtime_mask.benchmark.blackbox import BLACKBOX_PRESETS
 from captum_realtime_mask.benchmark.settings import (
-    BENCHMARK_OBJECTIVE,
     BENCHMARK_OBJECTIVE_BY_BLACKBOX,
 )
 from captum_realtime_mask.datasets.config import ClutteredConfig
 from captum_realtime_mask.datasets.scenes import SceneConfig
 from captum_realtime_mask.errors import InputError
-from captum_realtime_mask.objective import ObjectiveConfig, resolve_classifier_output
+from captum_realtime_mask.objective import (
+    ObjectiveConfig,
+    resolve_area_weight,
+    resolve_classifier_output,
+)
 
 __all__ = ["SUITES", "BenchmarkConfig", "Mode", "Suite", "trained_objective"]
 
@@ -95,8 +98,8 @@ class BenchmarkConfig:
         batch_size: Images per batch everywhere.
         throughput_batch: Batch on which every method's images/s is timed.
         seed: Seed of datasets, training and evaluation.
-        objective: Overrides of :class:`~captum_realtime_mask.ObjectiveConfig` for the
-            maskers (recorded in the results).
+        objective: Overrides of :class:`~captum_realtime_mask.ObjectiveConfig`'s defaults
+            for the maskers (none by default; recorded in the results).
         objective_by_blackbox: Further overrides for some black boxes' maskers, by key, on
             top of ``objective`` (both rows of that black box; part of their cache keys).
             The full mode uses ``BENCHMARK_OBJECTIVE_BY_BLACKBOX``.
@@ -140,7 +143,7 @@ class BenchmarkConfig:
     batch_size: int = 64
     throughput_batch: int = 32
     seed: int = 0
-    objective: dict[str, Any] = field(default_factory=lambda: dict(BENCHMARK_OBJECTIVE))
+    objective: dict[str, Any] = field(default_factory=dict)
     objective_by_blackbox: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: int = 2
     threads: int | None = None
@@ -335,10 +338,12 @@ def _objective(overrides: Any, name: str) -> None:
 
 
 def trained_objective(overrides: dict[str, Any], multi_label: bool = False) -> ObjectiveConfig:
-    """The objective the benchmark's maskers train on, ``classifier_output`` resolved as fit() does.
+    """The objective the benchmark's maskers train on, resolved as fit() resolves it.
 
     The single-object suite's labels are class indices, so ``"auto"`` means ``"softmax"``;
     the scenes suite's (``multi_label``) are multi-hot vectors, so it means ``"sigmoid"``.
+    Both have 10 classes, which fixes a derived area weight (10).
     """
     labels = torch.zeros(1, 10) if multi_label else torch.zeros(1, dtype=torch.long)
-    return resolve_classifier_output(ObjectiveConfig(**overrides), labels)
+    objective = resolve_area_weight(ObjectiveConfig(**overrides), 10)
+    return resolve_classifier_output(objective, labels)

@@ -36,7 +36,7 @@ from captum_realtime_mask.benchmark._jobs import (
     run_jobs,
     share_threads,
 )
-from captum_realtime_mask.benchmark._maskers import masker_methods
+from captum_realtime_mask.benchmark._maskers import default_fit_record, masker_methods
 from captum_realtime_mask.benchmark._scoring import Images, batched, method_row
 from captum_realtime_mask.benchmark.config import (  # noqa: F401 (old path)
     BenchmarkConfig,
@@ -45,8 +45,6 @@ from captum_realtime_mask.benchmark.config import (  # noqa: F401 (old path)
 )
 from captum_realtime_mask.benchmark.methods import Method, captum_methods, iterative_method
 from captum_realtime_mask.benchmark.settings import (
-    BENCHMARK_FIT,
-    BENCHMARK_OBJECTIVE,
     BENCHMARK_OBJECTIVE_BY_BLACKBOX,
     FROZEN_ENCODER,
     SCRATCH_ENCODER,
@@ -59,8 +57,6 @@ from captum_realtime_mask.datasets.config import ClutteredConfig
 from captum_realtime_mask.objective import ObjectiveConfig
 
 __all__ = [
-    "BENCHMARK_FIT",
-    "BENCHMARK_OBJECTIVE",
     "BENCHMARK_OBJECTIVE_BY_BLACKBOX",
     "FROZEN_ENCODER",
     "SCRATCH_ENCODER",
@@ -102,7 +98,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -
     outputs, machine = run_jobs(_blackbox_job, config, cache, log, splits)
     results: dict[str, Any] = {
         "config": asdict(config),
-        "masker_fit": dict(BENCHMARK_FIT),
+        "masker_fit": default_fit_record(),
         "scratch_masker_fit": dict(SCRATCH_FIT),
         "dataset": _data_config(config).to_dict(),
         "machine": machine,

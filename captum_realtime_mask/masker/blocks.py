@@ -147,10 +147,17 @@ class Upsampler(nn.Module):
         self.blocks = nn.Sequential(*[Bottleneck(out_channels) for _ in range(num_blocks)])
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
-        """Upsample ``x`` and merge the skip map (None where the encoder has no map there)."""
-        x = self.up(x)
+        """Upsample ``x`` and merge the skip map (None where the encoder has no map there).
+
+        Both run channels-last (NHWC), whatever layout the encoder hands over: on CPU a
+        bilinear resize of a contiguous (NCHW) map took 9 times as long as of the same map
+        channels-last (one thread, 32 maps of 32 x 16 x 16), and a mixed concatenation would
+        turn the layout back. Only the layout changes, not the values.
+        """
+        x = self.up(x.contiguous(memory_format=torch.channels_last))
         if skip is not None:
-            x = torch.cat([x, skip.to(x.dtype)], dim=1)
+            skip = skip.to(x.dtype).contiguous(memory_format=torch.channels_last)
+            x = torch.cat([x, skip], dim=1)
         return self.blocks(self.fuse(x))
 
 

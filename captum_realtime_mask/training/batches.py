@@ -26,6 +26,7 @@ __all__ = [
     "check_loader",
     "check_trainable_tensors",
     "one_pixel_map",
+    "peek_image_size",
     "prepare_batch",
     "single_image_error",
     "single_value_batch_norm",
@@ -56,6 +57,57 @@ def unpack_batch(batch: Any, name: str = "loader") -> tuple[torch.Tensor, torch.
         f"'labels'; got {type(batch).__name__}.",
         argument=name,
     )
+
+
+def peek_image_size(loader: Any) -> tuple[int, int] | None:
+    """Height and width of the loader's images, read without consuming or reshuffling it.
+
+    A DataLoader over a map-style dataset gives its first item (``dataset[0]``, with torch's,
+    NumPy's and Python's random states put back afterwards, so random transforms leave no
+    trace); a list or tuple of batches gives its first batch. Anything else (a one-shot
+    iterator, an iterable dataset, items that are not image tensors) gives None.
+
+    Example:
+        >>> peek_image_size([(torch.rand(2, 3, 64, 48), torch.tensor([0, 1]))])
+        (64, 48)
+        >>> peek_image_size(iter([])) is None
+        True
+    """
+    if isinstance(loader, (list, tuple)):
+        first = loader[0] if loader else None
+    elif isinstance(loader, torch.utils.data.DataLoader) and not isinstance(
+        loader.dataset, torch.utils.data.IterableDataset
+    ):
+        try:
+            with _random_states_kept():
+                first = loader.dataset[0]
+        except Exception:  # noqa: BLE001 - a size hint only: the fit reports real problems
+            return None
+    else:
+        return None
+    try:
+        images = unpack_batch(first)[0]
+    except InputError:
+        return None
+    if not isinstance(images, torch.Tensor) or images.ndim < 3:
+        return None
+    return int(images.shape[-2]), int(images.shape[-1])
+
+
+@contextlib.contextmanager
+def _random_states_kept() -> Iterator[None]:
+    """Put torch's (CPU), NumPy's and Python's global random states back on exit."""
+    import random
+
+    import numpy as np
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def check_loader(loader: Any, name: str) -> None:

@@ -22,8 +22,10 @@ class FitConfig:
         max_steps: Stop after this many optimiser steps (across epochs).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        lr_schedule: ``"constant"`` or ``"cosine"`` (decays to 0 over the run; needs a loader
-            with a length or ``max_steps``, else it runs constant with a warning).
+        lr_schedule: ``"cosine"`` (the default: decays to 0 over the run; needs a loader
+            with a length or ``max_steps``, else it runs constant with a warning) or
+            ``"constant"``. Each fit() call is a run of its own, so a second call starts at
+            ``lr`` again.
         grad_clip: Clip the gradient norm to this value (None: no clipping).
         amp: Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling).
             Ignored on CPU.
@@ -55,14 +57,14 @@ class FitConfig:
 
     Example:
         >>> FitConfig(epochs=2, lr=3e-4).lr_schedule
-        'constant'
+        'cosine'
     """
 
     epochs: int | None = None
     max_steps: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
     grad_clip: float | None = None
     amp: bool = True
     seed: int = 0

@@ -30,6 +30,7 @@ from captum_realtime_mask.objective import (
     destroy_alternative,
     objective_loss,
     remove_evidence,
+    resolve_area_weight,
     resolve_classifier_output,
 )
 from captum_realtime_mask.training.batches import check_loader, prepare_batch, training_dtypes
@@ -188,10 +189,11 @@ def step_terms(
     ``y`` holds class indices ``(N,)`` or multi-hot vectors ``(N, K)``; for multi-hot labels
     the selectors come from :func:`draw_selectors`. ``objective.classifier_output == "auto"``
     is resolved from ``y`` (:func:`~captum_realtime_mask.objective.resolve_classifier_output`)
-    for this step only; ``objective`` itself is not changed.
+    and an area weight of None from ``num_classes``, for this step only; ``objective`` itself
+    is not changed.
     """
     n = len(x)
-    objective = resolve_classifier_output(objective, y)
+    objective = resolve_area_weight(resolve_classifier_output(objective, y), num_classes)
     real = torch.rand(n, device=x.device, generator=generator) >= objective.fake_prob
     if y.dim() == 2:
         real, selector = _multi_hot_selectors(

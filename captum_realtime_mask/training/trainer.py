@@ -29,7 +29,11 @@ from captum_realtime_mask.checkpoint import check_checkpoint_dir, clean_checkpoi
 from captum_realtime_mask.errors import InputError, TrainingError
 from captum_realtime_mask.masker.blocks import FeatureFilter
 from captum_realtime_mask.masker.model import MaskingModel
-from captum_realtime_mask.objective import ObjectiveConfig, resolve_classifier_output
+from captum_realtime_mask.objective import (
+    ObjectiveConfig,
+    resolve_area_weight,
+    resolve_classifier_output,
+)
 from captum_realtime_mask.training.batches import (
     MAX_SINGLES_IN_A_ROW,
     check_loader,
@@ -142,7 +146,8 @@ class Trainer:
     ) -> None:
         self.is_distributed, self.rank, _ = distributed()
         self.loader = shard_loader(loader, config.seed) if self.is_distributed else loader
-        self.masker, self.classifier, self.objective = masker, classifier, objective
+        self.masker, self.classifier = masker, classifier
+        self.objective = resolve_area_weight(objective, masker.config.num_classes)
         self.config, self.device, self.save_extra = config, device, save_extra
         self.epochs = config.epochs or (None if config.max_steps else 1)
         self.total = self._run_length()

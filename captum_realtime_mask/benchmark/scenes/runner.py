@@ -32,7 +32,7 @@ from captum_realtime_mask.benchmark._jobs import (
     run_jobs,
     share_threads,
 )
-from captum_realtime_mask.benchmark._maskers import masker_methods
+from captum_realtime_mask.benchmark._maskers import default_fit_record, masker_methods
 from captum_realtime_mask.benchmark.config import BenchmarkConfig, trained_objective
 from captum_realtime_mask.benchmark.methods import (
     Method,
@@ -48,7 +48,7 @@ from captum_realtime_mask.benchmark.scenes.requests import (
     scene_requests,
 )
 from captum_realtime_mask.benchmark.scenes.scoring import scene_row
-from captum_realtime_mask.benchmark.settings import BENCHMARK_FIT, SCRATCH_FIT
+from captum_realtime_mask.benchmark.settings import SCRATCH_FIT
 from captum_realtime_mask.checkpoint import atomic_write_bytes
 from captum_realtime_mask.datasets.cache import default_cache_dir
 from captum_realtime_mask.datasets.scenes import FashionMNISTScenes, SceneConfig
@@ -96,7 +96,7 @@ def run_scenes_benchmark(
     results: dict[str, Any] = {
         "suite": "scenes",
         "config": asdict(config),
-        "masker_fit": dict(BENCHMARK_FIT),
+        "masker_fit": default_fit_record(),
         "scratch_masker_fit": dict(SCRATCH_FIT),
         "dataset": scene_data_config(config).to_dict(),
         "machine": machine,
