@@ -9,6 +9,7 @@ restored exactly afterwards, even after an exception.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -46,7 +47,7 @@ from captum_realtime_mask.training.batches import (
     training_dtypes,
 )
 from captum_realtime_mask.training.config import FitConfig
-from captum_realtime_mask.training.diagnostics import warn_if_collapsed
+from captum_realtime_mask.training.diagnostics import RECENT_STEPS, warn_if_collapsed
 from captum_realtime_mask.training.distributed import distributed, shard_loader
 from captum_realtime_mask.training.state import (
     TrainingParts,
@@ -167,6 +168,8 @@ class Trainer:
         self.state = TrainState()
         self.epoch_rng: dict[str, Any] | None = None  # the interrupted epoch's, when resuming
         self._single = {"warned": False, "in_a_row": 0}
+        # The last steps' mask areas, which the end-of-fit diagnostics judge.
+        self.recent: collections.deque[dict[str, float]] = collections.deque(maxlen=RECENT_STEPS)
         root = config.checkpoint_dir
         if root is not None and self.rank == 0 and Path(root).is_dir():
             clean_checkpoint_dir(Path(root))
@@ -211,7 +214,7 @@ class Trainer:
                         break
                     self._end_epoch(epoch, val_loader)
                     epoch += 1
-            warn_if_collapsed(self.state.history, self.state.step, stacklevel=_USER - 1)
+            warn_if_collapsed(list(self.recent), self.state.step, stacklevel=_USER - 1)
         finally:
             bar.close()
             self.classifier.to(self.classifier_device)
@@ -339,6 +342,7 @@ class Trainer:
             state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + v
             state.epoch_counts[k] = state.epoch_counts.get(k, 0) + 1
         state.epoch_count += 1
+        self.recent.append(means)
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
         if config.checkpoint_every and state.step % config.checkpoint_every == 0:
