@@ -204,10 +204,30 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
         wanted = derived_min_reduction(*size)
         if spec.kind == "small_cnn" or spec.min_reduction == wanted:
             return  # the small CNN always hands its stride-2 map to the decoder
-        config = replace(self.masker.config, encoder=replace(spec, min_reduction=wanted))
         with torch.inference_mode(False):  # fit() trains inside inference_mode() too
+            if not self._masker_as_built():
+                warnings.warn(
+                    f"fit(): the masker was changed after it was built, so its decoder keeps "
+                    f"stride {spec.min_reduction} instead of the {wanted} derived for "
+                    f"{size[0]} x {size[1]} images (rebuilding would lose the change). Hint: "
+                    f"build it with encoder=EncoderSpec(kind={spec.kind!r}, "
+                    f"min_reduction={wanted}) before changing it.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                return
+            config = replace(self.masker.config, encoder=replace(spec, min_reduction=wanted))
             self.masker = self._build_masker(config)
         apply_inference_options(self.masker, self._inference)
+
+    def _masker_as_built(self) -> bool:
+        """Whether the masker still has the modules and weights it was built with."""
+        fresh = self._build_masker(self.masker.config)
+        mine, new = dict(self.masker.named_modules()), dict(fresh.named_modules())
+        if mine.keys() != new.keys() or any(type(mine[k]) is not type(new[k]) for k in mine):
+            return False
+        a, b = self.masker.state_dict(), fresh.state_dict()
+        return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
     @property
     def num_classes(self) -> int:

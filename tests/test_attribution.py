@@ -16,7 +16,9 @@ from captum.attr import visualization as viz
 from captum.metrics import infidelity, sensitivity_max
 from conftest import (
     FIT,
+    QUIET,
     TINY_SIZE,
+    assert_same_masker,
     make_attr,
     make_batches,
     make_test_resnet,
@@ -25,6 +27,7 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from captum_realtime_mask import (
     CheckpointError,
@@ -615,3 +618,46 @@ def test_learning_on_coloured_squares(squares_task):
     absent = attr.mask(xte, target=(yte + 1) % 3).mean().item()
     present = masks.mean().item()
     assert absent < 0.2 * present, f"absent-class area {absent:.3f} vs true {present:.3f}"
+
+
+# ------------------------------------------------------------------ the mask grid from the data
+
+
+@pytest.mark.parametrize("size, stride", [(32, 2), (64, 2), (128, 4)])
+def test_the_first_fit_derives_the_decoders_finest_map_from_the_image_size(size, stride):
+    model = make_test_resnet(5)
+    attr = RealTimeMaskAttribution(model)
+    assert attr.masker.config.encoder.min_reduction == 4  # before any data is seen
+    x, y = make_batches(1, n=4, size=size, num_classes=5)[0]
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    attr.fit(loader, max_steps=1, **QUIET)
+    assert attr.masker.config.encoder.min_reduction == stride
+    assert attr.masker.mask_stride == stride
+    # The rebuilt masker starts from the seed's weights: the same as one built so up front.
+    twin = RealTimeMaskAttribution(
+        model, encoder=EncoderSpec(kind="classifier", min_reduction=stride)
+    )
+    twin.fit(loader, max_steps=1, **QUIET)
+    assert_same_masker(attr, twin)
+
+
+def test_a_masker_changed_before_its_first_fit_is_kept_with_a_warning():
+    attr = RealTimeMaskAttribution(make_test_resnet(5))
+    with torch.no_grad():
+        attr.masker.head.conv.bias.fill_(0.25)  # e.g. weights the user loaded
+    with pytest.warns(UserWarning, match=r"changed after it was built.*min_reduction=2"):
+        attr.fit([make_batches(1, size=32, num_classes=5)[0]], max_steps=1, **QUIET)
+    assert attr.masker.config.encoder.min_reduction == 4
+
+
+def test_a_failed_first_fit_gives_the_masker_back():
+    attr = RealTimeMaskAttribution(make_test_resnet(5))
+    masker = attr.masker
+    with pytest.raises(InputError, match="checkpoint_dir"):
+        attr.fit(
+            [make_batches(1, size=32, num_classes=5)[0]],
+            max_steps=1,
+            checkpoint_dir=__file__,  # a file: refused before the first step
+            **QUIET,
+        )
+    assert attr.masker is masker and attr.masker.config.encoder.min_reduction == 4
