@@ -95,8 +95,8 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
             ``"torchvision:resnet50"``, ``"small_cnn"`` (the paper's CIFAR encoder), an
             :class:`~captum_realtime_mask.masker.EncoderSpec`, or an ``nn.Module`` returning a
             list of NCHW maps. For a name, the finest map the decoder reads is derived from
-            the image size of the first fit(): stride 2 below 128 px, the paper's stride 4
-            from 128 px up (at least 32 mask cells along the shorter side; see
+            the image size of the first fit(): stride 2 below 224 px, the paper's stride 4
+            from 224 px up (at least 56 mask cells along the shorter side; see
             :func:`~captum_realtime_mask.masker.resolve.derived_min_reduction`). Pass an
             ``EncoderSpec`` to fix it yourself.
         pretrained: For named encoders: load ImageNet weights (needs a network). None means

@@ -623,7 +623,7 @@ def test_learning_on_coloured_squares(squares_task):
 # ------------------------------------------------------------------ the mask grid from the data
 
 
-@pytest.mark.parametrize("size, stride", [(32, 2), (64, 2), (128, 4)])
+@pytest.mark.parametrize("size, stride", [(32, 2), (128, 2), (224, 4)])
 def test_the_first_fit_derives_the_decoders_finest_map_from_the_image_size(size, stride):
     model = make_test_resnet(5)
     attr = RealTimeMaskAttribution(model)

@@ -86,7 +86,7 @@ print(f"black box test accuracy: {model.info['test_accuracy']:.3f}")
 # backbone, so only the small decoder and the class embedding are trained. No options: the
 # library's default recipe is the one the benchmark uses. For these 64-pixel composites the
 # first fit() lets the classifier's stride-2 map into the decoder (a 32 x 32 mask), as it
-# does for any image under 128 px.
+# does for any image under 224 px.
 train = ClutteredFashionMNIST("train", data, return_boxes=False)
 loader = DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
 attr = RealTimeMaskAttribution(model)

@@ -26,7 +26,7 @@ BENCHMARK_OBJECTIVE_BY_BLACKBOX: dict[str, dict[str, Any]] = {"resnet": {"destro
 
 #: Encoder of row (a): the black box's own backbone, frozen, with its stride-2 map feeding the
 #: decoder too, so masks are 32x32 for 64-pixel images: what ``encoder="classifier"`` derives
-#: for images under 128 px (``derived_min_reduction``), spelled out for the cache key.
+#: for images under 224 px (``derived_min_reduction``), spelled out for the cache key.
 FROZEN_ENCODER = EncoderSpec(kind="classifier", min_reduction=2)
 
 #: Encoder of row (b): a small CNN trained with the masker from random weights (paper, 5.2).
