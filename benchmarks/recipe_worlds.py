@@ -216,9 +216,7 @@ WORLDS: dict[str, World] = {
         arms={
             # What fit() derived at 128 px under the first rule (stride 4 from 128 px), spelled
             # out: the same masker (built from the same seed), whatever the rule is now.
-            "stride 4 (the first rule)": Arm(
-                EncoderSpec(kind="classifier", min_reduction=4), None
-            ),
+            "stride 4 (the first rule)": Arm(EncoderSpec(kind="classifier", min_reduction=4), None),
             "stride 2 (the 64-px choice)": Arm(
                 EncoderSpec(kind="classifier", min_reduction=2), None
             ),
