@@ -95,11 +95,11 @@ def fit_recipe(world: dict[str, Any], name: str, steps: int, batch: int) -> dict
 
 def score(attr: Any, split: Any, seed: int, batch: int) -> dict[str, Any]:
     """Localisation error, true/absent mask areas and empty masks of a masker on a split."""
+    from captum_realtime_mask.benchmark._scoring import absent_classes
     from captum_realtime_mask.metrics import localisation_details
 
     x, y, boxes = split.float_images(), split.labels, split.boxes
-    g = torch.Generator().manual_seed(seed)
-    wrong = (y + torch.randint(1, attr.num_classes, y.shape, generator=g)) % attr.num_classes
+    wrong = absent_classes(y, attr.num_classes, seed)
     true = torch.cat(
         [attr.mask(x[i : i + batch], target=y[i : i + batch]) for i in range(0, len(x), batch)]
     )

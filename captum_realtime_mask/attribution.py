@@ -197,13 +197,17 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
         of the training images' size (read without consuming the loader), and the masker is
         rebuilt from the same seed if that changes it. Its inference options are kept.
         """
-        size = peek_image_size(loader) if self._derive_reduction and not self._trained else None
-        if size is None or any(p.is_inference() for p in self.masker.parameters()):
-            return  # a masker built in inference mode is refused by fit() as it is
         spec = self.masker.config.encoder
+        # The small CNN always hands its stride-2 map to the decoder; a masker built in
+        # inference mode is refused by fit() as it is.
+        if not self._derive_reduction or self._trained or spec.kind == "small_cnn":
+            return
+        size = peek_image_size(loader)
+        if size is None or any(p.is_inference() for p in self.masker.parameters()):
+            return
         wanted = derived_min_reduction(*size)
-        if spec.kind == "small_cnn" or spec.min_reduction == wanted:
-            return  # the small CNN always hands its stride-2 map to the decoder
+        if spec.min_reduction == wanted:
+            return
         with torch.inference_mode(False):  # fit() trains inside inference_mode() too
             if not self._masker_as_built():
                 warnings.warn(

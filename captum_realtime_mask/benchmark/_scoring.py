@@ -32,6 +32,7 @@ __all__ = [
     "THROUGHPUT_BUDGET_S",
     "THROUGHPUT_CALLS",
     "Images",
+    "absent_classes",
     "batched",
     "error_on",
     "method_row",
@@ -238,10 +239,21 @@ def _best_threshold(x, y, boxes, maps) -> float:
     return best
 
 
+def absent_classes(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """One random class other than each image's label, the same for the same seed.
+
+    Example:
+        >>> y = torch.tensor([0, 3, 9])
+        >>> bool((absent_classes(y, 10, seed=0) != y).all())
+        True
+    """
+    g = torch.Generator().manual_seed(seed)
+    return (labels + torch.randint(1, num_classes, labels.shape, generator=g)) % num_classes
+
+
 def _absent_class_area(attr, x, y, maps, cfg: BenchmarkConfig) -> dict[str, float]:
     """Mean mask for a random class that is not in the image, and its ratio to the true one."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    wrong = (y + torch.randint(1, attr.num_classes, y.shape, generator=g)) % attr.num_classes
+    wrong = absent_classes(y, attr.num_classes, cfg.seed)
     absent = batched(lambda a, t: attr.mask(a, target=t), x, wrong, cfg.batch_size).mean()
     return {
         "absent_class_mask_mean": float(absent),
