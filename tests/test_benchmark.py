@@ -441,8 +441,11 @@ def test_quick_mode_settings_are_unchanged():
 
     # The maskers train with the library's defaults: these are the values behind the figures.
     objective = ObjectiveConfig()
-    chosen = {"tv_weight": 5.0, "fake_prob": 0.5, "fake_max_prob": 0.05}
+    chosen = {"tv_weight": 5.0, "fake_prob": 0.5, "fake_max_prob": "auto"}
     assert {k: getattr(objective, k) for k in chosen} == chosen
+    # "auto" is 0.05 for the single-object suite's class indices, None for multi-hot scenes.
+    assert runner.trained_objective({}).fake_max_prob == 0.05
+    assert runner.trained_objective({}, multi_label=True).fake_max_prob is None
     assert objective.area_weight is None and default_area_weight(10) == 10.0  # 10 classes
     assert (objective.destroy_weight, objective.destroy_fill) == (5.0, "inpaint")
     assert FitConfig().lr_schedule == "cosine"

@@ -179,6 +179,9 @@ def test_scenes_presets_and_a_bad_suite():
     full = BenchmarkConfig.for_mode("full", "scenes")
     assert full.suite == "scenes" and full.blackboxes == ("resnet", "cspdarknet")
     assert full.costly_images < full.n_test and full.faithfulness_images < full.n_test
+    # 4 epochs for the frozen-encoder masker (2 were too few: docs, scenes benchmark page).
+    epochs = full.masker_epochs_for("resnet"), full.masker_epochs_for("resnet", scratch=True)
+    assert epochs == (4, 2)
     assert BenchmarkConfig.for_mode("quick", "scenes").blackboxes == ("resnet",)
     assert BenchmarkConfig.for_mode("full").suite == "single"
     with pytest.raises(InputError, match="suite"):

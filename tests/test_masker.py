@@ -122,3 +122,39 @@ def test_presence_option_is_checked_and_old_configs_load_as_independent(timm_res
     cfg.presence = "softmax"
     with pytest.raises(InputError, match="presence"):
         RealTimeMaskAttribution(timm_resnet, masker_config=cfg)
+
+
+def test_skip_filters_gate_each_merged_map_by_the_class(timm_resnet, tmp_path):
+    cfg = MaskerConfig(num_classes=5, encoder=EncoderSpec(kind="classifier", min_reduction=2))
+    saved = cfg.to_dict()
+    assert (
+        saved["skip_filters"] is False
+        and not RealTimeMaskAttribution(timm_resnet, masker_config=cfg).masker.skip_filter
+    )
+    del saved["skip_filters"]  # saved before the option: loads without skip filters
+    assert MaskerConfig.from_dict(saved).skip_filters is False
+    cfg.skip_filters = True
+    attr = RealTimeMaskAttribution(timm_resnet, masker_config=cfg, seed=0)
+    masker = attr.masker.eval()
+    merged = [i for i in masker.skip_index if i is not None]
+    assert sorted(int(k) for k in masker.skip_filter) == sorted(merged) and merged
+    # What the first upsampler merges is its skip map times the sigmoid of that map's gate.
+    seen = []
+    masker.upsamplers[0].register_forward_hook(lambda mod, args, out: seen.append(args[1]))
+    x, y = torch.rand(2, 3, 64, 64), torch.tensor([1, 4])
+    with torch.no_grad():
+        out = masker(x, y)
+        maps = masker.encode(x)
+    idx = masker.skip_index[0]
+    gate = masker.skip_filter[str(idx)].gate_logits(maps[idx], y)
+    torch.testing.assert_close(seen[0], maps[idx] * torch.sigmoid(gate))
+    assert not torch.allclose(gate[0], gate[1])  # the gate depends on the class
+    # Closing every gate (offset -1e4) changes the mask; saving and loading keeps the filters.
+    assert not torch.allclose(masker(x, y, confidence=-1e4).small_mask, out.small_mask)
+    attr.save(tmp_path / "m")
+    again = RealTimeMaskAttribution.load(tmp_path / "m", timm_resnet)
+    assert again.masker.config.skip_filters is True
+    torch.testing.assert_close(again.mask(x, target=y), attr.mask(x, target=y))
+    cfg.skip_filters = "yes"
+    with pytest.raises(InputError, match="skip_filters"):
+        MaskerConfig(**{**cfg.to_dict(), "encoder": cfg.encoder})

@@ -154,9 +154,14 @@ def test_auto_resolves_from_the_labels():
         "sigmoid"
     )
     assert resolve_classifier_output(auto, torch.tensor([0, 1])).classifier_output == "softmax"
-    assert auto.classifier_output == "auto"  # not changed
+    assert auto.classifier_output == "auto" and auto.fake_max_prob == "auto"  # not changed
+    # fake_max_prob "auto": fakes among every absent class with multi-hot labels, else 0.05,
+    # whatever classifier_output says.
     for fixed in ("softmax", "sigmoid"):
         cfg = ObjectiveConfig(classifier_output=fixed)
+        assert resolve_classifier_output(cfg, torch.tensor([[1, 0]])).fake_max_prob is None
+        assert resolve_classifier_output(cfg, torch.tensor([0])).fake_max_prob == 0.05
+        cfg = ObjectiveConfig(classifier_output=fixed, fake_max_prob=0.2)
         assert resolve_classifier_output(cfg, torch.tensor([[1, 0]])) is cfg
         assert resolve_classifier_output(cfg, torch.tensor([0])) is cfg
 

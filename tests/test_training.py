@@ -38,6 +38,7 @@ from captum_realtime_mask import (
     TrainingError,
 )
 from captum_realtime_mask._model_state import snapshot_model
+from captum_realtime_mask.objective import resolve_classifier_output
 from captum_realtime_mask.training import step
 from captum_realtime_mask.training.step import shape_bucket, step_terms
 
@@ -427,7 +428,26 @@ def test_fake_selectors_avoid_classes_the_classifier_sees(timm_resnet):
 
     x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
     attr = RealTimeMaskAttribution(timm_resnet, encoder="small_cnn", seed=0)
-    assert ObjectiveConfig().fake_max_prob == 0.05  # the default recipe's
+    # The default recipe's "auto": 0.05 with class indices, None with multi-hot labels.
+    assert ObjectiveConfig().fake_max_prob == "auto"
+    assert resolve_classifier_output(ObjectiveConfig(), y).fake_max_prob == 0.05
+    multi_hot = torch.nn.functional.one_hot(y, 5)
+    assert resolve_classifier_output(ObjectiveConfig(), multi_hot).fake_max_prob is None
+    # The same draw as an explicit 0.05 (step_terms resolves "auto" from these labels).
+    for seed in range(3):
+        drawn = [
+            step_terms(
+                attr.masker,
+                Fixed(),
+                x,
+                y,
+                5,
+                ObjectiveConfig(fake_prob=1.0, fake_max_prob=f),
+                torch.Generator().manual_seed(seed),
+            )[1].tolist()
+            for f in ("auto", 0.05)
+        ]
+        assert drawn[0] == drawn[1] == [False] * 4 + [True] * 2
     objective = ObjectiveConfig(fake_prob=1.0, fake_max_prob=0.05)
     seen = []
     masker_forward = attr.masker.forward

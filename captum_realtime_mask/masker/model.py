@@ -52,6 +52,12 @@ class MaskerConfig:
             a moderate presence. ``"independent"``: the sigmoid of the class's own largest
             logit (the form of the paper's gate) multiplies the mask. Configurations saved
             without this field load as ``"independent"``.
+        skip_filters: Gate every encoder map the decoder merges (its skip connections) with a
+            class filter of its own, ``S_ij * sigmoid(S_ij^T C'_s)`` (eq. 7 at that scale),
+            instead of only the map the decoder starts from. Without it the class enters the
+            decoder only through the coarsest map (3 x 3 cells at 96 px), and the finer skip
+            maps show every object of the image to it alike. Configurations saved without this
+            field load as False.
         eps: Epsilon in the mask ratio.
     """
 
@@ -64,6 +70,7 @@ class MaskerConfig:
     mask_stride: int | None = None
     filter_stride: int | None = None
     presence: Presence = "competitive"
+    skip_filters: bool = False
     eps: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -83,6 +90,7 @@ class MaskerConfig:
         )
         self.upsample = check.one_of(self.upsample, name("upsample"), get_args(UpsampleMode))
         self.presence = check.one_of(self.presence, "presence", get_args(Presence))
+        self.skip_filters = check.flag(self.skip_filters, name("skip_filters"))
         self.eps = check.real(self.eps, name("eps"), 0, low_open=True)
 
     @classmethod
@@ -111,6 +119,7 @@ class MaskerConfig:
         data = dict(data)
         data["encoder"] = EncoderSpec.from_dict(data["encoder"])
         data.setdefault("presence", "independent")  # saved before the option existed
+        data.setdefault("skip_filters", False)  # likewise
         return cls(**data)
 
 
@@ -194,6 +203,14 @@ class MaskingModel(nn.Module):
             self.skip_index.append(strides.index(stride) if stride in skips else None)
             cin, width = width, max(config.min_width, width // 2)
         self.upsamplers = nn.ModuleList(ups)
+        # One class filter per merged skip map (keyed by its index), if asked for.
+        self.skip_filter = nn.ModuleDict(
+            {
+                str(i): FeatureFilter(channels[i], config.num_classes)
+                for i in self.skip_index
+                if i is not None and config.skip_filters
+            }
+        )
         self.head = MaskHead(cin, config.eps)
 
     @property
@@ -266,7 +283,7 @@ class MaskingModel(nn.Module):
         else:
             gate_logit = self.presence.gate_logits(maps[-1], target, confidence).flatten(1).amax(1)
         for up, idx in zip(self.upsamplers, self.skip_index):
-            x = up(x, maps[idx] if idx is not None else None)
+            x = up(x, self._skip(maps, idx, target, confidence))
         small = self.head(x)
         if self.presence is not None:
             small = self._apply_presence(small, torch.sigmoid(gate_logit.float()))
@@ -274,6 +291,16 @@ class MaskingModel(nn.Module):
             size = (small.shape[-2] * self.mask_stride, small.shape[-1] * self.mask_stride)
         mask = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
         return MaskerOutput(mask.clamp(0, 1), small, gate_logit)
+
+    def _skip(
+        self, maps: list[torch.Tensor], idx: int | None, target: torch.Tensor, confidence: float
+    ) -> torch.Tensor | None:
+        """The encoder map merged at a decoder scale, class-gated with ``skip_filters``."""
+        if idx is None:
+            return None
+        if str(idx) not in self.skip_filter:
+            return maps[idx]
+        return self.skip_filter[str(idx)](maps[idx], target, confidence)[0]
 
     def _apply_presence(self, small: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
         """Scale the mask by the class presence ``(N,)``: its odds if competitive, else itself."""

@@ -265,8 +265,8 @@ class Trainer:
             x, y = prepare_batch(
                 batch, self.masker, self.device, self.dtype, "loader", self.config.channels_last
             )
-            if self.objective.classifier_output == "auto":  # once, on the first batch
-                self._resolve_classifier_output(y)
+            if "auto" in (self.objective.classifier_output, self.objective.fake_max_prob):
+                self._resolve_classifier_output(y)  # once, on the first batch
             if not self._usable(x):
                 skipped += 1
                 state.batch_in_epoch = i + 1
@@ -282,9 +282,10 @@ class Trainer:
         return True
 
     def _resolve_classifier_output(self, labels: torch.Tensor) -> None:
-        """Fix ``"auto"`` from the labels for the whole run; the saved masker records it."""
-        resolved = resolve_classifier_output(self.objective, labels).classifier_output
-        self.objective.classifier_output = resolved
+        """Fix the ``"auto"`` fields from the labels for the whole run (the masker records them)."""
+        resolved = resolve_classifier_output(self.objective, labels)
+        self.objective.classifier_output = resolved.classifier_output
+        self.objective.fake_max_prob = resolved.fake_max_prob
 
     def _usable(self, x: torch.Tensor) -> bool:
         """False for a single image whose 1x1 map trainable BatchNorm cannot take (skipped)."""
