@@ -266,6 +266,19 @@ def test_step_fake_max_prob_uses_sigmoid_probabilities():
         assert not real.any()
         fakes |= set(seen[-1].tolist())
     assert fakes == {1, 3}
+    # The default ("auto") with multi-hot labels: every absent class, whatever the classifier
+    # says (class 2, at 0.95, too), and the classifier is not asked about the fakes.
+    calls = []
+    clf.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    step_terms(attr.masker, clf, x, y, K, objective, g)
+    assert calls  # with fake_max_prob the classifier vets the fakes on the clean images
+    calls.clear()
+    fakes = set()
+    for _ in range(8):
+        _, real = step_terms(attr.masker, clf, x, y, K, ObjectiveConfig(fake_prob=1.0), g)
+        assert not real.any()
+        fakes |= set(seen[-1].tolist())
+    assert fakes == {1, 2, 3} and not calls  # every absent class, and no classifier pass
 
 
 # -------------------------------------------------------------------------------- labels
