@@ -59,8 +59,10 @@ COLUMNS = (
 )
 
 
-def fit_arm(model: Any, train: Any, name: str, bb: str, seed: int, cache: Path) -> Any:
-    """The arm's masker from the cache, or trained with the suite's batches and saved."""
+def fit_arm(
+    model: Any, train: Any, name: str, bb: str, seed: int, cache: Path
+) -> tuple[Any, float | None]:
+    """The arm's masker and its training seconds (None when loaded from the cache)."""
     from captum_realtime_mask import MaskerConfig, ObjectiveConfig, RealTimeMaskAttribution
     from captum_realtime_mask.benchmark._maskers import train_loader
     from captum_realtime_mask.benchmark.config import BenchmarkConfig

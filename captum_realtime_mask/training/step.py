@@ -187,10 +187,10 @@ def step_terms(
     with ``model.double()`` beside a float32 masker); its logits are used in float32.
 
     ``y`` holds class indices ``(N,)`` or multi-hot vectors ``(N, K)``; for multi-hot labels
-    the selectors come from :func:`draw_selectors`. ``objective.classifier_output == "auto"``
-    is resolved from ``y`` (:func:`~captum_realtime_mask.objective.resolve_classifier_output`)
-    and an area weight of None from ``num_classes``, for this step only; ``objective`` itself
-    is not changed.
+    the selectors come from :func:`draw_selectors`. ``"auto"`` in ``classifier_output`` and
+    ``fake_max_prob`` is resolved from ``y``
+    (:func:`~captum_realtime_mask.objective.resolve_classifier_output`) and an area weight of
+    None from ``num_classes``, for this step only; ``objective`` itself is not changed.
     """
     n = len(x)
     objective = resolve_area_weight(resolve_classifier_output(objective, y), num_classes)

@@ -266,7 +266,7 @@ class Trainer:
                 batch, self.masker, self.device, self.dtype, "loader", self.config.channels_last
             )
             if "auto" in (self.objective.classifier_output, self.objective.fake_max_prob):
-                self._resolve_classifier_output(y)  # once, on the first batch
+                self._resolve_auto_fields(y)  # once, on the first batch
             if not self._usable(x):
                 skipped += 1
                 state.batch_in_epoch = i + 1
@@ -281,7 +281,7 @@ class Trainer:
             raise single_image_error(x, "every batch of the epoch had 1 image")
         return True
 
-    def _resolve_classifier_output(self, labels: torch.Tensor) -> None:
+    def _resolve_auto_fields(self, labels: torch.Tensor) -> None:
         """Fix the ``"auto"`` fields from the labels for the whole run (the masker records them)."""
         resolved = resolve_classifier_output(self.objective, labels)
         self.objective.classifier_output = resolved.classifier_output
