@@ -350,18 +350,89 @@ def load_benchmark(cache: Path, quick: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def fit_counterpart(bench: dict[str, Any], model: nn.Module, tag: str, cache: Path) -> Any:
-    """A frozen-encoder masker on ``model``, trained as the runner trains the benchmark's."""
+def fit_counterpart(
+    bench: dict[str, Any], model: nn.Module, tag: str, cache: Path, seed: int | None = None
+) -> Any:
+    """A frozen-encoder masker on ``model``, trained as the runner trains the benchmark's.
+
+    ``seed`` (default: the benchmark's) seeds the masker's initialisation, its batches and its
+    selectors; ``model.info`` is restored afterwards (the tag only names the cache folder).
+    """
     from captum_realtime_mask.benchmark._maskers import fit_masker, masker_key
     from captum_realtime_mask.benchmark.settings import FROZEN_ENCODER
 
-    model.info = {**model.info, "blackbox": {**model.info["blackbox"], "sanity_check": tag}}
+    info = model.info
+    model.info = {**info, "blackbox": {**info["blackbox"], "sanity_check": tag}}
     cfg, data, epochs = bench["cfg"], bench["data"], bench["epochs"]
+    cfg = cfg if seed is None else replace(cfg, seed=seed)
     key = masker_key(model, FROZEN_ENCODER, cfg, data, epochs, {})
     folder = cache / "maskers" / f"resnet-sanity-{tag}-{key}"
-    return fit_masker(
-        model, FROZEN_ENCODER, bench["train"], bench["val_loader"], cfg, epochs, {}, folder, _log
-    )
+    try:
+        return fit_masker(
+            model, FROZEN_ENCODER, bench["train"], bench["val_loader"], cfg, epochs, {}, folder,
+            _log,
+        )  # fmt: skip
+    finally:
+        model.info = info
+
+
+def seed_control(
+    bench: dict[str, Any],
+    models: dict[str, nn.Module],
+    masks: dict[str, torch.Tensor],
+    seed: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cache: Path,
+) -> dict[str, Any]:
+    """Part 4: the masker comparisons of parts 2 and 3 again with a second masker seed.
+
+    The maskers of parts 2 and 3 are built and trained from the benchmark's seed, like the
+    real masker, so their decoders start from the same weights. Here each of the three black
+    boxes (``models``: ``"real"``, ``"randomised"``, ``"shuffled labels"``) gets a masker of
+    seed ``seed`` too, and every pair of maskers is compared: two maskers of the real model
+    (how far a masker is from itself: the ceiling of the check), and the real model's
+    maskers against each counterpart from the same and from the other seed.
+
+    Args:
+        bench: :func:`load_benchmark`'s record.
+        models: The black boxes by name.
+        masks: The benchmark-seed maskers' masks of ``x`` by the same names.
+        seed: The second masker seed.
+        x: The images of the correlations.
+        y: Their classes (the masks' targets).
+        cache: Where the maskers are cached.
+
+    Returns:
+        ``rows``: one per comparison (``a``, ``b``, ``spearman``, ``ssim``, ``constant_maps``)
+        and ``train_seconds`` of the new maskers.
+    """
+    base = bench["cfg"].seed
+    second, seconds = {}, {}
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        tag = "real-masker" if name == "real" else name.replace(" ", "-")
+        attr = fit_counterpart(bench, model, f"{tag}-masker-seed{seed}", cache, seed=seed)
+        seconds[name] = time.perf_counter() - t0
+        second[name] = compute_maps(_mask(attr), x, y, 64)
+    by_name = {(n, base): m for n, m in masks.items()} | {(n, seed): m for n, m in second.items()}
+    pairs = [(("real", base), ("real", seed))]
+    for other in (n for n in models if n != "real"):
+        for a in (base, seed):
+            pairs += [(("real", a), (other, b)) for b in (base, seed)]
+    rows = []
+    for a, b in pairs:
+        sim = similarity(by_name[a], by_name[b])
+        rows.append(
+            {
+                "a": f"{a[0]} (seed {a[1]})",
+                "b": f"{b[0]} (seed {b[1]})",
+                "same_seed": a[1] == b[1],
+                **{k: sim[k] for k in ("spearman", "ssim", "constant_maps")},
+            }
+        )
+        _log(f"seed control, {rows[-1]['a']} vs {rows[-1]['b']}: rho {sim['spearman']:+.3f}")
+    return {"seed": seed, "benchmark_seed": base, "rows": rows, "train_seconds": seconds}
 
 
 def localisation(
@@ -467,6 +538,33 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(row['spearman'])} | {row['ssim']:.3f} |"
             )
         lines.append("")
+    p4 = results.get("seed_control")
+    if p4:
+        lines += [
+            "## 4. The maskers' seed",
+            "",
+            "The maskers of parts 2 and 3 start from the benchmark's seed "
+            f"({p4['benchmark_seed']}), like the real masker, so their decoders share their "
+            f"initial weights. Each black box here also gets a masker of seed {p4['seed']} "
+            "(same recipe and budget): two maskers of the real model show how close a masker "
+            "comes to itself; the other rows compare the real model's maskers with each "
+            "counterpart, from the same seed and from the "
+            "other one.",
+            "",
+            "| masker | compared with | same seed | Spearman | SSIM |",
+            "|---|---|---|---|---|",
+        ]
+        for row in p4["rows"]:
+            lines.append(
+                f"| {row['a']} | {row['b']} | {'yes' if row['same_seed'] else 'no'} | "
+                f"{_fmt(row['spearman'])} | {row['ssim']:.3f} |"
+            )
+        lines += [
+            "",
+            "Training of the seed's maskers (s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in p4["train_seconds"].items()),
+            "",
+        ]
     lines += [
         "Time by part (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_s"].items()),
         "",
@@ -497,7 +595,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ig-steps", type=int, default=50, help="IG steps (the benchmark's)")
     parser.add_argument("--seed", type=int, default=0, help="re-initialisation seed")
     parser.add_argument("--label-seed", type=int, default=0, help="label permutation seed")
-    parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--control-seed", type=int, default=1, help="part 4's masker seed")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 images, 2 steps")
     args = parser.parse_args(argv)
@@ -614,6 +713,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "methods": rows,
         }
         timings["3 data randomisation"] = time.perf_counter() - t0
+
+    if 4 in args.parts:
+        t0 = time.perf_counter()
+        shuffled = train_shuffled_blackbox(
+            bench["data"], cfg.blackbox_epochs, cfg.seed, args.label_seed, cache,
+            cfg.blackbox_max_steps, _log,
+        ).to(memory_format=torch.channels_last)  # fmt: skip
+        models = {"real": model, "randomised": randomised, "shuffled labels": shuffled}
+        tags = {
+            "randomised": f"randomised-seed{args.seed}",
+            "shuffled labels": f"shuffled-labels-seed{args.label_seed}",
+        }
+        masks = {"real": real_masks[: len(x)]}
+        for name, tag in tags.items():
+            masks[name] = compute_maps(
+                _mask(fit_counterpart(bench, models[name], tag, cache)), x, y, 64
+            )
+        results["seed_control"] = seed_control(bench, models, masks, args.control_seed, x, y, cache)
+        timings["4 masker seed"] = time.perf_counter() - t0
 
     results["timings_s"] = timings
     results["machine"] = {

@@ -17,7 +17,10 @@ Arms (epochs, ObjectiveConfig overrides, MaskerConfig overrides):
 * ``2 epochs, skip filters``: the same with ``MaskerConfig(skip_filters=True)``;
 * ``2 epochs, skip filters, every absent class``: and fakes among every absent class;
 * ``4 epochs, fakes under 5%``;
-* ``4 epochs, every absent class``: the default recipe now (``fake_max_prob="auto"``).
+* ``4 epochs, every absent class``: the default recipe now (``fake_max_prob="auto"``);
+* ``6 epochs, every absent class``: the same, trained half as long again;
+* ``4 epochs, others weight 1``: the default with ``others_weight=1`` (the preserved image
+  should show no class but the selected one).
 
 Example (about 10 to 20 minutes per arm on one CPU thread)::
 
@@ -43,6 +46,8 @@ ARMS: dict[str, tuple[int, dict[str, Any], dict[str, Any]]] = {
     "2 epochs, skip filters, every absent class": (2, {}, {"skip_filters": True}),
     "4 epochs, fakes under 5%": (4, {"fake_max_prob": 0.05}, {}),
     "4 epochs, every absent class": (4, {}, {}),
+    "6 epochs, every absent class": (6, {}, {}),
+    "4 epochs, others weight 1": (4, {"others_weight": 1.0}, {}),
 }
 
 #: The score keys written to the report, in its column order.
@@ -145,8 +150,6 @@ def main() -> None:
     splits = load_splits(cfg, args.cache_dir, return_boxes=False)
     model = ready_blackbox(cfg, args.blackbox, args.cache_dir, print)
     val = scene_images(splits["val"])
-    out = args.output / "results.json"
-    rows = json.loads(out.read_text())["rows"] if out.is_file() else []
     for name in args.arms:
         for seed in args.seeds:
             attr, seconds = fit_arm(
@@ -155,15 +158,22 @@ def main() -> None:
             row = {"blackbox": args.blackbox, "arm": name, "seed": seed, "train_seconds": seconds}
             row.update(score(attr, model, val))
             print(json.dumps(row), flush=True)
-            rows = [
-                r
-                for r in rows
-                if (r["blackbox"], r["arm"], r["seed"]) != (args.blackbox, name, seed)
-            ]
-            rows.append(row)
-    args.output.mkdir(parents=True, exist_ok=True)
+            write_row(args.output, row)
+
+
+def write_row(folder: Path, row: dict[str, Any]) -> None:
+    """Add ``row`` to ``folder``'s report (replacing its earlier score), read afresh each time.
+
+    Reading the file just before writing it keeps the rows of another run of this script that
+    finished in the meantime (two black boxes are often run side by side).
+    """
+    out = folder / "results.json"
+    rows = json.loads(out.read_text())["rows"] if out.is_file() else []
+    key = (row["blackbox"], row["arm"], row["seed"])
+    rows = [r for r in rows if (r["blackbox"], r["arm"], r["seed"]) != key] + [row]
+    folder.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows}, indent=2))
-    (args.output / "results.md").write_text(markdown(rows))
+    (folder / "results.md").write_text(markdown(rows))
 
 
 if __name__ == "__main__":

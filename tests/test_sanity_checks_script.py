@@ -97,3 +97,51 @@ def test_model_randomisation_results_and_files(tiny, tmp_path):
     )
     assert "## 1. Cascading model randomisation" in text
     assert (tmp_path / "results.md").read_text().startswith("# Sanity checks")
+
+
+def test_seed_control_compares_every_pair_and_reports_them(monkeypatch, tmp_path):
+    sc = _load_script()
+    calls = []
+
+    class FakeMasker:
+        def __init__(self, scale):
+            self.scale = scale
+
+        def mask(self, x, target):
+            return (x.mean(1, keepdim=True) * self.scale).clamp(0, 1)
+
+    def fake_fit(bench, model, tag, cache, seed=None):
+        calls.append((tag, seed))
+        # the real model's second masker makes the same maps; the others' are noise
+        if tag.startswith("real-masker"):
+            return FakeMasker(1.0)
+        return type("Noise", (), {"mask": lambda self, x, target: torch.rand_like(x[:, :1])})()
+
+    monkeypatch.setattr(sc, "fit_counterpart", fake_fit)
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2])
+    real = FakeMasker(1.0).mask(x, y)
+    masks = {"real": real, "randomised": torch.rand_like(real), "shuffled labels": real * 0.5}
+    models = {name: None for name in masks}
+    out = sc.seed_control({"cfg": type("C", (), {"seed": 0})()}, models, masks, 1, x, y, tmp_path)
+    assert [seed for _, seed in calls] == [1, 1, 1]
+    pairs = [(r["a"], r["b"]) for r in out["rows"]]
+    assert pairs[0] == ("real (seed 0)", "real (seed 1)") and len(pairs) == 9
+    assert out["rows"][0]["spearman"] == pytest.approx(1.0)
+    by_pair = {(r["a"], r["b"]): r for r in out["rows"]}
+    # the shuffled model's benchmark-seed masks are the real ones halved: same ranks
+    assert by_pair[("real (seed 0)", "shuffled labels (seed 0)")]["spearman"] == pytest.approx(1.0)
+    assert by_pair[("real (seed 0)", "shuffled labels (seed 1)")]["spearman"] < 0.5
+    assert by_pair[("real (seed 1)", "randomised (seed 1)")]["same_seed"]
+    text = sc.markdown(
+        {
+            "blackbox": "test_resnet",
+            "blackbox_test_accuracy": None,
+            "settings": {"quick": True, "n_images": 3, "loc_images": 3, "ig_steps": 2, "seed": 0},
+            "seed_control": out,
+            "timings_s": {"4 masker seed": 1.0},
+            "elapsed_s": 1.0,
+        }
+    )
+    assert "## 4. The maskers' seed" in text
+    assert "| real (seed 0) | real (seed 1) | no | +1.000 |" in text
