@@ -263,11 +263,15 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
 
         Args:
             loader: Any iterable of ``(images, labels[, ...])`` batches, e.g. a DataLoader.
-                Images in the classifier's input space; labels are class indices.
+                Images in the classifier's input space; labels are class indices ``(N,)``
+                or multi-hot vectors ``(N, K)`` (images with several objects).
                 Floating images of any precision (float64 from ``torch.from_numpy``, float16,
                 bfloat16) are cast to the masker's float32. A one-shot iterator that runs out
                 before ``epochs`` or ``max_steps`` ends training with a warning.
-            epochs: Passes over the loader (default 1 when ``max_steps`` is None too).
+            epochs: Passes over the loader. None (the default) with ``max_steps`` None: enough
+                passes to show the masker about 60,000 images when the loader has a sized
+                dataset (:func:`~captum_realtime_mask.training.default_epochs`: 6 for 10,000
+                images, 1 for ImageNet's 1.28 million), else 1.
             max_steps: Stop after this many optimiser steps.
             lr: Adam learning rate.
             device: Where to train; None picks CUDA when present, else the classifier's

@@ -89,11 +89,7 @@ _PAPER_SELECTORS_AND_FILL: dict[str, Any] = {
 
 
 #: What a saved configuration without these fields trained with (they were added later).
-_BEFORE_THE_FIELD: dict[str, Any] = {
-    "fake_max_prob": None,
-    "destroy_fill": "alternative",
-    "others_weight": 0.0,
-}
+_BEFORE_THE_FIELD: dict[str, Any] = {"fake_max_prob": None, "destroy_fill": "alternative"}
 
 
 @dataclass
@@ -146,15 +142,6 @@ class ObjectiveConfig:
             shape-defined objects; ``"inpaint"`` removes them with their own pixels.
         inpaint_sigma: Gaussian sigma of ``"inpaint"`` at a 224-pixel image side; scaled with
             the input size like ``blur_sigma``.
-        others_weight: With ``classifier_output="sigmoid"`` only: weight of a term that
-            asks the preserved image to show no class but the selected one,
-            ``sum_{k != c} -log(1 - sigmoid(z_k))`` on ``Phi(X, M)`` (with ``preserve="hinge"``:
-            ``sum_{k != c} relu(z_k + preserve_margin)``), added to the preserve term. With it
-            the preserve term is the binary cross-entropy of the preserved image against the
-            one-hot target ``c``. A softmax's ``-log softmax(z)_c`` already contains this
-            competition (raising another class lowers ``f_c``); one sigmoid per class does
-            not, so a mask that keeps a second object too costs nothing. 0 (the default) is
-            the plain ``-log sigmoid(z_c)``.
         classifier_output: How the classifier's logits become class probabilities ``f_c``:
             ``"softmax"`` (a single-label classifier, the paper), ``"sigmoid"`` (a multi-label
             classifier with one sigmoid per class, trained with binary cross-entropy; also
@@ -186,13 +173,12 @@ class ObjectiveConfig:
     destroy_fill: Literal["alternative", "inpaint"] = "inpaint"
     inpaint_sigma: float = 20.0
     classifier_output: Literal["auto", "softmax", "sigmoid"] = "auto"
-    others_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def name(field: str) -> str:
             return f"ObjectiveConfig.{field}"
 
-        non_negative = ("tv_weight", "preserve_weight", "destroy_weight", "others_weight")
+        non_negative = ("tv_weight", "preserve_weight", "destroy_weight")
         for f in (*non_negative, "blur_sigma", "inpaint_sigma"):
             setattr(self, f, check.real(getattr(self, f), name(f), 0))
         self.area_weight = check.real(self.area_weight, name("area_weight"), 0, none_ok=True)
@@ -569,16 +555,10 @@ def _sigmoid_terms(
     """:func:`classifier_terms` of a multi-label (one sigmoid per class) classifier."""
     zp = logits_preserve.gather(1, idx).squeeze(1)
     zd = logits_destroy.gather(1, idx).squeeze(1)
-    others = torch.ones_like(logits_preserve, dtype=torch.bool).scatter(1, idx, False)
     if config.preserve == "log_prob":
         preserve = -F.logsigmoid(zp)
-        # -log(1 - sigmoid(z)) = softplus(z)
-        rest = F.softplus(logits_preserve)
     else:
         preserve = F.relu(config.preserve_margin - zp)
-        rest = F.relu(logits_preserve + config.preserve_margin)
-    if config.others_weight > 0:
-        preserve = preserve + config.others_weight * (rest * others).sum(1)
     if config.destroy == "prob_power":
         destroy = (torch.sigmoid(zd) + 1e-8).pow(config.destroy_power)
     else:

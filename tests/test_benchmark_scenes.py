@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from captum_realtime_mask.benchmark.config import BenchmarkConfig
 from captum_realtime_mask.benchmark.scenes.requests import SceneImages, scene_requests
@@ -26,6 +27,7 @@ from captum_realtime_mask.benchmark.tasks import (
 from captum_realtime_mask.datasets import ClutteredConfig
 from captum_realtime_mask.datasets.scenes import SceneConfig
 from captum_realtime_mask.errors import InputError
+from captum_realtime_mask.training import default_epochs
 from tests.test_benchmark import needs_fashion_mnist
 
 
@@ -179,9 +181,11 @@ def test_scenes_presets_and_a_bad_suite():
     full = BenchmarkConfig.for_mode("full", "scenes")
     assert full.suite == "scenes" and full.blackboxes == ("resnet", "cspdarknet")
     assert full.costly_images < full.n_test and full.faithfulness_images < full.n_test
-    # 4 epochs for the frozen-encoder masker (2 were too few: docs, scenes benchmark page).
+    # 6 epochs for the frozen-encoder masker (2 and 4 were too few: docs, scenes benchmark
+    # page), what fit() derives for 10,000 training scenes.
     epochs = full.masker_epochs_for("resnet"), full.masker_epochs_for("resnet", scratch=True)
-    assert epochs == (4, 2)
+    assert epochs == (6, 2)
+    assert default_epochs(DataLoader(range(full.n_train))) == 6
     assert BenchmarkConfig.for_mode("quick", "scenes").blackboxes == ("resnet",)
     assert BenchmarkConfig.for_mode("full").suite == "single"
     with pytest.raises(InputError, match="suite"):

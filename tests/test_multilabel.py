@@ -9,7 +9,6 @@ import platform
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import FIT, TINY_SIZE, assert_same_masker, make_attr, make_batches, masker_tensors
 from torch import nn
 
@@ -99,41 +98,6 @@ def test_sigmoid_hinges_compare_the_logit_with_zero():
     # softmax hinges compare with the best other logit: class 1 loses to class 0 by 2
     pres_s, dest_s = classifier_terms(logits, logits, target, ObjectiveConfig(**hinge))
     assert pres_s.tolist() == [0.0, 3.0, 4.0] and dest_s.tolist() == [7.0, 3.0, 2.0]
-
-
-def test_others_weight_adds_the_other_classes_by_hand():
-    logits = torch.tensor([[2.0, 0.0, -1.0]])
-    target = torch.tensor([0])
-    cfg = ObjectiveConfig(classifier_output="sigmoid", others_weight=0.5)
-    pres, dest = classifier_terms(logits, logits, target, cfg)
-    # -log sigmoid(2) + 0.5 * (-log(1 - sigmoid(0)) - log(1 - sigmoid(-1)))
-    others = -math.log(1 - sigmoid(0.0)) - math.log(1 - sigmoid(-1.0))
-    assert pres.item() == pytest.approx(-math.log(sigmoid(2.0)) + 0.5 * others, rel=1e-6)
-    assert dest.item() == pytest.approx(sigmoid(2.0) ** 0.3, rel=1e-6)  # destroy unchanged
-    # Weight 1: the binary cross-entropy against the one-hot target.
-    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0)) * 3
-    t = torch.tensor([0, 3, 1, 2, 3])
-    one = ObjectiveConfig(classifier_output="sigmoid", others_weight=1.0)
-    bce = F.binary_cross_entropy_with_logits(z, F.one_hot(t, 4).float(), reduction="none")
-    torch.testing.assert_close(classifier_terms(z, z, t, one)[0], bce.sum(1))
-    # The hinge form: each other class below its boundary by the margin.
-    hinge = ObjectiveConfig(classifier_output="sigmoid", preserve="hinge", others_weight=1.0)
-    pres_h, _ = classifier_terms(logits, logits, target, hinge)
-    assert pres_h.tolist() == [0.0 + (1.0 + 0.0)]  # relu(1 - 2) + relu(0 + 1) + relu(-1 + 1)
-
-
-def test_others_weight_is_a_no_op_for_a_softmax_and_is_checked():
-    logits = torch.tensor([[2.0, 0.0, -1.0]])
-    target = torch.tensor([0])
-    plain = classifier_terms(logits, logits, target, ObjectiveConfig(classifier_output="softmax"))
-    cfg = ObjectiveConfig(classifier_output="softmax", others_weight=3.0)
-    weighted = classifier_terms(logits, logits, target, cfg)
-    assert all(torch.equal(a, b) for a, b in zip(plain, weighted, strict=True))
-    with pytest.raises(ValueError, match="others_weight"):
-        ObjectiveConfig(others_weight=-1.0)
-    assert ObjectiveConfig.from_dict(cfg.to_dict()) == cfg
-    old = {k: v for k, v in ObjectiveConfig().to_dict().items() if k != "others_weight"}
-    assert ObjectiveConfig.from_dict(old).others_weight == 0.0
 
 
 def test_auto_acts_as_softmax_where_no_labels_are_seen():

@@ -616,6 +616,44 @@ def test_channels_last_fit_trains_alike_and_gives_both_models_their_layout_back(
     assert before.differences(snapshot_model(timm_resnet, tensors=True)) == []
 
 
+def test_default_epochs_by_hand():
+    from captum_realtime_mask.training import TRAINING_IMAGES, default_epochs
+
+    def loader(n):
+        return DataLoader(TensorDataset(torch.zeros(n, 1)), batch_size=8)
+
+    assert TRAINING_IMAGES == 60_000
+    assert [default_epochs(loader(n)) for n in (10_000, 20_000, 25_000, 60_000)] == [6, 3, 3, 1]
+    assert default_epochs(loader(1_281_167)) == 1 and default_epochs(loader(7)) == 8572
+    # no sized dataset: one pass
+    assert default_epochs([(0, 0)] * 4) == 1 and default_epochs(iter([(0, 0)])) == 1
+
+
+class _SizedButShort(torch.utils.data.Dataset):
+    """A dataset that claims ``n`` images; its loader's sampler visits only the first two."""
+
+    def __init__(self, n):
+        self.n, self.x, self.y = n, *resnet_batch(2)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+@pytest.mark.parametrize("claimed, epochs", [(12_000, 5), (60_000, 1)])
+def test_fit_without_epochs_trains_for_the_derived_number_of_passes(claimed, epochs):
+    loader = DataLoader(_SizedButShort(claimed), batch_size=2, sampler=[0, 1])
+    attr = RealTimeMaskAttribution(make_test_resnet(5), encoder="test_resnet", pretrained=False)
+    attr.fit(loader, **QUIET)
+    assert [h["steps"] for h in attr.history] == list(range(1, epochs + 1))
+    attr.fit(loader, epochs=2, **QUIET)  # an explicit count wins
+    assert len(attr.history) == epochs + 2
+    attr.fit(loader, max_steps=3, **QUIET)  # and so does max_steps: 3 one-step epochs
+    assert len(attr.history) == epochs + 5
+
+
 # ------------------------------------------------------------------------ non-finite values
 
 

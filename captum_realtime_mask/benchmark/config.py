@@ -279,7 +279,7 @@ def _scenes_full() -> BenchmarkConfig:
         threshold_images=150,
         n_test=500,
         blackbox_epochs=12,
-        masker_epochs=4,
+        masker_epochs=6,
         scratch_masker_epochs=2,
         iterative_images=16,
         iterative_steps=300,

@@ -85,7 +85,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     _add_data(p)
     g = p.add_argument_group("training")
     g.add_argument("--output", default="runs/masker", help="masker folder (default runs/masker)")
-    g.add_argument("--epochs", type=positive_int, help="passes over the data (default 1)")
+    g.add_argument(
+        "--epochs",
+        type=positive_int,
+        help="passes over the data (default: enough for about 60,000 images)",
+    )
     g.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
     g.add_argument(
         "--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)"

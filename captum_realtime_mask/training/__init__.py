@@ -13,8 +13,21 @@ drive training yourself. The package reads top-down along a fit:
 """
 
 from captum_realtime_mask.training.batches import unpack_batch
-from captum_realtime_mask.training.config import RUN_SHAPING_OPTIONS, FitConfig
+from captum_realtime_mask.training.config import (
+    RUN_SHAPING_OPTIONS,
+    TRAINING_IMAGES,
+    FitConfig,
+    default_epochs,
+)
 from captum_realtime_mask.training.step import evaluate_terms
 from captum_realtime_mask.training.trainer import fit_masker
 
-__all__ = ["RUN_SHAPING_OPTIONS", "FitConfig", "evaluate_terms", "fit_masker", "unpack_batch"]
+__all__ = [
+    "RUN_SHAPING_OPTIONS",
+    "TRAINING_IMAGES",
+    "FitConfig",
+    "default_epochs",
+    "evaluate_terms",
+    "fit_masker",
+    "unpack_batch",
+]

@@ -46,7 +46,7 @@ from captum_realtime_mask.training.batches import (
     trainable_batchnorm,
     training_dtypes,
 )
-from captum_realtime_mask.training.config import FitConfig
+from captum_realtime_mask.training.config import FitConfig, default_epochs
 from captum_realtime_mask.training.diagnostics import RECENT_STEPS, warn_if_collapsed
 from captum_realtime_mask.training.distributed import distributed, shard_loader
 from captum_realtime_mask.training.state import (
@@ -150,7 +150,7 @@ class Trainer:
         self.masker, self.classifier = masker, classifier
         self.objective = resolve_area_weight(objective, masker.config.num_classes)
         self.config, self.device, self.save_extra = config, device, save_extra
-        self.epochs = config.epochs or (None if config.max_steps else 1)
+        self.epochs = config.epochs or (None if config.max_steps else default_epochs(loader))
         self.total = self._run_length()
         self.classifier_device = _check_devices(classifier, device)
         self.dtype, self.classifier_dtype = training_dtypes(masker, classifier)
@@ -399,7 +399,7 @@ class Trainer:
                 argument="loader",
             )
         config = self.config
-        asked = f"max_steps={config.max_steps}" if config.max_steps else f"epochs={config.epochs}"
+        asked = f"max_steps={config.max_steps}" if config.max_steps else f"epochs={self.epochs}"
         warnings.warn(
             f"loader: the training loader yielded no batches in epoch {epoch}, so training "
             f"stopped after {self.state.step} steps, before {asked}; the history holds the "
