@@ -24,6 +24,18 @@ def _load_script():
     return sys.modules[name]
 
 
+def _results(**parts):
+    """A results record of a tiny smoke run holding ``parts``, as the script writes it."""
+    return {
+        "blackbox": "test_resnet",
+        "blackbox_test_accuracy": None,
+        "settings": {"quick": True, "n_images": 3, "loc_images": 3, "ig_steps": 2, "seed": 0},
+        **parts,
+        "timings_s": {"a part": 1.0},
+        "elapsed_s": 1.0,
+    }
+
+
 @pytest.fixture(scope="module")
 def tiny():
     import timm
@@ -82,14 +94,7 @@ def test_model_randomisation_results_and_files(tiny, tmp_path):
         assert p1["ssim"][method][last] < 0.99, method
     assert not torch.equal(randomised.state_dict()["fc.weight"], model.state_dict()["fc.weight"])
 
-    results = {
-        "blackbox": "test_resnet",
-        "blackbox_test_accuracy": None,
-        "settings": {"quick": True, "n_images": 3, "loc_images": 3, "ig_steps": 2, "seed": 0},
-        "model_randomisation": p1,
-        "timings_s": {"1 model randomisation": 1.0},
-        "elapsed_s": 1.0,
-    }
+    results = _results(model_randomisation=p1)
     text = sc.write_results(results, tmp_path)
     loaded = json.loads((tmp_path / "results.json").read_text())
     assert loaded["model_randomisation"]["spearman"]["Saliency"][last] == pytest.approx(
@@ -133,15 +138,6 @@ def test_seed_control_compares_every_pair_and_reports_them(monkeypatch, tmp_path
     assert by_pair[("real (seed 0)", "shuffled labels (seed 0)")]["spearman"] == pytest.approx(1.0)
     assert by_pair[("real (seed 0)", "shuffled labels (seed 1)")]["spearman"] < 0.5
     assert by_pair[("real (seed 1)", "randomised (seed 1)")]["same_seed"]
-    text = sc.markdown(
-        {
-            "blackbox": "test_resnet",
-            "blackbox_test_accuracy": None,
-            "settings": {"quick": True, "n_images": 3, "loc_images": 3, "ig_steps": 2, "seed": 0},
-            "seed_control": out,
-            "timings_s": {"4 masker seed": 1.0},
-            "elapsed_s": 1.0,
-        }
-    )
+    text = sc.markdown(_results(seed_control=out))
     assert "## 4. The maskers' seed" in text
     assert "| real (seed 0) | real (seed 1) | no | +1.000 |" in text
