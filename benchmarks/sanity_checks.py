@@ -284,7 +284,7 @@ def train_shuffled_blackbox(
         model = bb._create(config, num_classes=10).to(memory_format=torch.channels_last)
         total = math.ceil(len(train) / config.batch_size) * config.epochs
         total = min(total, max_steps) if max_steps is not None else total
-        run = bb._Run(model, config, generator, torch.channels_last, total)
+        run = bb._Run(model, config, bb.task_of(data), generator, torch.channels_last, total)
         history = []
         for epoch in range(config.epochs):
             if run.step >= total:
@@ -302,7 +302,8 @@ def train_shuffled_blackbox(
     model.info = {
         "arch": config.arch,
         "num_classes": 10,
-        "blackbox": {**config.to_dict(), "shuffled_labels_seed": label_seed},
+        "blackbox": config.to_dict(),  # what load_blackbox rebuilds the model from
+        "shuffled_labels_seed": label_seed,
         "dataset": data.to_dict(),
         "max_steps": max_steps,
         "steps": run.step,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_benchmark import needs_fashion_mnist
 
 
 def _load_script():
@@ -141,3 +142,21 @@ def test_seed_control_compares_every_pair_and_reports_them(monkeypatch, tmp_path
     text = sc.markdown(_results(seed_control=out))
     assert "## 4. The maskers' seed" in text
     assert "| real (seed 0) | real (seed 1) | no | +1.000 |" in text
+
+
+@needs_fashion_mnist
+def test_the_shuffled_label_black_box_trains_and_is_cached(tmp_path):
+    from captum_realtime_mask.datasets import ClutteredConfig
+
+    sc = _load_script()
+    data = ClutteredConfig(n_train=8, n_val=4, n_test=4)
+    lines = []
+    model = sc.train_shuffled_blackbox(data, 1, 0, 0, tmp_path, 1, lines.append)
+    assert model.info["steps"] == 1 and model.info["history"][0]["steps"] == 1
+    assert model.info["shuffled_labels_seed"] == 0
+    saved = list((tmp_path / "blackboxes").glob("*shuffled-labels*.safetensors"))
+    assert len(saved) == 1
+    again = sc.train_shuffled_blackbox(data, 1, 0, 0, tmp_path, 1, lines.append)
+    assert "loading the shuffled-label black box" in lines[-1]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
