@@ -458,6 +458,15 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.3f}"
 
 
+def _fmt_accuracy(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _fmt_seconds(v: float) -> str:
+    """Seconds, or a note that the model came from the cache (a load takes under a second)."""
+    return f"{v:.0f} s" if v >= 1 else "none (loaded from the cache)"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     p1, s = results.get("model_randomisation"), results["settings"]
@@ -465,7 +474,7 @@ def markdown(results: dict[str, Any]) -> str:
         "# Sanity checks (Adebayo et al. 2018)",
         "",
         f"Quick benchmark's black box `{results['blackbox']}` (test accuracy "
-        f"{results['blackbox_test_accuracy']}); {s['n_images']} test images for the "
+        f"{_fmt_accuracy(results['blackbox_test_accuracy'])}); {s['n_images']} test images for the "
         f"correlations, {s['loc_images']} for the localisation errors; target = the true "
         f"class; IG {s['ig_steps']} steps; seed {s['seed']}. Spearman: the flattened maps as "
         "the methods return them (all non-negative: absolute gradients summed over channels, "
@@ -505,7 +514,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{p2['ssim']:.3f} | {p2['constant_maps']} | {p2['mask_mean_real']:.3f} / "
             f"{p2['mask_mean_randomised']:.3f} |",
             "",
-            f"Training of the counterpart: {p2['train_seconds']:.0f} s."
+            f"Training of the counterpart: {_fmt_seconds(p2['train_seconds'])}."
             + (
                 " For comparison, the gradient methods on the same fully randomised model (last "
                 "column above): "
@@ -526,7 +535,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"Shuffled-label black box: test accuracy {p3['test_accuracy']:.3f} (chance 0.10; "
             f"final train accuracy on its shuffled labels {p3['train_accuracy']:.3f}); trained "
             f"in {p3['blackbox_train_seconds']:.0f} s, its masker in "
-            f"{p3['masker_train_seconds']:.0f} s.",
+            f"{_fmt_seconds(p3['masker_train_seconds'])}.",
             "",
             "| method | loc. error, real model (%) | loc. error, shuffled labels (%) | "
             "threshold (real / shuffled) | Spearman real vs shuffled | SSIM |",
@@ -562,8 +571,9 @@ def markdown(results: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            "Training of the seed's maskers (s): "
-            + ", ".join(f"{k} {v:.0f}" for k, v in p4["train_seconds"].items()),
+            "Training of the seed's maskers: "
+            + ", ".join(f"{k} {_fmt_seconds(v)}" for k, v in p4["train_seconds"].items())
+            + ".",
             "",
         ]
     lines += [
