@@ -12,8 +12,9 @@ __all__ = ["RUN_SHAPING_OPTIONS", "TRAINING_IMAGES", "FitConfig", "default_epoch
 
 #: Images a fit shows the masker when neither ``epochs`` nor ``max_steps`` is given (see
 #: :func:`default_epochs`). Chosen on the benchmark's validation splits: on the scenes
-#: (10,000 training images, ResNet) 4 and 6 epochs gave a per-object error of 32.8% and
-#: 31.3% and an absent / present area of 0.13 and 0.09; the single-object suite's maskers
+#: (10,000 training images, ResNet, seed 0) 4 and 6 epochs gave a per-object error of 32.8%
+#: and 31.3% and an absent / present area of 0.13 and 0.09 (seed 1 at 6 epochs: 60.4% and
+#: 0.125, a spread between seeds larger than the gain); the single-object suite's maskers
 #: train 3 to 4 epochs of 20,000 images (docs: "Training on your own data").
 TRAINING_IMAGES = 60_000
 
