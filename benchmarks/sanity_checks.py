@@ -317,6 +317,15 @@ def train_shuffled_blackbox(
     return model
 
 
+def shuffled_blackbox(bench: dict[str, Any], label_seed: int, cache: Path) -> nn.Module:
+    """:func:`train_shuffled_blackbox` with the benchmark's data and budget, channels-last."""
+    cfg = bench["cfg"]
+    return train_shuffled_blackbox(
+        bench["data"], cfg.blackbox_epochs, cfg.seed, label_seed, cache, cfg.blackbox_max_steps,
+        _log,
+    ).to(memory_format=torch.channels_last)  # fmt: skip
+
+
 def load_benchmark(cache: Path, quick: bool) -> dict[str, Any]:
     """The quick benchmark's configuration, data, ResNet and frozen-encoder masker."""
     from captum_realtime_mask.benchmark._maskers import fit_masker, masker_key
@@ -659,12 +668,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         *_, (_, randomised) = cascade(model, args.seed)
     real_masks = compute_maps(_mask(attr), xt_all, yt_all, 64)
+    # The counterparts' cache tags, and their masks of x once a part has computed them.
+    tags = {
+        "randomised": f"randomised-seed{args.seed}",
+        "shuffled labels": f"shuffled-labels-seed{args.label_seed}",
+    }
+    counterpart_masks: dict[str, torch.Tensor] = {}
+    shuffled = None
 
     if 2 in args.parts:
         t0 = time.perf_counter()
-        rand_attr = fit_counterpart(bench, randomised, f"randomised-seed{args.seed}", cache)
+        rand_attr = fit_counterpart(bench, randomised, tags["randomised"], cache)
         trained_s = time.perf_counter() - t0
         rand_masks = compute_maps(_mask(rand_attr), x, y, 64)
+        counterpart_masks["randomised"] = rand_masks
         s = similarity(real_masks[: len(x)], rand_masks)
         results["masker_randomisation"] = {
             **{k: s[k] for k in ("spearman", "ssim", "constant_maps")},
@@ -678,15 +695,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if 3 in args.parts:
         t0 = time.perf_counter()
-        shuffled = train_shuffled_blackbox(
-            bench["data"], cfg.blackbox_epochs, cfg.seed, args.label_seed, cache,
-            cfg.blackbox_max_steps, _log,
-        )  # fmt: skip
-        shuffled = shuffled.to(memory_format=torch.channels_last)
+        shuffled = shuffled_blackbox(bench, args.label_seed, cache)
         bb_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        tag = f"shuffled-labels-seed{args.label_seed}"
-        shuf_attr = fit_counterpart(bench, shuffled, tag, cache)
+        shuf_attr = fit_counterpart(bench, shuffled, tags["shuffled labels"], cache)
         masker_s = time.perf_counter() - t1
         val = bench["val"]
         xv, yv, bv = val.float_images(), val.labels, val.boxes.float()
@@ -710,6 +722,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     normalize = "minmax"
                 row[f"threshold_{who}"] = threshold
                 row[f"loc_error_{who}"] = localisation(maps[who], bt_all, threshold, normalize)
+            if name == MASKER:
+                counterpart_masks["shuffled labels"] = maps["shuffled"][: len(x)]
             s = similarity(maps["real"][: len(x)], maps["shuffled"][: len(x)])
             row.update({k: s[k] for k in ("spearman", "ssim", "constant_maps")})
             rows[name] = row
@@ -727,20 +741,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if 4 in args.parts:
         t0 = time.perf_counter()
-        shuffled = train_shuffled_blackbox(
-            bench["data"], cfg.blackbox_epochs, cfg.seed, args.label_seed, cache,
-            cfg.blackbox_max_steps, _log,
-        ).to(memory_format=torch.channels_last)  # fmt: skip
+        if shuffled is None:
+            shuffled = shuffled_blackbox(bench, args.label_seed, cache)
         models = {"real": model, "randomised": randomised, "shuffled labels": shuffled}
-        tags = {
-            "randomised": f"randomised-seed{args.seed}",
-            "shuffled labels": f"shuffled-labels-seed{args.label_seed}",
-        }
         masks = {"real": real_masks[: len(x)]}
-        for name, tag in tags.items():
-            masks[name] = compute_maps(
-                _mask(fit_counterpart(bench, models[name], tag, cache)), x, y, 64
-            )
+        for name, tag in tags.items():  # the masks parts 2 and 3 did not compute
+            masks[name] = counterpart_masks.get(name)
+            if masks[name] is None:
+                counterpart = fit_counterpart(bench, models[name], tag, cache)
+                masks[name] = compute_maps(_mask(counterpart), x, y, 64)
         results["seed_control"] = seed_control(bench, models, masks, args.control_seed, x, y, cache)
         timings["4 masker seed"] = time.perf_counter() - t0
 
