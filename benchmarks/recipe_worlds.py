@@ -92,7 +92,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from captum_realtime_mask import RealTimeMaskAttribution
-from captum_realtime_mask.benchmark._scoring import absent_classes
+from captum_realtime_mask.benchmark._scoring import masker_scores
 from captum_realtime_mask.benchmark.blackbox import (
     BLACKBOX_PRESETS,
     BlackBoxConfig,
@@ -101,7 +101,6 @@ from captum_realtime_mask.benchmark.blackbox import (
 from captum_realtime_mask.benchmark.tasks import task_of
 from captum_realtime_mask.datasets import ClutteredConfig
 from captum_realtime_mask.masker.encoders import EncoderSpec
-from captum_realtime_mask.metrics import localisation_details
 from captum_realtime_mask.objective import ObjectiveConfig
 
 N_TRAIN, N_VAL, N_TEST = 10000, 500, 1000
@@ -285,33 +284,10 @@ def fit_masker(
     return attr, seconds
 
 
-def batched_masks(attr: RealTimeMaskAttribution, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``attr.mask`` on batches of ``SCORE_BATCH`` images, concatenated."""
-    with torch.no_grad():
-        return torch.cat(
-            [
-                attr.mask(x[i : i + SCORE_BATCH], target=y[i : i + SCORE_BATCH])
-                for i in range(0, len(x), SCORE_BATCH)
-            ]
-        )
-
-
 def score_split(attr: RealTimeMaskAttribution, split: Any) -> dict[str, float]:
     """Localisation error, absent-class area ratio and empty-mask share on one split."""
-    x, y, boxes = split.float_images(), split.labels, split.boxes.float()
-    maps = batched_masks(attr, x, y)
-    loc = localisation_details(maps, list(boxes.unsqueeze(1)), 0.5, normalize="none")
-    wrong = absent_classes(y, 10, seed=0)
-    absent = batched_masks(attr, x, wrong).mean()
-    true_mean = maps.mean()
-    return {
-        "localisation_error": 100.0 * float(loc.error),
-        "absent_to_true_area_ratio": float(absent / true_mean.clamp_min(1e-8)),
-        "true_class_mask_mean": float(true_mean),
-        "absent_class_mask_mean": float(absent),
-        "empty_masks": float(loc.empty.float().mean()),
-        "images": len(x),
-    }
+    scores = masker_scores(attr, split.float_images(), split.labels, split.boxes, 0, SCORE_BATCH)
+    return {key: value for key, value in scores.items() if not torch.is_tensor(value)}
 
 
 def images_per_s(fn: Any, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -105,11 +105,11 @@ def score(attr: Any, model: Any, data: Any) -> dict[str, Any]:
     """The suite's scores of the masks on ``data``, and the absent area by the class's odds."""
     from captum_realtime_mask.benchmark._scoring import batched
     from captum_realtime_mask.benchmark.scenes.requests import scene_requests
-    from captum_realtime_mask.benchmark.scenes.scoring import _scores
+    from captum_realtime_mask.benchmark.scenes.scoring import scene_scores
 
     req = scene_requests(data, 0)
     maps = batched(lambda i, t: attr.mask(data.images[i], target=t), req.image, req.target, 64)
-    row = _scores(maps, req, data, 0.5, "none")
+    row = scene_scores(maps, req, data, 0.5, "none")
     with torch.no_grad():
         probs = torch.sigmoid(model(data.images)).float()
     absent = ~req.present

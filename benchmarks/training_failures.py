@@ -95,29 +95,17 @@ def fit_recipe(world: dict[str, Any], name: str, steps: int, batch: int) -> dict
 
 def score(attr: Any, split: Any, seed: int, batch: int) -> dict[str, Any]:
     """Localisation error, true/absent mask areas and empty masks of a masker on a split."""
-    from captum_realtime_mask.benchmark._scoring import absent_classes
-    from captum_realtime_mask.metrics import localisation_details
+    from captum_realtime_mask.benchmark._scoring import masker_scores
 
-    x, y, boxes = split.float_images(), split.labels, split.boxes
-    wrong = absent_classes(y, attr.num_classes, seed)
-    true = torch.cat(
-        [attr.mask(x[i : i + batch], target=y[i : i + batch]) for i in range(0, len(x), batch)]
-    )
-    absent = torch.cat(
-        [attr.mask(x[i : i + batch], target=wrong[i : i + batch]) for i in range(0, len(x), batch)]
-    )
-    loc = localisation_details(true, list(boxes.unsqueeze(1)), 0.5, normalize="none")
+    s = masker_scores(attr, split.float_images(), split.labels, split.boxes, seed, batch)
+    shown = list(FIGURE_IMAGES)
     return {
-        "localisation_error": 100.0 * float(loc.error),
-        "empty_masks": 100.0 * float(loc.empty.float().mean()),
-        "true_area": float(true.mean()),
-        "absent_area": float(absent.mean()),
-        "absent_to_true_ratio": float(absent.mean() / true.mean().clamp_min(1e-8)),
-        "masks": (
-            true[list(FIGURE_IMAGES)],
-            absent[list(FIGURE_IMAGES)],
-            wrong[list(FIGURE_IMAGES)],
-        ),
+        "localisation_error": s["localisation_error"],
+        "empty_masks": 100.0 * s["empty_masks"],
+        "true_area": s["true_class_mask_mean"],
+        "absent_area": s["absent_class_mask_mean"],
+        "absent_to_true_ratio": s["absent_to_true_area_ratio"],
+        "masks": tuple(s[key][shown] for key in ("masks", "absent_masks", "absent_targets")),
     }
 
 

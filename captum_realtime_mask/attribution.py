@@ -41,7 +41,7 @@ from captum_realtime_mask.masker.resolve import (
     infer_num_classes,
     resolve_encoder,
 )
-from captum_realtime_mask.objective import ObjectiveConfig, resolve_area_weight
+from captum_realtime_mask.objective import ObjectiveConfig, resolve_objective
 from captum_realtime_mask.saved import KIND, read_saved_masker
 from captum_realtime_mask.training import FitConfig, fit_masker
 from captum_realtime_mask.training.batches import peek_image_size
@@ -323,7 +323,7 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
         before = self.masker, self.objective
         self._derive_mask_grid(loader)
         # A derived area weight is fixed here, so the saved objective records its value.
-        self.objective = resolve_area_weight(self.objective, self.num_classes)
+        self.objective = resolve_objective(self.objective, self.num_classes)
         try:
             history = fit_masker(
                 self.masker,

@@ -69,6 +69,7 @@ __all__ = [
     "remove_evidence",
     "resolve_area_weight",
     "resolve_classifier_output",
+    "resolve_objective",
     "tv_term",
 ]
 
@@ -474,7 +475,10 @@ def remove_evidence(
 
 
 def resolve_classifier_output(config: ObjectiveConfig, labels: torch.Tensor) -> ObjectiveConfig:
-    """``config`` with ``classifier_output`` and ``fake_max_prob`` ``"auto"`` decided from labels.
+    """``config`` with its label-dependent fields decided from labels.
+
+    Those fields are ``classifier_output`` and ``fake_max_prob`` when they are ``"auto"``
+    (:func:`resolve_objective` also fixes the area weight).
 
     Multi-hot label vectors (2-D labels ``(N, K)``) mean a multi-label classifier:
     ``"sigmoid"``, and fake selectors among every class the labels say is absent
@@ -621,6 +625,33 @@ def resolve_area_weight(config: ObjectiveConfig, num_classes: int) -> ObjectiveC
     return replace(config, area_weight=default_area_weight(num_classes))
 
 
+def resolve_objective(
+    config: ObjectiveConfig, num_classes: int, labels: torch.Tensor | None = None
+) -> ObjectiveConfig:
+    """``config`` with every derived field fixed: what training actually optimises.
+
+    An area weight of None becomes :func:`default_area_weight` of ``num_classes``
+    (:func:`resolve_area_weight`); given ``labels``, ``"auto"`` in ``classifier_output`` and
+    ``fake_max_prob`` is decided from their shape (:func:`resolve_classifier_output`).
+    ``config`` is not changed; it is returned itself when nothing needed deciding.
+
+    Args:
+        config: The objective.
+        num_classes: The classifier's number of classes.
+        labels: One batch's labels (class indices ``(N,)`` or multi-hot ``(N, K)``), or None
+            to leave the label-dependent fields as they are.
+
+    Example:
+        >>> cfg = resolve_objective(ObjectiveConfig(), 10, torch.tensor([[1, 0, 1]]))
+        >>> cfg.area_weight, cfg.classifier_output, cfg.fake_max_prob
+        (10.0, 'sigmoid', None)
+        >>> resolve_objective(ObjectiveConfig(), 3).classifier_output
+        'auto'
+    """
+    config = resolve_area_weight(config, num_classes)
+    return config if labels is None else resolve_classifier_output(config, labels)
+
+
 def objective_loss(
     mask: torch.Tensor,
     logits_preserve: torch.Tensor | None,
@@ -650,7 +681,7 @@ def objective_loss(
         if known is None:
             raise InputError(
                 "area_weight is None (derived from the number of classes) and no logits "
-                "give that number. Hint: resolve_area_weight(config, num_classes) first.",
+                "give that number. Hint: resolve_objective(config, num_classes) first.",
                 argument="config",
             )
         config = resolve_area_weight(config, known.shape[1])

@@ -267,6 +267,36 @@ def test_error_on_a_subset_counts_only_its_images():
     assert _error_on(hits, torch.zeros(5, dtype=torch.bool)) is None
 
 
+def test_masker_scores_by_hand():
+    from captum_realtime_mask.benchmark._scoring import absent_classes, masker_scores
+
+    class SquareMasker:  # class 0: the item's square; any other class: one corner pixel
+        num_classes = 3
+
+        def mask(self, x, target):
+            m = torch.zeros(len(x), 1, 8, 8)
+            for i, t in enumerate(target.tolist()):
+                if t == 0:
+                    m[i, :, 2:6, 2:6] = 1.0
+                else:
+                    m[i, :, 0, 0] = 1.0
+            return m
+
+    x = torch.zeros(4, 1, 8, 8)
+    y = torch.tensor([0, 0, 1, 2])
+    boxes = torch.tensor([[2, 2, 6, 6]]).expand(4, 4)
+    s = masker_scores(SquareMasker(), x, y, boxes, seed=0, bs=3)
+    assert s["localisation_error"] == 50.0  # the two class-0 squares hit; the corners miss
+    assert s["empty_masks"] == 0.0 and s["images"] == 4
+    assert s["true_class_mask_mean"] == pytest.approx((16 + 16 + 1 + 1) / (4 * 64))
+    wrong = absent_classes(y, 3, 0)
+    assert torch.equal(s["absent_targets"], wrong)
+    absent = sum(16 if t == 0 else 1 for t in wrong.tolist()) / (4 * 64)
+    assert s["absent_class_mask_mean"] == pytest.approx(absent)
+    assert s["absent_to_true_area_ratio"] == pytest.approx(absent / s["true_class_mask_mean"])
+    assert s["masks"].shape == s["absent_masks"].shape == (4, 1, 8, 8)
+
+
 def test_report_names_subset_rows_and_objective_overrides_only_when_present():
     import copy
 

@@ -16,8 +16,10 @@ from captum_realtime_mask import InputError, ObjectiveConfig, RealTimeMaskAttrib
 from captum_realtime_mask.objective import (
     class_probabilities,
     classifier_terms,
+    default_area_weight,
     objective_loss,
     resolve_classifier_output,
+    resolve_objective,
 )
 from captum_realtime_mask.training.step import draw_selectors, evaluate_terms, step_terms
 
@@ -164,6 +166,18 @@ def test_auto_resolves_from_the_labels():
         cfg = ObjectiveConfig(classifier_output=fixed, fake_max_prob=0.2)
         assert resolve_classifier_output(cfg, torch.tensor([[1, 0]])) is cfg
         assert resolve_classifier_output(cfg, torch.tensor([0])) is cfg
+
+
+def test_resolve_objective_fixes_every_derived_field_and_changes_nothing():
+    auto = ObjectiveConfig()
+    both = resolve_objective(auto, 3, torch.tensor([[1, 0, 0]]))
+    assert both.area_weight == pytest.approx(default_area_weight(3))
+    assert (both.classifier_output, both.fake_max_prob) == ("sigmoid", None)
+    no_labels = resolve_objective(auto, 1000)
+    assert no_labels.area_weight == 10.0 and no_labels.classifier_output == "auto"
+    assert auto.area_weight is None and auto.classifier_output == "auto"  # not changed
+    fixed = ObjectiveConfig(area_weight=2.0, classifier_output="softmax", fake_max_prob=0.1)
+    assert resolve_objective(fixed, 10, torch.tensor([1])) is fixed  # nothing to decide
 
 
 def test_step_terms_use_sigmoid_terms_for_multi_hot_labels():

@@ -35,6 +35,7 @@ __all__ = [
     "absent_classes",
     "batched",
     "error_on",
+    "masker_scores",
     "method_row",
     "throughput",
 ]
@@ -254,10 +255,55 @@ def absent_classes(labels: torch.Tensor, num_classes: int, seed: int) -> torch.T
 def _absent_class_area(attr, x, y, maps, cfg: BenchmarkConfig) -> dict[str, float]:
     """Mean mask for a random class that is not in the image, and its ratio to the true one."""
     wrong = absent_classes(y, attr.num_classes, cfg.seed)
-    absent = batched(lambda a, t: attr.mask(a, target=t), x, wrong, cfg.batch_size).mean()
+    absent = batched(lambda a, t: attr.mask(a, target=t), x, wrong, cfg.batch_size)
+    return _area_ratio(maps, absent)
+
+
+def _area_ratio(true: torch.Tensor, absent: torch.Tensor) -> dict[str, float]:
+    """The absent-class mean mask and its ratio to the true-class mean mask."""
     return {
-        "absent_class_mask_mean": float(absent),
-        "absent_to_true_area_ratio": float(absent / maps.mean().clamp_min(1e-8)),
+        "absent_class_mask_mean": float(absent.mean()),
+        "absent_to_true_area_ratio": float(absent.mean() / true.mean().clamp_min(1e-8)),
+    }
+
+
+def masker_scores(
+    attr: Any, x: torch.Tensor, y: torch.Tensor, boxes: torch.Tensor, seed: int = 0, bs: int = 64
+) -> dict[str, Any]:
+    """A learned masker's scores on single-object images, as the benchmark's masker rows.
+
+    The masks for the images' classes are thresholded at 0.5 (no normalisation) for the
+    localisation error; the masks for one random absent class per image
+    (:func:`absent_classes` with ``seed``) give the absent-class area. The recipe studies in
+    ``benchmarks/`` score their maskers with this.
+
+    Args:
+        attr: A fitted :class:`~captum_realtime_mask.RealTimeMaskAttribution`.
+        x: Images ``(N, C, H, W)``.
+        y: Their classes ``(N,)``.
+        boxes: Their items' boxes ``(N, 4)``.
+        seed: Seed of the absent classes.
+        bs: Images per :meth:`~captum_realtime_mask.RealTimeMaskAttribution.mask` call.
+
+    Returns:
+        ``localisation_error`` (%), ``empty_masks`` (share), ``true_class_mask_mean``,
+        ``absent_class_mask_mean``, ``absent_to_true_area_ratio``, ``images``, and the
+        tensors ``masks``, ``absent_masks`` and ``absent_targets``.
+    """
+    wrong = absent_classes(y, attr.num_classes, seed)
+    with torch.no_grad():
+        true = batched(lambda a, t: attr.mask(a, target=t), x, y, bs)
+        absent = batched(lambda a, t: attr.mask(a, target=t), x, wrong, bs)
+    loc = localisation_details(true, list(boxes.float().unsqueeze(1)), 0.5, normalize="none")
+    return {
+        "localisation_error": 100.0 * float(loc.error),
+        "empty_masks": float(loc.empty.float().mean()),
+        "true_class_mask_mean": float(true.mean()),
+        **_area_ratio(true, absent),
+        "images": len(x),
+        "masks": true,
+        "absent_masks": absent,
+        "absent_targets": wrong,
     }
 
 

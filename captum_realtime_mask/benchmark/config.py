@@ -18,8 +18,7 @@ from captum_realtime_mask.datasets.scenes import SceneConfig
 from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import (
     ObjectiveConfig,
-    resolve_area_weight,
-    resolve_classifier_output,
+    resolve_objective,
 )
 
 __all__ = ["SUITES", "BenchmarkConfig", "Mode", "Suite", "trained_objective"]
@@ -346,5 +345,4 @@ def trained_objective(overrides: dict[str, Any], multi_label: bool = False) -> O
     Both have 10 classes, which fixes a derived area weight (10).
     """
     labels = torch.zeros(1, 10) if multi_label else torch.zeros(1, dtype=torch.long)
-    objective = resolve_area_weight(ObjectiveConfig(**overrides), 10)
-    return resolve_classifier_output(objective, labels)
+    return resolve_objective(ObjectiveConfig(**overrides), 10, labels)

@@ -30,8 +30,7 @@ from captum_realtime_mask.objective import (
     destroy_alternative,
     objective_loss,
     remove_evidence,
-    resolve_area_weight,
-    resolve_classifier_output,
+    resolve_objective,
 )
 from captum_realtime_mask.training.batches import check_loader, prepare_batch, training_dtypes
 
@@ -189,11 +188,12 @@ def step_terms(
     ``y`` holds class indices ``(N,)`` or multi-hot vectors ``(N, K)``; for multi-hot labels
     the selectors come from :func:`draw_selectors`. ``"auto"`` in ``classifier_output`` and
     ``fake_max_prob`` is resolved from ``y``
-    (:func:`~captum_realtime_mask.objective.resolve_classifier_output`) and an area weight of
-    None from ``num_classes``, for this step only; ``objective`` itself is not changed.
+    and an area weight of None from ``num_classes``
+    (:func:`~captum_realtime_mask.objective.resolve_objective`), for this step only;
+    ``objective`` itself is not changed.
     """
     n = len(x)
-    objective = resolve_area_weight(resolve_classifier_output(objective, y), num_classes)
+    objective = resolve_objective(objective, num_classes, y)
     real = torch.rand(n, device=x.device, generator=generator) >= objective.fake_prob
     if y.dim() == 2:
         real, selector = _multi_hot_selectors(

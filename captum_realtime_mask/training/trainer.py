@@ -32,8 +32,7 @@ from captum_realtime_mask.masker.blocks import FeatureFilter
 from captum_realtime_mask.masker.model import MaskingModel
 from captum_realtime_mask.objective import (
     ObjectiveConfig,
-    resolve_area_weight,
-    resolve_classifier_output,
+    resolve_objective,
 )
 from captum_realtime_mask.training.batches import (
     MAX_SINGLES_IN_A_ROW,
@@ -148,7 +147,7 @@ class Trainer:
         self.is_distributed, self.rank, _ = distributed()
         self.loader = shard_loader(loader, config.seed) if self.is_distributed else loader
         self.masker, self.classifier = masker, classifier
-        self.objective = resolve_area_weight(objective, masker.config.num_classes)
+        self.objective = resolve_objective(objective, masker.config.num_classes)
         self.config, self.device, self.save_extra = config, device, save_extra
         self.epochs = config.epochs or (None if config.max_steps else default_epochs(loader))
         self.total = self._run_length()
@@ -283,7 +282,7 @@ class Trainer:
 
     def _resolve_auto_fields(self, labels: torch.Tensor) -> None:
         """Fix the ``"auto"`` fields from the labels for the whole run (the masker records them)."""
-        resolved = resolve_classifier_output(self.objective, labels)
+        resolved = resolve_objective(self.objective, self.masker.config.num_classes, labels)
         self.objective.classifier_output = resolved.classifier_output
         self.objective.fake_max_prob = resolved.fake_max_prob
 

@@ -31,7 +31,7 @@ from captum_realtime_mask.metrics.scenes import (
     scene_localisation_details,
 )
 
-__all__ = ["scene_row"]
+__all__ = ["scene_row", "scene_scores"]
 
 
 def scene_row(
@@ -81,7 +81,7 @@ def scene_row(
             threshold, normalize = _best_threshold(method, cfg, chosen_on), "minmax"
             row["threshold_images"] = len(chosen_on.images)
         maps = _explain(method, data.images, req, cfg.batch_size)
-        row.update(_scores(maps, req, data, threshold, normalize))
+        row.update(scene_scores(maps, req, data, threshold, normalize))
         row["on_first"] = _on_first(maps, req, data, threshold, normalize, cfg)
         row.update(_faithfulness(model, maps, req, data, cfg))
         row["threshold"] = threshold
@@ -113,7 +113,7 @@ def _explain(method: Method, images: torch.Tensor, req: Requests, bs: int) -> to
     return batched(lambda i, t: method.explain(images[i], t), req.image, req.target, bs)
 
 
-def _scores(
+def scene_scores(
     maps: torch.Tensor, req: Requests, data: SceneImages, threshold: float, normalize: str
 ) -> dict[str, Any]:
     """Per-object localisation, pointing, selectivity and absent-class area of ``maps``."""
@@ -150,7 +150,7 @@ def _on_first(
         if 0 < n < req.scenes:
             keep = req.image < n
             first = Requests(*req.where(keep)[:4], n, req.slots)
-            out[str(n)] = _scores(maps[keep], first, data.first(n), threshold, normalize)
+            out[str(n)] = scene_scores(maps[keep], first, data.first(n), threshold, normalize)
     return out
 
 
