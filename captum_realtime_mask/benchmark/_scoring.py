@@ -254,9 +254,13 @@ def absent_classes(labels: torch.Tensor, num_classes: int, seed: int) -> torch.T
 
 def _absent_class_area(attr, x, y, maps, cfg: BenchmarkConfig) -> dict[str, float]:
     """Mean mask for a random class that is not in the image, and its ratio to the true one."""
-    wrong = absent_classes(y, attr.num_classes, cfg.seed)
-    absent = batched(lambda a, t: attr.mask(a, target=t), x, wrong, cfg.batch_size)
-    return _area_ratio(maps, absent)
+    return _area_ratio(maps, _absent_masks(attr, x, y, cfg.seed, cfg.batch_size)[1])
+
+
+def _absent_masks(attr, x, y, seed: int, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random absent class per image (:func:`absent_classes`), and the masker's masks for it."""
+    wrong = absent_classes(y, attr.num_classes, seed)
+    return wrong, batched(lambda a, t: attr.mask(a, target=t), x, wrong, bs)
 
 
 def _area_ratio(true: torch.Tensor, absent: torch.Tensor) -> dict[str, float]:
@@ -290,10 +294,8 @@ def masker_scores(
         ``absent_class_mask_mean``, ``absent_to_true_area_ratio``, ``images``, and the
         tensors ``masks``, ``absent_masks`` and ``absent_targets``.
     """
-    wrong = absent_classes(y, attr.num_classes, seed)
-    with torch.no_grad():
-        true = batched(lambda a, t: attr.mask(a, target=t), x, y, bs)
-        absent = batched(lambda a, t: attr.mask(a, target=t), x, wrong, bs)
+    true = batched(lambda a, t: attr.mask(a, target=t), x, y, bs)
+    wrong, absent = _absent_masks(attr, x, y, seed, bs)
     loc = localisation_details(true, list(boxes.float().unsqueeze(1)), 0.5, normalize="none")
     return {
         "localisation_error": 100.0 * float(loc.error),

@@ -32,6 +32,7 @@ from captum_realtime_mask.masker.blocks import FeatureFilter
 from captum_realtime_mask.masker.model import MaskingModel
 from captum_realtime_mask.objective import (
     ObjectiveConfig,
+    resolve_classifier_output,
     resolve_objective,
 )
 from captum_realtime_mask.training.batches import (
@@ -282,7 +283,7 @@ class Trainer:
 
     def _resolve_auto_fields(self, labels: torch.Tensor) -> None:
         """Fix the ``"auto"`` fields from the labels for the whole run (the masker records them)."""
-        resolved = resolve_objective(self.objective, self.masker.config.num_classes, labels)
+        resolved = resolve_classifier_output(self.objective, labels)  # area fixed in __init__
         self.objective.classifier_output = resolved.classifier_output
         self.objective.fake_max_prob = resolved.fake_max_prob
 
