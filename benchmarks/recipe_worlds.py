@@ -59,17 +59,23 @@ The resnet128 world
     ResNet-10-T at half width, output stride 16, so an 8x8 final map at 128 px) trained for
     ``RESNET_EPOCHS`` epochs. It asks whether the encoder stride the library derives from the
     image size (:func:`~captum_realtime_mask.masker.resolve.derived_min_reduction`: stride 4
-    from 128 px) is as good as the stride 2 chosen at 64 px. Both maskers use the library's
-    default objective and fit options (no ``ObjectiveConfig``, no ``lr_schedule``), the
-    frozen classifier encoder and ``RESNET_MASKER_STEPS`` steps of ``MASKER_BATCH`` images:
+    from 128 px) is as good as the stride 2 chosen at 64 px. The maskers use the library's
+    default objective and fit options, the frozen classifier encoder and
+    ``RESNET_MASKER_STEPS`` steps of ``MASKER_BATCH`` images (``--masker-steps`` to change):
 
-    * ``derived (stride 4)``: ``RealTimeMaskAttribution(model, num_classes=10, seed=s)`` with
-      the default ``encoder="classifier"``, so ``fit()`` derives ``min_reduction`` 4;
+    * ``stride 4 (the first rule)``: ``encoder=EncoderSpec(kind="classifier",
+      min_reduction=4)``, what ``fit()`` derived at 128 px under the first stride rule;
     * ``stride 2 (the 64-px choice)``: ``encoder=EncoderSpec(kind="classifier",
-      min_reduction=2)``.
+      min_reduction=2)``;
+    * ``default``: no options at all (stride 2 below 224 px, and the TV weight derived from the
+      64-cell mask grid, 10).
+
+    The first two pass ``tv_weight=5``, the fixed default they were run with before the TV
+    weight was derived from the mask grid.
 
     The scores are the ViT world's; each row also records the masker's ``min_reduction``, mask
-    stride and (derived) area weight after the fit. Run (about 55 minutes on one CPU thread)::
+    stride and (derived) area and TV weights after the fit. Run (about 55 minutes on one CPU
+    thread)::
 
         OMP_NUM_THREADS=1 python benchmarks/recipe_worlds.py --world resnet128 \
             --cache-dir /tmp/recipe_worlds_cache --out results/recipe_worlds_resnet128
@@ -154,6 +160,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+#: The TV weight of the resnet128 world's first two arms: the fixed default they trained with.
+_TV5: dict[str, Any] = {"tv_weight": 5.0}
+
+
 @dataclass(frozen=True)
 class Arm:
     """One kind of masker: its ``encoder`` argument, objective overrides and fit options.
@@ -216,11 +226,13 @@ WORLDS: dict[str, World] = {
         arms={
             # What fit() derived at 128 px under the first rule (stride 4 from 128 px), spelled
             # out: the same masker (built from the same seed), whatever the rule is now.
-            "stride 4 (the first rule)": Arm(EncoderSpec(kind="classifier", min_reduction=4), None),
+            # Both with the TV weight 5 they trained with when it was a fixed default.
+            "stride 4 (the first rule)": Arm(EncoderSpec(kind="classifier", min_reduction=4), _TV5),
             "stride 2 (the 64-px choice)": Arm(
-                EncoderSpec(kind="classifier", min_reduction=2), None
+                EncoderSpec(kind="classifier", min_reduction=2), _TV5
             ),
-            # No options at all: what a user gets now (stride 2 below 224 px).
+            # No options at all: what a user gets now (stride 2 below 224 px, and the TV
+            # weight derived from the 64-cell mask grid: 10).
             "default": Arm(None, None),
         },
         out=Path("results/recipe_worlds_resnet128"),
@@ -334,11 +346,13 @@ def markdown(world: World, results: dict[str, Any]) -> str:
     )
     if world.grid_columns:
         maskers += (
-            " Library default objective and fit options for both (no ObjectiveConfig, no "
-            "lr_schedule); they differ only in the encoder argument."
+            " Library default objective and fit options (no lr_schedule); the stride arms pass "
+            "only an encoder and the TV weight 5 they were run with, `default` passes nothing."
         )
     grid_head, grid_rule = (
-        ("min_reduction | mask stride | ", "---|---|") if world.grid_columns else ("", "")
+        ("min_reduction | mask stride | TV weight | ", "---|---|---|")
+        if world.grid_columns
+        else ("", "")
     )
     lines = [
         f"# {world.title}",
@@ -354,7 +368,12 @@ def markdown(world: World, results: dict[str, Any]) -> str:
     ]
     for row in results["rows"]:
         v, t = row["val"], row["test"]
-        grid = f"{row['min_reduction']} | {row['mask_stride']} | " if world.grid_columns else ""
+        tv = row.get("tv_weight", 5.0)  # rows from before the weight was derived trained with 5
+        grid = (
+            f"{row['min_reduction']} | {row['mask_stride']} | {tv:g} | "
+            if world.grid_columns
+            else ""
+        )
         lines.append(
             f"| {row['recipe']} | {row['seed']} | {grid}{v['localisation_error']:.1f} "
             f"| {t['localisation_error']:.1f} | {v['absent_to_true_area_ratio']:.3f} "
@@ -416,6 +435,7 @@ def main() -> None:
                 row["min_reduction"] = attr.masker.config.encoder.min_reduction
                 row["mask_stride"] = attr.masker.mask_stride
                 row["area_weight"] = attr.objective.area_weight
+                row["tv_weight"] = attr.objective.tv_weight
             for name in ("val", "test"):
                 t0 = time.perf_counter()
                 row[name] = score_split(attr, splits[name])

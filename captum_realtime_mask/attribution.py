@@ -224,6 +224,16 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
             self.masker = self._build_masker(config)
         apply_inference_options(self.masker, self._inference)
 
+    def _mask_cells(self, loader: Iterable) -> tuple[int, int] | None:
+        """Height and width in cells of the masks trained on ``loader``'s images, if known.
+
+        None where the images' size cannot be read without consuming the loader; each
+        training step then derives a TV weight of None from its own masks.
+        """
+        size = peek_image_size(loader)
+        stride = self.masker.mask_stride
+        return None if size is None else (size[0] // stride, size[1] // stride)
+
     def _masker_as_built(self) -> bool:
         """Whether the masker still has the modules and weights it was built with."""
         fresh = self._build_masker(self.masker.config)
@@ -322,8 +332,10 @@ class RealTimeMaskAttribution(SharingMixin, PerturbationAttribution):
         dev = self._training_device(None if device is None else check_device(device))
         before = self.masker, self.objective
         self._derive_mask_grid(loader)
-        # A derived area weight is fixed here, so the saved objective records its value.
-        self.objective = resolve_objective(self.objective, self.num_classes)
+        # Derived area and TV weights are fixed here, so the saved objective records them.
+        self.objective = resolve_objective(
+            self.objective, self.num_classes, mask_grid=self._mask_cells(loader)
+        )
         try:
             history = fit_masker(
                 self.masker,

@@ -17,10 +17,12 @@ Defaults, and where they come from:
 * Optimiser: Adam, learning rate 0.1 on the logits, 300 iterations (Fong & Vedaldi's
   PyTorch code uses Adam at 0.1 for 300 iterations; the paper says more than 100 are needed).
 * Weights: :class:`~captum_realtime_mask.objective.ObjectiveConfig`'s defaults unchanged
-  (TV weight 5, the area weight derived from the number of classes, 10 from 10 classes up,
-  destroy weight 5 and power 0.3), the weights the masker is trained with. Because TV is a
-  mean over neighbour pairs, a hard edge costs about twice as much on the stride-8 grid as on
-  a stride-4 mask. ``fake_prob`` and ``embedding_weight`` play no part here (every selector
+  (the TV weight derived from this grid, 5 x side / 32: 1.25 on the 8 x 8 grid of a 64 px
+  image, 4.375 on the 28 x 28 of a 224 px one; the area weight derived from the number of
+  classes, 10 from 10 classes up; destroy weight 5 and power 0.3), the rules the masker is
+  trained with. Because TV is a mean over neighbour pairs, the derived weight makes a hard
+  edge cost the same share of the loss on this grid as on the masker's finer one.
+  ``fake_prob`` and ``embedding_weight`` play no part here (every selector
   is real; there is no gate).
 * Evidence removal: ``Phi(X, M)`` and ``Phi(X, 1 - M)`` each draw a fresh alternative image
   at every step (paper section 4.1), with

@@ -39,6 +39,7 @@ from captum_realtime_mask import (
     TrainingError,
 )
 from captum_realtime_mask._model_state import snapshot_model
+from captum_realtime_mask.objective import default_tv_weight
 
 SIZE = TINY_SIZE
 DOCUMENTED_ERRORS = (InputError, CheckpointError, TrainingError)
@@ -633,6 +634,9 @@ def test_the_first_fit_derives_the_decoders_finest_map_from_the_image_size(size,
     attr.fit(loader, max_steps=1, **QUIET)
     assert attr.masker.config.encoder.min_reduction == stride
     assert attr.masker.mask_stride == stride
+    # The TV weight is fixed from the same grid (2.5, 10 and 8.75 here) and saved with it.
+    assert attr.objective.tv_weight == default_tv_weight(size // stride, size // stride)
+    assert ObjectiveConfig().tv_weight is None
     # The rebuilt masker starts from the seed's weights: the same as one built so up front.
     twin = RealTimeMaskAttribution(
         model, encoder=EncoderSpec(kind="classifier", min_reduction=stride)

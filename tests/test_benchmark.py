@@ -465,17 +465,21 @@ def test_quick_mode_settings_are_unchanged():
 
     from captum_realtime_mask import FitConfig, ObjectiveConfig
     from captum_realtime_mask.benchmark import runner
+    from captum_realtime_mask.datasets import ClutteredConfig, SceneConfig
     from captum_realtime_mask.masker.encoders import EncoderSpec
     from captum_realtime_mask.masker.resolve import derived_min_reduction
     from captum_realtime_mask.objective import default_area_weight
 
     # The maskers train with the library's defaults: these are the values behind the figures.
     objective = ObjectiveConfig()
-    chosen = {"tv_weight": 5.0, "fake_prob": 0.5, "fake_max_prob": "auto"}
+    chosen = {"tv_weight": None, "fake_prob": 0.5, "fake_max_prob": "auto"}
     assert {k: getattr(objective, k) for k in chosen} == chosen
-    # "auto" is 0.05 for the single-object suite's class indices, None for multi-hot scenes.
-    assert runner.trained_objective({}).fake_max_prob == 0.05
-    assert runner.trained_objective({}, multi_label=True).fake_max_prob is None
+    # "auto" is 0.05 for the single-object suite's class indices, None for multi-hot scenes;
+    # the TV weight is 5 on the single-object suite's 32-cell masks, 7.5 on the scenes' 48.
+    single = runner.trained_objective({}, ClutteredConfig())
+    scenes = runner.trained_objective({}, SceneConfig())
+    assert (single.fake_max_prob, single.tv_weight) == (0.05, 5.0)
+    assert (scenes.fake_max_prob, scenes.tv_weight) == (None, 7.5)
     assert objective.area_weight is None and default_area_weight(10) == 10.0  # 10 classes
     assert (objective.destroy_weight, objective.destroy_fill) == (5.0, "inpaint")
     assert FitConfig().lr_schedule == "cosine"

@@ -173,11 +173,16 @@ def test_resolve_objective_fixes_every_derived_field_and_changes_nothing():
     both = resolve_objective(auto, 3, torch.tensor([[1, 0, 0]]))
     assert both.area_weight == pytest.approx(default_area_weight(3))
     assert (both.classifier_output, both.fake_max_prob) == ("sigmoid", None)
-    no_labels = resolve_objective(auto, 1000)
+    assert both.tv_weight is None  # no grid given: left for each step to derive
+    no_labels = resolve_objective(auto, 1000, mask_grid=(64, 16))
     assert no_labels.area_weight == 10.0 and no_labels.classifier_output == "auto"
+    assert no_labels.tv_weight == 5.0  # the grid's mean side is 32 cells
     assert auto.area_weight is None and auto.classifier_output == "auto"  # not changed
-    fixed = ObjectiveConfig(area_weight=2.0, classifier_output="softmax", fake_max_prob=0.1)
-    assert resolve_objective(fixed, 10, torch.tensor([1])) is fixed  # nothing to decide
+    assert auto.tv_weight is None
+    fixed = ObjectiveConfig(
+        tv_weight=1.0, area_weight=2.0, classifier_output="softmax", fake_max_prob=0.1
+    )
+    assert resolve_objective(fixed, 10, torch.tensor([1]), (48, 48)) is fixed  # nothing to do
 
 
 def test_step_terms_use_sigmoid_terms_for_multi_hot_labels():

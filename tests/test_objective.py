@@ -7,11 +7,14 @@ import math
 import pytest
 import torch
 
+from captum_realtime_mask.errors import InputError
 from captum_realtime_mask.objective import (
+    LossTerms,
     ObjectiveConfig,
     alternative_images,
     area_term,
     classifier_terms,
+    default_tv_weight,
     destroy_alternative,
     inpaint,
     objective_loss,
@@ -59,6 +62,26 @@ def test_weighted_total_and_fake_selectors():
     real_loss = 2.0 * 0.5 + 3.0 * 0.5 + math.log(2) + 5.0 * 0.5**0.3
     fake_loss = 3.0 * 1.0  # only the area for a fake selector
     assert terms.total.item() == pytest.approx((real_loss + fake_loss) / 2, rel=1e-5)
+
+
+def test_a_tv_weight_of_none_follows_the_mask_grid():
+    # A half-and-half mask: its mean TV on a grid of side n is 1 / (2 (n - 1)) per pair, so
+    # it halves (about) when the grid doubles, and the derived weight doubles with the side.
+    def total(side: int, tv_weight: float | None) -> LossTerms:
+        mask = torch.zeros(1, 1, side, side)
+        mask[..., side // 2 :] = 1.0
+        cfg = ObjectiveConfig(tv_weight=tv_weight, area_weight=0.0, destroy_weight=0.0)
+        logits = torch.zeros(1, 2)
+        return objective_loss(mask, logits, logits, torch.tensor([0]), torch.tensor([True]), cfg)
+
+    for side in (16, 32, 48):
+        derived, fixed = total(side, None), total(side, default_tv_weight(side, side))
+        assert derived.total.item() == fixed.total.item()
+    tv_share = {s: default_tv_weight(s, s) * total(s, None).tv.item() for s in (16, 64)}
+    assert tv_share[64] == pytest.approx(tv_share[16], rel=0.1)  # the edge costs the same
+    assert default_tv_weight(32, 32) == 5.0 and default_tv_weight(64, 16) == 5.0
+    with pytest.raises(InputError, match="ObjectiveConfig.tv_weight"):
+        ObjectiveConfig(tv_weight=-1.0)
 
 
 def test_gate_term_pushes_real_up_and_fake_down():

@@ -213,7 +213,6 @@ def blackbox_record(config: Any, bb_name: str, model: nn.Module) -> dict[str, An
 
     data = config.data_config()
     metric, info = task_of(data).metric, model.info
-    multi_label = task_of(data).name == "multi-label"
     return {
         "arch": info.get("blackbox", {}).get("arch", bb_name),
         f"test_{metric}": info.get(f"test_{metric}"),
@@ -223,7 +222,5 @@ def blackbox_record(config: Any, bb_name: str, model: nn.Module) -> dict[str, An
             "frozen": config.masker_epochs_for(bb_name),
             "scratch": config.masker_epochs_for(bb_name, scratch=True),
         },
-        "masker_objective": trained_objective(
-            config.objective_for(bb_name), multi_label=multi_label
-        ).to_dict(),
+        "masker_objective": trained_objective(config.objective_for(bb_name), data).to_dict(),
     }

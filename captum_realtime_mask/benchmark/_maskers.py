@@ -26,7 +26,7 @@ from captum_realtime_mask.benchmark.settings import (
 from captum_realtime_mask.datasets.config import ClutteredConfig
 from captum_realtime_mask.datasets.scenes import SceneConfig
 from captum_realtime_mask.masker.encoders import EncoderSpec
-from captum_realtime_mask.objective import ObjectiveConfig
+from captum_realtime_mask.objective import ObjectiveConfig, resolve_tv_weight
 from captum_realtime_mask.training import RUN_SHAPING_OPTIONS, FitConfig
 
 __all__ = [
@@ -77,7 +77,7 @@ def masker_key(
             "blackbox": model.info.get("blackbox"),
             "blackbox_steps": model.info.get("steps"),
             "encoder": encoder.to_dict(),
-            "objective": ObjectiveConfig(**cfg.objective).to_dict(),
+            "objective": _keyed_objective(cfg, data, encoder),
             "fit": default_fit_record(),
             "train": training_data_fields(data),
             "epochs": epochs,
@@ -89,6 +89,18 @@ def masker_key(
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _keyed_objective(
+    cfg: BenchmarkConfig, data: ClutteredConfig | SceneConfig, encoder: EncoderSpec
+) -> dict[str, Any]:
+    """The objective of a masker key, with a derived TV weight keyed by its value.
+
+    So a masker trained with ``tv_weight`` 5 before the weight was derived keeps its key where
+    the rule gives 5 (the 32-cell masks of 64 px images at stride 2).
+    """
+    side = data.image_size // encoder.min_reduction
+    return resolve_tv_weight(ObjectiveConfig(**cfg.objective), (side, side)).to_dict()
 
 
 def default_fit_record() -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch
 from captum_realtime_mask.benchmark._faithfulness import FAITHFULNESS_STEPS, ROAD_PERCENTILES
 from captum_realtime_mask.benchmark._scoring import THROUGHPUT_BUDGET_S, THROUGHPUT_CALLS
 from captum_realtime_mask.benchmark.config import trained_objective
+from captum_realtime_mask.datasets.config import ClutteredConfig
 
 __all__ = ["markdown", "save_figure"]
 
@@ -206,7 +207,7 @@ def _first_images_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _objective_note(bb: dict[str, Any], run_objective: dict[str, Any]) -> list[str]:
     """The sentence on a black box whose maskers' objective differs from the run's, if any."""
-    base = trained_objective(run_objective).to_dict()
+    base = trained_objective(run_objective, ClutteredConfig()).to_dict()
     own = bb.get("masker_objective") or base
     changed = {k: v for k, v in own.items() if base.get(k) != v}
     if not changed:

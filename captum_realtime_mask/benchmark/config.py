@@ -12,6 +12,7 @@ from captum_realtime_mask._checks import describe, flag, integer, one_of, path_s
 from captum_realtime_mask.benchmark.blackbox import BLACKBOX_PRESETS
 from captum_realtime_mask.benchmark.settings import (
     BENCHMARK_OBJECTIVE_BY_BLACKBOX,
+    FROZEN_ENCODER,
 )
 from captum_realtime_mask.datasets.config import ClutteredConfig
 from captum_realtime_mask.datasets.scenes import SceneConfig
@@ -337,12 +338,22 @@ def _objective(overrides: Any, name: str) -> None:
         raise InputError(f"{err}", argument=name) from None
 
 
-def trained_objective(overrides: dict[str, Any], multi_label: bool = False) -> ObjectiveConfig:
+def trained_objective(
+    overrides: dict[str, Any], data: ClutteredConfig | SceneConfig
+) -> ObjectiveConfig:
     """The objective the benchmark's maskers train on, resolved as fit() resolves it.
 
     The single-object suite's labels are class indices, so ``"auto"`` means ``"softmax"``;
-    the scenes suite's (``multi_label``) are multi-hot vectors, so it means ``"sigmoid"``.
-    Both have 10 classes, which fixes a derived area weight (10).
+    the scenes suite's are multi-hot vectors, so it means ``"sigmoid"``. Both have 10 classes,
+    which fixes a derived area weight (10). Both encoders hand their stride-2 map to the
+    decoder, so a derived TV weight is that of ``image_size / 2`` cells a side (5 at 64 px,
+    7.5 for the 96 px scenes).
+
+    Example:
+        >>> trained_objective({}, SceneConfig()).tv_weight
+        7.5
     """
+    multi_label = isinstance(data, SceneConfig)
     labels = torch.zeros(1, 10) if multi_label else torch.zeros(1, dtype=torch.long)
-    return resolve_objective(ObjectiveConfig(**overrides), 10, labels)
+    side = data.image_size // FROZEN_ENCODER.min_reduction
+    return resolve_objective(ObjectiveConfig(**overrides), 10, labels, (side, side))

@@ -170,7 +170,8 @@ def _methods(
     methods += captum_methods(model, data_cfg.image_size, ig_steps=cfg.ig_steps)
     # The iterative mask optimises the objective this black box's maskers are trained on, so
     # that the slow method and the learned one are compared on equal terms.
-    methods.append(iterative_method(model, cfg.iterative_steps, trained_objective(cfg.objective)))
+    objective = trained_objective(cfg.objective, data_cfg)
+    methods.append(iterative_method(model, cfg.iterative_steps, objective))
     return methods + [
         Method("Centre box", None, "box", "centre"),
         Method("Max box", None, "box", "max"),

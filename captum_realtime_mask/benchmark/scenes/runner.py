@@ -173,7 +173,7 @@ def _methods(
     for method in captum_methods(model, data_cfg.image_size, ig_steps=cfg.ig_steps):
         methods.append(replace(method, costly=method.name == "Occlusion"))
     methods += cam_library_methods(model)
-    objective = trained_objective(cfg.objective, multi_label=True)
+    objective = trained_objective(cfg.objective, data_cfg)
     methods.append(iterative_method(model, cfg.iterative_steps, objective))
     return methods + [Method("Centre box", _centre_box_maps, kind="mask")]
 
