@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from captum_realtime_mask.benchmark.config import BenchmarkConfig
 from captum_realtime_mask.benchmark.scenes.requests import SceneImages, scene_requests
+from captum_realtime_mask.benchmark.scenes.scoring import request_maps
 from captum_realtime_mask.benchmark.tasks import (
     MULTI_LABEL,
     SINGLE_LABEL,
@@ -139,6 +140,23 @@ def test_layout_puts_each_map_at_its_scene_and_slot():
     assert target[0].tolist()[:2] == [3, int(req.target[1])] and target[0, 2] == -1
     first = req.where(req.image < 1)
     assert first.image.tolist() == [0, 0] and first.scenes == 2
+
+
+def test_request_maps_give_each_pair_its_own_scene_and_class():
+    data = _scenes([[3], [1, 5], [0, 2, 9]], size=4)
+    req = scene_requests(data, seed=0)
+    seen: list[int] = []
+
+    def explain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(len(x))
+        return x[:, :1] * 0 + t.float().view(-1, 1, 1, 1)
+
+    maps = request_maps(explain, data.images, req, batch_size=4)
+    assert maps.shape == (len(req.image), 1, 4, 4)
+    assert maps[:, 0, 0, 0].tolist() == req.target.float().tolist()
+    assert seen == [4, 4, 1]  # nine pairs in batches of four
+    first = request_maps(lambda x, t: x[:, :1], data.images, req, batch_size=64)
+    assert torch.equal(first, data.images[req.image][:, :1])  # each pair's own scene
 
 
 # -- pytorch-grad-cam rows ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ validation scenes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from captum_realtime_mask.metrics.scenes import (
     scene_localisation_details,
 )
 
-__all__ = ["scene_row", "scene_scores"]
+__all__ = ["request_maps", "scene_row", "scene_scores"]
 
 
 def scene_row(
@@ -108,9 +109,29 @@ def _threshold_subset(method: Method, cfg: BenchmarkConfig) -> int | None:
 
 
 def _explain(method: Method, images: torch.Tensor, req: Requests, bs: int) -> torch.Tensor:
-    """The method's maps ``(P, 1, H, W)`` of every requested pair, in batches of ``bs``."""
+    """The method's maps of every requested pair (see :func:`request_maps`)."""
     assert method.explain is not None
-    return batched(lambda i, t: method.explain(images[i], t), req.image, req.target, bs)
+    return request_maps(method.explain, images, req, bs)
+
+
+def request_maps(
+    explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    req: Requests,
+    batch_size: int,
+) -> torch.Tensor:
+    """The maps ``(P, 1, H, W)`` of every requested (scene, class) pair, in order.
+
+    Args:
+        explain: Maps a batch of images and one class per image to their maps.
+        images: The scenes ``(N, C, H, W)`` the requests index.
+        req: The pairs: ``req.image`` indexes ``images``, ``req.target`` is each pair's class.
+        batch_size: Pairs per call of ``explain``.
+
+    Returns:
+        The maps, detached, one per pair in the order of ``req``.
+    """
+    return batched(lambda i, t: explain(images[i], t), req.image, req.target, batch_size)
 
 
 def scene_scores(
