@@ -172,8 +172,13 @@ def main() -> None:
             attr, seconds = fit_arm(
                 model, splits["train"], name, args.blackbox, seed, args.cache_dir
             )
-            row = {"blackbox": args.blackbox, "arm": name, "seed": seed, "split": args.split}
-            row["train_seconds"] = seconds
+            row = {
+                "blackbox": args.blackbox,
+                "arm": name,
+                "seed": seed,
+                "split": args.split,
+                "train_seconds": seconds,
+            }
             row.update(score(attr, model, scenes))
             print(json.dumps(row), flush=True)
             write_row(args.output, row)
